@@ -1,0 +1,313 @@
+#include <assert.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <h2o.h>
+
+#include "task_int.h"
+
+#if defined(__has_include)
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#define AIO_VALGRIND 1
+#endif
+#endif
+
+_Thread_local aio_loop *aio__loop;
+
+#ifdef AIO_ASAN
+#define DEFAULT_STACK_SIZE (512 * 1024)
+#else
+#define DEFAULT_STACK_SIZE (128 * 1024)
+#endif
+#define DEFAULT_POOL_MAX 256
+
+void aio__port_dispose(aio_loop *loop); /* thread.c */
+
+int64_t aio_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* ---- timers: a binary min-heap of armed timers ---- */
+
+static void heap_set(aio_loop *loop, size_t i, aio__timer *t)
+{
+    loop->heap[i] = t;
+    t->heap_index = i;
+}
+
+static void heap_up(aio_loop *loop, size_t i)
+{
+    aio__timer *t = loop->heap[i];
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (loop->heap[parent]->at <= t->at)
+            break;
+        heap_set(loop, i, loop->heap[parent]);
+        i = parent;
+    }
+    heap_set(loop, i, t);
+}
+
+static void heap_down(aio_loop *loop, size_t i)
+{
+    aio__timer *t = loop->heap[i];
+    for (;;) {
+        size_t child = 2 * i + 1;
+        if (child >= loop->heap_len)
+            break;
+        if (child + 1 < loop->heap_len && loop->heap[child + 1]->at < loop->heap[child]->at)
+            child++;
+        if (t->at <= loop->heap[child]->at)
+            break;
+        heap_set(loop, i, loop->heap[child]);
+        i = child;
+    }
+    heap_set(loop, i, t);
+}
+
+void aio__timer_arm(aio_loop *loop, aio__timer *t, int64_t at)
+{
+    if (t->heap_index != SIZE_MAX) {
+        t->at = at;
+        heap_up(loop, t->heap_index);
+        heap_down(loop, t->heap_index);
+        return;
+    }
+    if (loop->heap_len == loop->heap_cap) {
+        size_t cap = loop->heap_cap ? loop->heap_cap * 2 : 64;
+        aio__timer **heap = realloc(loop->heap, cap * sizeof(*heap));
+        if (heap == NULL)
+            abort(); /* a few bytes per waiting task: no way to carry on without them */
+        loop->heap = heap;
+        loop->heap_cap = cap;
+    }
+    t->at = at;
+    heap_set(loop, loop->heap_len++, t);
+    heap_up(loop, t->heap_index);
+}
+
+void aio__timer_disarm(aio_loop *loop, aio__timer *t)
+{
+    size_t i = t->heap_index;
+    if (i == SIZE_MAX)
+        return;
+    t->heap_index = SIZE_MAX;
+    aio__timer *last = loop->heap[--loop->heap_len];
+    if (last == t)
+        return;
+    heap_set(loop, i, last);
+    heap_up(loop, i);
+    heap_down(loop, last->heap_index);
+}
+
+static void fire_timers(aio_loop *loop)
+{
+    if (loop->heap_len == 0)
+        return;
+    int64_t now = aio_now();
+    while (loop->heap_len > 0 && loop->heap[0]->at <= now) {
+        aio__timer *t = loop->heap[0];
+        aio__timer_disarm(loop, t);
+        t->fire(t);
+    }
+}
+
+/* ---- stacks: guard page | stack | struct aio_task, in one mapping ---- */
+
+static size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
+
+aio_task *aio__task_alloc(aio_loop *loop)
+{
+    aio_link *l = aio_list_pop_front(&loop->pool);
+    if (l != NULL) {
+        loop->pool_len--;
+        return aio_container_of(l, aio_task, free_link);
+    }
+    size_t size = loop->page_size + round_up(loop->stack_size + sizeof(aio_task) + 64, loop->page_size);
+    void *map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+    if (map == MAP_FAILED)
+        return NULL;
+    if (mprotect(map, loop->page_size, PROT_NONE) != 0) {
+        munmap(map, size);
+        return NULL;
+    }
+    uintptr_t top = (uintptr_t)map + size;
+    aio_task *t = (aio_task *)((top - sizeof(aio_task)) & ~(uintptr_t)63);
+    memset(t, 0, sizeof(*t));
+    t->map = map;
+    t->map_size = size;
+    aio_link_init(&t->free_link);
+#ifdef AIO_VALGRIND
+    VALGRIND_STACK_REGISTER((char *)map + loop->page_size, (char *)t);
+#endif
+    return t;
+}
+
+static void unmap_task(aio_task *t)
+{
+    munmap(t->map, t->map_size);
+}
+
+void aio__task_release(aio_task *t)
+{
+    aio_loop *loop = t->loop;
+    assert(t->state == AIO__DONE);
+    if (loop->pool_len < loop->pool_max) {
+        aio_list_push_front(&loop->pool, &t->free_link);
+        loop->pool_len++;
+    } else {
+        unmap_task(t);
+    }
+}
+
+/* Usable stack of a task: from above the guard page to below the struct. */
+void aio__task_stack(aio_loop *loop, aio_task *t, void **lo, size_t *size)
+{
+    *lo = (char *)t->map + loop->page_size;
+    *size = (size_t)(((uintptr_t)t & ~(uintptr_t)15) - (uintptr_t)*lo);
+}
+
+/* ---- the loop ---- */
+
+aio_loop *aio_loop_create(const aio_loop_options *opts)
+{
+    assert(aio__loop == NULL && "one loop per thread");
+    aio_loop *loop = calloc(1, sizeof(*loop));
+    if (loop == NULL)
+        return NULL;
+    if ((loop->ev = h2o_evloop_create()) == NULL) {
+        free(loop);
+        return NULL;
+    }
+    long page = sysconf(_SC_PAGESIZE);
+    loop->page_size = page > 0 ? (size_t)page : 4096;
+    size_t stack = opts && opts->stack_size ? opts->stack_size : DEFAULT_STACK_SIZE;
+    loop->stack_size = round_up(stack < 16384 ? 16384 : stack, loop->page_size);
+    loop->pool_max = opts && opts->stack_pool_max ? opts->stack_pool_max : DEFAULT_POOL_MAX;
+    aio_list_init(&loop->ready);
+    aio_list_init(&loop->pool);
+    aio_list_init(&loop->all);
+    aio__loop = loop;
+    return loop;
+}
+
+aio_loop *aio_loop_current(void) { return aio__loop; }
+
+struct st_h2o_evloop_t *aio_loop_evloop(aio_loop *loop) { return loop->ev; }
+
+size_t aio_loop_task_count(const aio_loop *loop) { return loop->live; }
+
+static void resume(aio_loop *loop, aio_task *t)
+{
+    loop->current = t;
+    t->state = AIO__RUNNING;
+    aio__ctx_switch(&loop->main, &t->ctx, false);
+    loop->current = NULL;
+    if (t->state == AIO__DONE && t->detached)
+        aio__task_release(t);
+}
+
+/* Runs the ready tasks in rounds: each round runs those ready when it
+ * starts. Tasks woken by other tasks (a child ending, a lock handed over)
+ * run in the next round of the same turn, which saves an epoll_wait per
+ * hand-off; the cap on rounds keeps a task that keeps yielding from
+ * starving I/O. */
+#define ROUNDS_PER_TURN 16
+
+static void run_ready(aio_loop *loop)
+{
+    for (int round = 0; round < ROUNDS_PER_TURN && !aio_list_is_empty(&loop->ready); round++) {
+        aio_list batch;
+        aio_list_init(&batch);
+        aio_list_splice(&batch, &loop->ready);
+        aio_link *l;
+        while ((l = aio_list_pop_front(&batch)) != NULL)
+            resume(loop, aio_container_of(l, aio_task, run_link));
+    }
+}
+
+int aio_loop_run_once(aio_loop *loop, int32_t max_wait_ms)
+{
+    assert(loop->current == NULL && "the loop is driven from outside any task");
+    int32_t wait = max_wait_ms;
+    if (!aio_list_is_empty(&loop->ready) || loop->stop) {
+        wait = 0;
+    } else if (loop->heap_len > 0) {
+        int64_t delta = loop->heap[0]->at - aio_now();
+        if (delta <= 0)
+            wait = 0;
+        else if ((delta + 999999) / 1000000 < wait)
+            wait = (int32_t)((delta + 999999) / 1000000); /* round up: never wake early and spin */
+    }
+    if (h2o_evloop_run(loop->ev, wait) != 0 && errno != EINTR)
+        return -1;
+    fire_timers(loop);
+    /* last, so that a caller checking a condition after this turn sees the
+     * effect of everything that became ready in it */
+    run_ready(loop);
+    return 0;
+}
+
+void aio_loop_run(aio_loop *loop)
+{
+    loop->stop = false;
+    while (!loop->stop)
+        if (aio_loop_run_once(loop, INT32_MAX) != 0)
+            break;
+    loop->stop = false;
+}
+
+void aio_loop_stop(aio_loop *loop) { loop->stop = true; }
+
+void aio_loop_cancel_all(aio_loop *loop)
+{
+    aio_list_foreach(l, &loop->all) aio_task_cancel(aio_container_of(l, aio_task, all_link));
+}
+
+void aio_loop_destroy(aio_loop *loop)
+{
+    assert(loop->current == NULL);
+    while (loop->live > 0) {
+        aio_loop_cancel_all(loop);
+        if (aio_loop_run_once(loop, 10) != 0)
+            break;
+    }
+    aio__port_dispose(loop);
+    /* let h2o release the sockets closed during the last turn */
+    h2o_evloop_run(loop->ev, 0);
+    aio_link *l;
+    while ((l = aio_list_pop_front(&loop->pool)) != NULL)
+        unmap_task(aio_container_of(l, aio_task, free_link));
+    h2o_evloop_destroy(loop->ev);
+    free(loop->heap);
+    free(loop);
+    aio__loop = NULL;
+}
+
+int aio_run(aio_fn main, void *arg, const aio_loop_options *opts)
+{
+    aio_loop *loop = aio_loop_create(opts);
+    if (loop == NULL)
+        return -ENOMEM;
+    aio_task *t = aio_task_spawn(main, arg);
+    if (t == NULL) {
+        aio_loop_destroy(loop);
+        return -ENOMEM;
+    }
+    while (!aio_task_done(t))
+        if (aio_loop_run_once(loop, INT32_MAX) != 0)
+            abort();
+    int result = aio_task_result(t);
+    aio__task_release(t);
+    aio_loop_destroy(loop);
+    return result;
+}
