@@ -1,0 +1,30 @@
+/* Process logging: one line per event on stderr, JSON by default or text
+ * for humans (LOG_FORMAT). Thread-safe: a line is formatted into a local
+ * buffer and written with a single write(2). Never awaits. */
+#ifndef H2PG_SERVER_LOG_H
+#define H2PG_SERVER_LOG_H
+
+#include <stdbool.h>
+
+enum server_log_level { SERVER_LOG_DEBUG, SERVER_LOG_INFO, SERVER_LOG_WARN, SERVER_LOG_ERROR };
+
+/* Called once at start, before threads; the defaults are info and JSON. */
+void server_log_init(enum server_log_level min_level, bool json);
+
+bool server_log_enabled(enum server_log_level level);
+
+/* Logs msg (printf format) at level. In JSON the line is
+ * {"time":..., "level":..., "msg":...}. */
+void server_log(enum server_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#define log_debug(...) (server_log_enabled(SERVER_LOG_DEBUG) ? server_log(SERVER_LOG_DEBUG, __VA_ARGS__) : (void)0)
+#define log_info(...) server_log(SERVER_LOG_INFO, __VA_ARGS__)
+#define log_warn(...) server_log(SERVER_LOG_WARN, __VA_ARGS__)
+#define log_error(...) server_log(SERVER_LOG_ERROR, __VA_ARGS__)
+
+/* Appends s to out as the inside of a JSON string (escapes quotes,
+ * backslashes and control bytes); returns the length it needs, like
+ * snprintf (out is always terminated when cap > 0). */
+int server_log_json_escape(char *out, int cap, const char *s, int len);
+
+#endif
