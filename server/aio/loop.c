@@ -196,6 +196,7 @@ aio_loop *aio_loop_create(const aio_loop_options *opts)
     aio_list_init(&loop->ready);
     aio_list_init(&loop->pool);
     aio_list_init(&loop->all);
+    aio_list_init(&loop->deferred);
     aio__loop = loop;
     return loop;
 }
@@ -235,11 +236,38 @@ static void run_ready(aio_loop *loop)
     }
 }
 
+void aio_deferred_init(aio_deferred *d, void (*cb)(aio_deferred *d))
+{
+    aio_link_init(&d->link);
+    d->cb = cb;
+}
+
+void aio_defer(aio_deferred *d)
+{
+    if (!aio_link_is_linked(&d->link))
+        aio_list_push_back(&aio__loop->deferred, &d->link);
+}
+
+void aio_deferred_cancel(aio_deferred *d) { aio_link_unlink(&d->link); }
+
+/* Callbacks deferred by a deferred callback run at the next turn. */
+static void run_deferred(aio_loop *loop)
+{
+    aio_list batch;
+    aio_list_init(&batch);
+    aio_list_splice(&batch, &loop->deferred);
+    aio_link *l;
+    while ((l = aio_list_pop_front(&batch)) != NULL) {
+        aio_deferred *d = aio_container_of(l, aio_deferred, link);
+        d->cb(d);
+    }
+}
+
 int aio_loop_run_once(aio_loop *loop, int32_t max_wait_ms)
 {
     assert(loop->current == NULL && "the loop is driven from outside any task");
     int32_t wait = max_wait_ms;
-    if (!aio_list_is_empty(&loop->ready) || loop->stop) {
+    if (!aio_list_is_empty(&loop->ready) || !aio_list_is_empty(&loop->deferred) || loop->stop) {
         wait = 0;
     } else if (loop->heap_len > 0) {
         int64_t delta = loop->heap[0]->at - aio_now();
@@ -254,6 +282,7 @@ int aio_loop_run_once(aio_loop *loop, int32_t max_wait_ms)
     /* last, so that a caller checking a condition after this turn sees the
      * effect of everything that became ready in it */
     run_ready(loop);
+    run_deferred(loop);
     return 0;
 }
 

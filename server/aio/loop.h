@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "list.h"
 #include "task.h"
 
 /* h2o's loop type, without pulling all of h2o into every user. */
@@ -45,6 +46,22 @@ int aio_loop_run_once(aio_loop *loop, int32_t max_wait_ms);
 /* Runs turns until aio_loop_stop() is called (from a task or callback). */
 void aio_loop_run(aio_loop *loop);
 void aio_loop_stop(aio_loop *loop);
+
+/* A callback run once at the end of the current turn, after the ready
+ * tasks ran and before the loop waits for I/O: lets work queued by many
+ * tasks in one turn be handled in one go (e.g. one write for every
+ * statement queued). In the caller's memory. */
+typedef struct aio_deferred {
+    aio_link link;
+    void (*cb)(struct aio_deferred *d);
+} aio_deferred;
+
+/* Initialises d with its callback. */
+void aio_deferred_init(aio_deferred *d, void (*cb)(aio_deferred *d));
+/* Schedules d on the current thread's loop; no-op if already scheduled. */
+void aio_defer(aio_deferred *d);
+/* Unschedules d (idempotent). */
+void aio_deferred_cancel(aio_deferred *d);
 
 /* Cancels every task of the loop (shutdown). Never awaits. */
 void aio_loop_cancel_all(aio_loop *loop);

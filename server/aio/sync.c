@@ -142,3 +142,45 @@ int aio_event_wait(aio_event *e)
         return 0;
     return queue_and_suspend(&e->waiters, unqueue);
 }
+
+/* ---- Future ---- */
+
+void aio_future_init(aio_future *f)
+{
+    f->waiter = NULL;
+    f->result = 0;
+    f->done = false;
+}
+
+void aio_future_set(aio_future *f, int result)
+{
+    if (f->done)
+        return;
+    f->done = true;
+    f->result = result;
+    if (f->waiter != NULL) {
+        aio__waiter *w = f->waiter;
+        f->waiter = NULL;
+        aio__wake(w, result);
+    }
+}
+
+bool aio_future_done(const aio_future *f) { return f->done; }
+
+static void future_abort(aio__waiter *w)
+{
+    aio_future *f = w->data;
+    f->waiter = NULL;
+}
+
+int aio_future_wait(aio_future *f)
+{
+    if (f->done)
+        return f->result;
+    int rc = aio__enter();
+    if (rc < 0)
+        return rc;
+    aio__waiter w = {.abort = future_abort, .data = f};
+    f->waiter = &w;
+    return aio__suspend(&w, AIO_NEVER);
+}

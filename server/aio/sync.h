@@ -57,4 +57,24 @@ bool aio_event_is_set(const aio_event *e);
 /* 0 once the flag is set (at once if it is); -ECANCELED / -ETIMEDOUT. */
 int aio_event_wait(aio_event *e);
 
+/* A one-shot result set by an event source (asyncio.Future), e.g. a
+ * database reply dispatched by a socket callback, and awaited by one task.
+ * In the caller's memory. */
+typedef struct aio_future {
+    struct aio__waiter *waiter;
+    int result;
+    bool done;
+} aio_future;
+
+void aio_future_init(aio_future *f);
+/* Completes the future once (never awaits; callable from loop callbacks)
+ * and wakes its waiter if any. */
+void aio_future_set(aio_future *f, int result);
+bool aio_future_done(const aio_future *f);
+/* The result once set (at once if it is). -ECANCELED / -ETIMEDOUT if the
+ * waiting task is interrupted first: the future stays pending, and a later
+ * set() still records its result, so the caller can check aio_future_done()
+ * to reclaim what was handed over meanwhile. One waiter at a time. */
+int aio_future_wait(aio_future *f);
+
 #endif

@@ -87,6 +87,7 @@ struct aio_loop {
     size_t pool_len, pool_max;
     size_t stack_size, page_size;
     aio_list all;         /* tasks not yet ended */
+    aio_list deferred;    /* aio_deferred to run at the end of this turn */
     size_t live;
     bool stop;
     struct aio__port *port; /* completions from helper threads (thread.c) */

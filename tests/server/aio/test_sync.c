@@ -225,6 +225,60 @@ AIO_TEST(an_event_wait_is_cancellable)
     return 0;
 }
 
+
+struct future_waiter {
+    aio_future *f;
+    int rc;
+};
+
+static int wait_future(void *arg)
+{
+    struct future_waiter *w = arg;
+    w->rc = aio_future_wait(w->f);
+    return w->rc;
+}
+
+static aio_future *timer_future;
+
+static void set_from_callback(aio_deferred *d)
+{
+    (void)d;
+    aio_future_set(timer_future, 77); /* from a loop callback, not a task */
+}
+
+AIO_TEST(a_future_set_by_a_loop_callback_wakes_its_waiter)
+{
+    aio_future f;
+    aio_future_init(&f);
+    struct future_waiter w = {.f = &f, .rc = 1};
+    aio_task *t = aio_task_spawn(wait_future, &w);
+    aio_yield();
+    ck_assert_int_eq(w.rc, 1);
+    timer_future = &f;
+    aio_deferred d;
+    aio_deferred_init(&d, set_from_callback);
+    aio_defer(&d);
+    aio_defer(&d); /* scheduled once */
+    ck_assert_int_eq(aio_task_join(t), 77);
+    ck_assert(aio_future_done(&f));
+    ck_assert_int_eq(aio_future_wait(&f), 77); /* done: no wait */
+    return 0;
+}
+
+AIO_TEST(an_interrupted_future_wait_leaves_the_future_to_be_reclaimed)
+{
+    aio_future f;
+    aio_future_init(&f);
+    struct future_waiter w = {.f = &f, .rc = 1};
+    ck_assert_int_eq(aio_wait_for(AIO_MSEC(3), wait_future, &w), -ETIMEDOUT);
+    ck_assert(!aio_future_done(&f));
+    aio_future_set(&f, 5); /* a late result is still recorded */
+    aio_future_set(&f, 6); /* and only the first */
+    ck_assert(aio_future_done(&f));
+    ck_assert_int_eq(f.result, 5);
+    return 0;
+}
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("aio_sync");
@@ -238,6 +292,8 @@ static Suite *suite(void)
     tcase_add_test(tc, a_timed_out_semaphore_waiter_does_not_consume_a_slot);
     tcase_add_test(tc, event_set_wakes_every_waiter);
     tcase_add_test(tc, an_event_wait_is_cancellable);
+    tcase_add_test(tc, a_future_set_by_a_loop_callback_wakes_its_waiter);
+    tcase_add_test(tc, an_interrupted_future_wait_leaves_the_future_to_be_reclaimed);
     suite_add_tcase(s, tc);
     return s;
 }

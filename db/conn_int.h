@@ -1,0 +1,93 @@
+/* Private to db/: one connection's state machine and the pool's hooks.
+ *
+ * A connection is always in libpq pipeline mode. Work is queued as ops: an
+ * op is one or more statements, each followed by a Sync (or one Sync for an
+ * atomic batch), plus the Prepare messages they need, sent in front in a
+ * block of their own so that a failing statement can never abort a
+ * Prepare. The loop watches the socket permanently; its read callback
+ * consumes input and hands results to the ops in send order. Sending is
+ * deferred to the end of the loop turn, so everything queued in one turn
+ * goes out in one write. */
+#ifndef H2PG_DB_CONN_INT_H
+#define H2PG_DB_CONN_INT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <h2o.h>
+
+#include "db/pool.h"
+#include "server/aio/aio.h"
+
+/* Statements prepared per connection, at most (a power of two, with room). */
+#define DB_PREPARED_SLOTS 512
+
+enum db_conn_state {
+    DB_CONN_IDLE,     /* on the pool's idle list */
+    DB_CONN_BORROWED, /* a task holds it */
+    DB_CONN_CLEANING, /* the janitor holds it */
+};
+
+typedef struct db_op db_op;
+
+struct db_conn {
+    PGconn *pg;
+    h2o_socket_t *sock; /* watches a duplicate of PQsocket() */
+    db_pool *pool;
+    enum db_conn_state state;
+    aio_task *holder;      /* the task that borrowed it (a stale release is ignored) */
+    aio_link pool_link;    /* idle list or the pool's list of all connections */
+    aio_link all_link;
+    aio_list ops;          /* in flight, in send order */
+    aio_deferred flush;
+    aio_event drained;     /* set whenever ops is empty */
+    bool write_armed;      /* an h2o write notification is pending */
+    bool want_write;       /* PQflush left data unsent */
+    bool broken;
+    const db_stmt *begin;  /* BEGIN to send in front of the next statement */
+    char sqlstate[6];      /* of the last failed statement */
+    int64_t created_at, idle_since;
+    const db_stmt *prepared[DB_PREPARED_SLOTS]; /* open-addressing set of statements prepared here */
+    int nprepared;
+    char error[256];
+};
+
+/* What each result of an op answers, in the order the server sends them. */
+enum { DB_TAG_PREPARE = -1, DB_TAG_SYNC = -2, DB_TAG_BEGIN = -3 };
+
+struct db_op {
+    aio_link link;
+    aio_future done;
+    bool abandoned;  /* the waiter gave up: discard the results and free the op */
+    int rc;          /* first failure */
+    int ntags, pos;  /* expected results and the next one */
+    int ncalls;
+    PGresult **results; /* ncalls slots */
+    int *call_rc;
+    const db_stmt **prepped; /* statements prepared by this op, to forget on failure */
+    int nprep;
+    int tags[];         /* >= 0: a call's result; DB_TAG_PREPARE; DB_TAG_SYNC */
+};
+
+/* Opens a connection (awaits; obeys the caller's deadline). */
+int db__conn_open(db_pool *pool, db_conn **out, char *err, size_t errlen);
+
+/* Closes the connection and frees it; fails whatever is in flight. */
+void db__conn_close(db_conn *c);
+
+/* Queues the calls as one op (never awaits); NULL on ENOMEM. A pending
+ * c->begin goes first, in the same implicit block as the first call. */
+db_op *db__conn_send(db_conn *c, db_call *calls, size_t n, int flags);
+
+/* Awaits an op, moves its results into the calls and frees it. If the wait
+ * is interrupted, the op is abandoned (freed when its results arrive),
+ * *abandoned is set and -ECANCELED / -ETIMEDOUT is returned. */
+int db__op_wait(db_op *op, db_call *calls, size_t n, bool *abandoned);
+
+/* Pool hooks (pool.c). */
+struct db_conninfo;
+const struct db_conninfo *db__pool_conninfo(const db_pool *p);
+void db__pool_conn_broken(db_conn *c);
+void db__pool_abandoned(db_conn *c);
+
+#endif

@@ -1,0 +1,132 @@
+#include <arpa/inet.h>
+#include <assert.h>
+#include <endian.h>
+#include <errno.h>
+#include <string.h>
+
+#include "db/conn_int.h"
+
+/* Type OIDs of the binary results we read (pg_type.h is not in libpq-dev). */
+enum { OID_BOOL = 16, OID_NAME = 19, OID_INT8 = 20, OID_INT2 = 21, OID_INT4 = 23, OID_TEXT = 25, OID_BPCHAR = 1042,
+       OID_VARCHAR = 1043 };
+
+db_param db_text(const char *s, int len) { return (db_param){s, len < 0 ? (int)strlen(s) : len, 0}; }
+
+db_param db_int4(uint32_t *buf, int32_t v)
+{
+    *buf = htonl((uint32_t)v);
+    return (db_param){(const char *)buf, 4, 1};
+}
+
+db_param db_int8(uint64_t *buf, int64_t v)
+{
+    *buf = htobe64((uint64_t)v);
+    return (db_param){(const char *)buf, 8, 1};
+}
+
+db_param db_bool(bool v) { return (db_param){v ? "t" : "f", 1, 0}; }
+
+void db_calls_clear(db_call *calls, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        PQclear(calls[i].result);
+        calls[i].result = NULL;
+    }
+}
+
+int db_exec_batch(db_conn *conn, db_call *calls, size_t n, int flags)
+{
+    for (size_t i = 0; i < n; i++) {
+        calls[i].result = NULL;
+        calls[i].rc = -ECANCELED;
+    }
+    if (n == 0)
+        return 0;
+    db_conn *c = conn;
+    int rc;
+    if (c == NULL) {
+        db_pool *p = db_pool_current();
+        assert(p != NULL && "no database pool on this thread");
+        if ((rc = db_pool_acquire(p, &c)) < 0)
+            return rc;
+    }
+    db_op *op = db__conn_send(c, calls, n, flags);
+    if (op == NULL) {
+        if (conn == NULL)
+            db_pool_release(c);
+        return -ENOMEM;
+    }
+    bool abandoned;
+    rc = db__op_wait(op, calls, n, &abandoned);
+    if (abandoned) {
+        /* the statement may still run on the server: the janitor cancels it,
+         * drains the connection and decides whether it can be reused */
+        if (c->state == DB_CONN_BORROWED)
+            db__pool_abandoned(c);
+        return rc;
+    }
+    if (conn == NULL)
+        db_pool_release(c);
+    return rc;
+}
+
+int db_exec(db_conn *conn, const db_stmt *stmt, const db_param *params, PGresult **res)
+{
+    db_call call = {.stmt = stmt, .params = params};
+    int rc = db_exec_batch(conn, &call, 1, 0);
+    *res = call.result;
+    return rc;
+}
+
+const char *db_sqlstate(const PGresult *r)
+{
+    if (r == NULL)
+        return "";
+    const char *s = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    return s ? s : "";
+}
+
+bool db_is_null(const PGresult *r, int row, int col) { return PQgetisnull(r, row, col); }
+
+int64_t db_get_int(const PGresult *r, int row, int col)
+{
+    if (PQgetisnull(r, row, col))
+        return 0;
+    const unsigned char *v = (const unsigned char *)PQgetvalue(r, row, col);
+    assert(PQfformat(r, col) == 1);
+    switch (PQftype(r, col)) {
+    case OID_INT2: {
+        uint16_t x;
+        memcpy(&x, v, 2);
+        return (int16_t)ntohs(x);
+    }
+    case OID_INT4: {
+        uint32_t x;
+        memcpy(&x, v, 4);
+        return (int32_t)ntohl(x);
+    }
+    case OID_INT8: {
+        uint64_t x;
+        memcpy(&x, v, 8);
+        return (int64_t)be64toh(x);
+    }
+    default:
+        assert(!"db_get_int on a column that is not int2/int4/int8");
+        return 0;
+    }
+}
+
+const char *db_get_text(const PGresult *r, int row, int col, int *len)
+{
+    Oid t = PQftype(r, col);
+    (void)t;
+    assert(t == OID_TEXT || t == OID_VARCHAR || t == OID_NAME || t == OID_BPCHAR);
+    *len = PQgetlength(r, row, col);
+    return PQgetvalue(r, row, col);
+}
+
+bool db_get_bool(const PGresult *r, int row, int col)
+{
+    assert(PQftype(r, col) == OID_BOOL);
+    return !PQgetisnull(r, row, col) && PQgetvalue(r, row, col)[0] != 0;
+}

@@ -1,0 +1,437 @@
+#include <assert.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "db/conn_int.h"
+#include "db/conninfo.h"
+#include "server/log.h"
+
+#define BACKOFF_FIRST AIO_MSEC(100)
+#define BACKOFF_MAX AIO_SEC(5)
+#define DRAIN_TIMEOUT AIO_SEC(5)
+#define MAINTAIN_EVERY AIO_SEC(1)
+
+struct db_pool {
+    db_pool_config cfg;
+    db_conninfo *ci;
+    aio_list idle;    /* LIFO: the most recently used first, so idle ones can age out */
+    aio_list all;     /* every open connection */
+    aio_list dead;    /* broken while idle: closed at the end of the turn */
+    aio_list waiters; /* FIFO */
+    size_t nopen, nidle, nconnecting, ncleaning, nwaiting;
+    int64_t backoff, backoff_until;
+    char last_error[256];
+    bool closing;
+    int refs; /* the owner plus every live pool task */
+    aio_deferred reap;
+    aio_event wake;
+    aio_task *maintainer;
+    db_pool_stats stats;
+};
+
+struct waiter {
+    aio_link link;
+    aio_future f;
+    db_conn *conn;
+    aio_task *task;
+};
+
+static _Thread_local db_pool *current_pool;
+
+db_pool *db_pool_current(void) { return current_pool; }
+
+const db_conninfo *db__pool_conninfo(const db_pool *p) { return p->ci; }
+
+static void unref(db_pool *p)
+{
+    if (--p->refs > 0)
+        return;
+    aio_deferred_cancel(&p->reap);
+    db_conninfo_free(p->ci);
+    free(p);
+}
+
+/* Closes a connection that is on no idle list. */
+static void discard(db_pool *p, db_conn *c)
+{
+    aio_link_unlink(&c->all_link);
+    p->nopen--;
+    db__conn_close(c);
+}
+
+static void fail_waiters(db_pool *p, int rc)
+{
+    aio_link *l;
+    while ((l = aio_list_pop_front(&p->waiters)) != NULL) {
+        struct waiter *w = aio_container_of(l, struct waiter, link);
+        aio_future_set(&w->f, rc);
+    }
+}
+
+static void spawn_connector(db_pool *p);
+
+/* Opens connections for waiters the idle list cannot serve, within max. */
+static void maybe_grow(db_pool *p, size_t wanted)
+{
+    if (p->closing || aio_now() < p->backoff_until)
+        return;
+    while (p->nconnecting < wanted && p->nopen + p->nconnecting < (size_t)p->cfg.max)
+        spawn_connector(p);
+}
+
+/* A connection ready for work: to the first waiter, else to the idle list. */
+static void checkin(db_pool *p, db_conn *c)
+{
+    if (c->broken || p->closing) {
+        discard(p, c);
+        return;
+    }
+    aio_link *l = aio_list_pop_front(&p->waiters);
+    if (l != NULL) {
+        struct waiter *w = aio_container_of(l, struct waiter, link);
+        c->state = DB_CONN_BORROWED;
+        c->holder = w->task;
+        w->conn = c;
+        p->stats.acquired++;
+        aio_future_set(&w->f, 0);
+        return;
+    }
+    c->state = DB_CONN_IDLE;
+    c->holder = NULL;
+    c->idle_since = aio_now();
+    aio_list_push_front(&p->idle, &c->pool_link);
+    p->nidle++;
+}
+
+/* ---- tasks owned by the pool ---- */
+
+static int connector(void *arg)
+{
+    db_pool *p = arg;
+    char err[256] = "";
+    db_conn *c = NULL;
+    aio_timeout scope;
+    aio_timeout_open(&scope, p->cfg.connect_timeout);
+    int rc = db__conn_open(p, &c, err, sizeof(err));
+    if (aio_timeout_close(&scope) < 0 && rc < 0)
+        snprintf(err, sizeof(err), "connect timed out after %lld ms", (long long)(p->cfg.connect_timeout / 1000000));
+    p->nconnecting--;
+    if (rc == 0) {
+        p->nopen++;
+        aio_list_push_back(&p->all, &c->all_link);
+        p->backoff = 0;
+        p->last_error[0] = '\0';
+        checkin(p, c);
+    } else if (!p->closing && rc != -ECANCELED) {
+        p->stats.connect_failures++;
+        snprintf(p->last_error, sizeof(p->last_error), "%s", err);
+        size_t n = strlen(p->last_error);
+        while (n > 0 && p->last_error[n - 1] == '\n')
+            p->last_error[--n] = '\0';
+        p->backoff = p->backoff ? (p->backoff * 2 > BACKOFF_MAX ? BACKOFF_MAX : p->backoff * 2) : BACKOFF_FIRST;
+        p->backoff_until = aio_now() + p->backoff;
+        log_warn("cannot connect to the database (retrying in %lld ms): %s", (long long)(p->backoff / 1000000),
+                 p->last_error);
+        /* with no live connection nobody would serve the waiters: fail them now */
+        if (p->nopen == 0)
+            fail_waiters(p, -ECONNREFUSED);
+        aio_event_set(&p->wake);
+    }
+    unref(p);
+    return 0;
+}
+
+static void spawn_connector(db_pool *p)
+{
+    aio_task *t = aio_task_spawn(connector, p);
+    if (t == NULL)
+        return;
+    p->nconnecting++;
+    p->refs++;
+    aio_task_detach(t);
+}
+
+static const db_stmt ROLLBACK = DB_STMT("h2pg_rollback", "ROLLBACK", 0);
+
+struct cancel_job {
+    PGcancel *cancel;
+    char err[256];
+};
+
+static int send_cancel(void *arg)
+{
+    struct cancel_job *j = arg;
+    return PQcancel(j->cancel, j->err, sizeof(j->err)) ? 1 : 0;
+}
+
+static void cancel_job_free(void *arg, int result)
+{
+    (void)result;
+    struct cancel_job *j = arg;
+    PQfreeCancel(j->cancel);
+    free(j);
+}
+
+struct janitor_arg {
+    db_conn *conn;
+    bool cancel_on_server;
+};
+
+/* Brings a connection back to a clean, idle state, or closes it. */
+static int janitor(void *arg)
+{
+    struct janitor_arg *ja = arg;
+    db_conn *c = ja->conn;
+    db_pool *p = c->pool;
+    bool cancel = ja->cancel_on_server;
+    free(ja);
+    int rc = 0;
+    if (cancel && !c->broken && !aio_list_is_empty(&c->ops)) {
+        struct cancel_job *j = calloc(1, sizeof(*j));
+        if (j != NULL && (j->cancel = PQgetCancel(c->pg)) != NULL) {
+            p->stats.cancels_sent++;
+            rc = aio_to_thread_abandonable(send_cancel, j, cancel_job_free);
+            if (rc == 0)
+                log_warn("could not cancel a query on the server: %s", j->err);
+            if (rc >= 0)
+                cancel_job_free(j, rc);
+        } else {
+            free(j);
+        }
+    }
+    aio_timeout scope;
+    aio_timeout_open(&scope, DRAIN_TIMEOUT);
+    rc = aio_event_wait(&c->drained);
+    if (rc == 0 && !c->broken && PQtransactionStatus(c->pg) != PQTRANS_IDLE) {
+        PGresult *r = NULL;
+        rc = db_exec(c, &ROLLBACK, NULL, &r);
+        PQclear(r);
+    }
+    aio_timeout_close(&scope);
+    p->ncleaning--;
+    if (rc < 0 || c->broken || PQtransactionStatus(c->pg) != PQTRANS_IDLE) {
+        p->stats.closed_dirty++;
+        discard(p, c);
+        maybe_grow(p, p->nwaiting);
+    } else {
+        checkin(p, c);
+    }
+    unref(p);
+    return 0;
+}
+
+static void start_janitor(db_conn *c, bool cancel_on_server)
+{
+    db_pool *p = c->pool;
+    c->state = DB_CONN_CLEANING;
+    c->holder = NULL;
+    struct janitor_arg *ja = malloc(sizeof(*ja));
+    aio_task *t = ja ? aio_task_spawn(janitor, ja) : NULL;
+    if (t == NULL) {
+        free(ja);
+        p->stats.closed_dirty++;
+        discard(p, c);
+        return;
+    }
+    ja->conn = c;
+    ja->cancel_on_server = cancel_on_server;
+    p->ncleaning++;
+    p->refs++;
+    aio_task_detach(t);
+}
+
+/* Keeps min connections open and lets idle ones above min go. */
+static int maintainer(void *arg)
+{
+    db_pool *p = arg;
+    while (!p->closing) {
+        maybe_grow(p, (size_t)p->cfg.min > p->nopen ? (size_t)p->cfg.min - p->nopen : 0);
+        int64_t now = aio_now();
+        aio_link *l = p->idle.prev; /* the oldest idle connection is at the tail */
+        while (l != &p->idle && p->nopen > (size_t)p->cfg.min) {
+            db_conn *c = aio_container_of(l, db_conn, pool_link);
+            l = l->prev;
+            if (now - c->idle_since < p->cfg.idle_timeout)
+                break;
+            aio_link_unlink(&c->pool_link);
+            p->nidle--;
+            discard(p, c);
+        }
+        aio_event_clear(&p->wake);
+        int64_t next = MAINTAIN_EVERY;
+        if (p->backoff_until > now && p->backoff_until - now < next)
+            next = p->backoff_until - now;
+        aio_timeout scope;
+        aio_timeout_open(&scope, next);
+        int rc = aio_event_wait(&p->wake);
+        aio_timeout_close(&scope);
+        if (rc == -ECANCELED)
+            break;
+    }
+    unref(p);
+    return 0;
+}
+
+static void on_reap(aio_deferred *d)
+{
+    db_pool *p = aio_container_of(d, db_pool, reap);
+    aio_link *l;
+    while ((l = aio_list_pop_front(&p->dead)) != NULL)
+        discard(p, aio_container_of(l, db_conn, pool_link));
+    aio_event_set(&p->wake); /* refill to min */
+}
+
+/* ---- hooks from conn.c ---- */
+
+void db__pool_conn_broken(db_conn *c)
+{
+    db_pool *p = c->pool;
+    if (c->state == DB_CONN_IDLE) {
+        /* not inside a callback that still uses c: close it at the end of the turn */
+        aio_link_unlink(&c->pool_link);
+        p->nidle--;
+        c->state = DB_CONN_CLEANING;
+        aio_list_push_back(&p->dead, &c->pool_link);
+        aio_defer(&p->reap);
+    }
+    /* borrowed ones are closed at release, cleaning ones by their janitor */
+}
+
+void db__pool_abandoned(db_conn *c)
+{
+    assert(c->state == DB_CONN_BORROWED);
+    start_janitor(c, true);
+}
+
+/* ---- public ---- */
+
+int db_pool_create(const db_pool_config *cfg, db_pool **out, char *err, size_t errlen)
+{
+    assert(current_pool == NULL && "one pool per thread");
+    assert(cfg->max >= 1 && cfg->min <= cfg->max);
+    db_pool *p = calloc(1, sizeof(*p));
+    if (p == NULL)
+        return -ENOMEM;
+    p->cfg = *cfg;
+    db_session_settings s = {.statement_timeout_ms = cfg->statement_timeout_ms,
+                             .idle_in_transaction_timeout_ms = cfg->idle_in_transaction_timeout_ms};
+    int rc = db_conninfo_parse(cfg->conninfo, &s, &p->ci, err, errlen);
+    if (rc < 0) {
+        free(p);
+        return rc;
+    }
+    aio_list_init(&p->idle);
+    aio_list_init(&p->all);
+    aio_list_init(&p->dead);
+    aio_list_init(&p->waiters);
+    aio_deferred_init(&p->reap, on_reap);
+    aio_event_init(&p->wake);
+    p->refs = 1;
+    if ((p->maintainer = aio_task_spawn(maintainer, p)) == NULL) {
+        db_conninfo_free(p->ci);
+        free(p);
+        return -ENOMEM;
+    }
+    p->refs++;
+    aio_task_detach(p->maintainer);
+    current_pool = p;
+    *out = p;
+    return 0;
+}
+
+void db_pool_destroy(db_pool *p)
+{
+    p->closing = true;
+    fail_waiters(p, -ECONNREFUSED);
+    aio_link *l;
+    while ((l = aio_list_pop_front(&p->idle)) != NULL) {
+        p->nidle--;
+        discard(p, aio_container_of(l, db_conn, pool_link));
+    }
+    on_reap(&p->reap);
+    aio_event_set(&p->wake);
+    if (current_pool == p)
+        current_pool = NULL;
+    unref(p);
+}
+
+int db_pool_acquire(db_pool *p, db_conn **out)
+{
+    int rc = aio_checkpoint();
+    if (rc < 0)
+        return rc;
+    if (p->closing)
+        return -ECONNREFUSED;
+    if (!aio_list_is_empty(&p->idle) && aio_list_is_empty(&p->waiters)) {
+        db_conn *c = aio_container_of(aio_list_pop_front(&p->idle), db_conn, pool_link);
+        p->nidle--;
+        c->state = DB_CONN_BORROWED;
+        c->holder = aio_task_current();
+        p->stats.acquired++;
+        *out = c;
+        return 0;
+    }
+    /* the database is known to be down: answer now rather than queue */
+    if (p->nopen == 0 && aio_now() < p->backoff_until)
+        return -ECONNREFUSED;
+
+    struct waiter w = {.conn = NULL, .task = aio_task_current()};
+    aio_future_init(&w.f);
+    aio_list_push_back(&p->waiters, &w.link);
+    p->nwaiting++;
+    maybe_grow(p, p->nwaiting > p->nidle ? p->nwaiting - p->nidle : 0);
+
+    aio_timeout scope;
+    aio_timeout_open(&scope, p->cfg.acquire_timeout);
+    rc = aio_future_wait(&w.f);
+    int expired = aio_timeout_close(&scope);
+    aio_link_unlink(&w.link);
+    p->nwaiting--;
+    if (rc == 0 && w.conn != NULL) {
+        *out = w.conn;
+        return 0;
+    }
+    if (w.conn != NULL)
+        checkin(p, w.conn); /* handed over just as we gave up: pass it on */
+    if (rc == -ETIMEDOUT && expired < 0) {
+        /* our own acquire timeout, unless the caller's deadline passed too */
+        int64_t d = aio_deadline();
+        if (d == AIO_NEVER || aio_now() < d) {
+            p->stats.acquire_timeouts++;
+            return -EBUSY;
+        }
+    }
+    return rc;
+}
+
+void db_pool_release(db_conn *c)
+{
+    db_pool *p = c->pool;
+    if (c->state != DB_CONN_BORROWED || c->holder != aio_task_current())
+        return; /* an interrupted statement gave it to the janitor already */
+    if (c->broken || p->closing) {
+        discard(p, c);
+        maybe_grow(p, p->nwaiting);
+        return;
+    }
+    if (!aio_list_is_empty(&c->ops) || PQtransactionStatus(c->pg) != PQTRANS_IDLE) {
+        start_janitor(c, false);
+        return;
+    }
+    checkin(p, c);
+}
+
+void db_pool_stats_get(const db_pool *p, db_pool_stats *st)
+{
+    *st = p->stats;
+    st->open = p->nopen;
+    st->idle = p->nidle;
+    st->connecting = p->nconnecting;
+    st->waiting = p->nwaiting;
+    st->cleaning = p->ncleaning;
+    st->in_use = p->nopen - p->nidle - p->ncleaning;
+}
+
+const char *db_pool_last_error(const db_pool *p) { return p->last_error; }

@@ -1,0 +1,100 @@
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "db/conn_int.h"
+#include "db/tx.h"
+#include "server/log.h"
+
+static int default_retries = 10;
+
+void db_tx_set_default_retries(int n) { default_retries = n; }
+
+static const db_stmt BEGIN_RC = DB_STMT("h2pg_begin_rc", "BEGIN ISOLATION LEVEL READ COMMITTED", 0);
+static const db_stmt BEGIN_RR = DB_STMT("h2pg_begin_rr", "BEGIN ISOLATION LEVEL REPEATABLE READ", 0);
+static const db_stmt BEGIN_SER = DB_STMT("h2pg_begin_ser", "BEGIN ISOLATION LEVEL SERIALIZABLE", 0);
+static const db_stmt BEGIN_RC_RO = DB_STMT("h2pg_begin_rc_ro", "BEGIN ISOLATION LEVEL READ COMMITTED READ ONLY", 0);
+static const db_stmt BEGIN_RR_RO = DB_STMT("h2pg_begin_rr_ro", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0);
+static const db_stmt BEGIN_SER_RO = DB_STMT("h2pg_begin_ser_ro", "BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY", 0);
+static const db_stmt COMMIT = DB_STMT("h2pg_commit", "COMMIT", 0);
+static const db_stmt ROLLBACK = DB_STMT("h2pg_tx_rollback", "ROLLBACK", 0);
+
+static const db_stmt *begin_stmt(const db_tx_options *o)
+{
+    switch (o->isolation) {
+    case DB_REPEATABLE_READ:
+        return o->read_only ? &BEGIN_RR_RO : &BEGIN_RR;
+    case DB_SERIALIZABLE:
+        return o->read_only ? &BEGIN_SER_RO : &BEGIN_SER;
+    case DB_READ_COMMITTED:
+        break;
+    }
+    return o->read_only ? &BEGIN_RC_RO : &BEGIN_RC;
+}
+
+static bool retryable(const char *sqlstate) { return strcmp(sqlstate, "40001") == 0 || strcmp(sqlstate, "40P01") == 0; }
+
+static bool interrupted(int rc) { return rc == -ETIMEDOUT || rc == -ECANCELED; }
+
+int db_tx_run(const db_tx_options *o, db_tx_body body, void *arg, int *attempts, char last[6])
+{
+    int max_retries = o->max_retries >= 0 ? o->max_retries : default_retries;
+    db_pool *p = db_pool_current();
+    db_conn *c;
+    int rc = db_pool_acquire(p, &c);
+    if (rc < 0)
+        return rc;
+    int attempt = 0;
+    if (last)
+        last[0] = '\0';
+    for (;;) {
+        attempt++;
+        c->sqlstate[0] = '\0';
+        c->begin = begin_stmt(o);
+        int result = body(c, arg);
+        if (c->begin != NULL) {
+            /* the body sent nothing: there is no transaction to end */
+            c->begin = NULL;
+            rc = result;
+            break;
+        }
+        if (result >= 0 && !c->broken) {
+            PGresult *r = NULL;
+            rc = db_exec(c, &COMMIT, NULL, &r);
+            PQclear(r);
+            if (rc == 0) {
+                rc = result;
+                break;
+            }
+        } else {
+            rc = result;
+        }
+        if (interrupted(rc) || c->broken)
+            break; /* the janitor has the connection, or it is gone */
+        bool again = rc == -EREMOTEIO && retryable(c->sqlstate) && attempt <= max_retries;
+        if (last)
+            memcpy(last, c->sqlstate, 6);
+        if (PQtransactionStatus(c->pg) != PQTRANS_IDLE) {
+            PGresult *r = NULL;
+            int rb = db_exec(c, &ROLLBACK, NULL, &r);
+            PQclear(r);
+            if (rb < 0) {
+                rc = interrupted(rb) ? rb : rc;
+                break;
+            }
+        }
+        if (!again)
+            break;
+        log_debug("transaction retry %d after SQLSTATE %s", attempt, c->sqlstate);
+        /* randomised pause so that the transactions that collided do not collide again */
+        int pause = aio_sleep(AIO_USEC(200 + rand() % (500 * attempt)));
+        if (pause < 0) {
+            rc = pause;
+            break;
+        }
+    }
+    if (attempts)
+        *attempts = attempt;
+    db_pool_release(c);
+    return rc;
+}

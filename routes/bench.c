@@ -1,0 +1,357 @@
+/* The TechEmpower Framework Benchmarks test types, as their requirements
+ * define them: a JSON object built per request, random world rows read one
+ * statement per row (all sent in one round trip), updates written back in
+ * one statement with ids sorted (so concurrent updates lock rows in the same
+ * order and cannot deadlock), and fortunes sorted and HTML-escaped. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "db/db.h"
+#include "routes/routes.h"
+#include "server/aio/aio.h"
+#include "server/query.h"
+
+#define WORLD_ROWS 10000
+#define MAX_QUERIES 500
+
+static _Thread_local uint64_t rng;
+
+/* 1..WORLD_ROWS (xorshift64*, seeded per thread) */
+static int32_t random_world_id(void)
+{
+    if (rng == 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        rng = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)(uintptr_t)&rng ^ 0x9E3779B97F4A7C15ULL;
+    }
+    rng ^= rng >> 12;
+    rng ^= rng << 25;
+    rng ^= rng >> 27;
+    return (int32_t)((rng * 0x2545F4914F6CDD1DULL >> 33) % WORLD_ROWS) + 1;
+}
+
+static int json_route(server_req *r)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "message", json_string("Hello, World!"));
+    server_respond_json(r, 200, o);
+    json_decref(o);
+    return 0;
+}
+
+static int plaintext(server_req *r)
+{
+    static const char body[] = "Hello, World!";
+    server_respond(r, 200, "text/plain", body, sizeof(body) - 1);
+    return 0;
+}
+
+static const db_stmt WORLD = DB_STMT("world_by_id", "SELECT id, randomnumber FROM world WHERE id = $1", 1);
+
+static int db_route(server_req *r)
+{
+    uint32_t buf;
+    db_param p[] = {db_int4(&buf, random_world_id())};
+    PGresult *res;
+    int rc = db_exec(NULL, &WORLD, p, &res);
+    if (rc < 0) {
+        server_respond_db_error(r, rc, res, 0);
+        PQclear(res);
+        return 0;
+    }
+    if (PQntuples(res) != 1) {
+        PQclear(res);
+        server_respond_problem(r, 500, "the world table is incomplete", NULL);
+        return 0;
+    }
+    char body[64];
+    int n = snprintf(body, sizeof(body), "{\"id\":%lld,\"randomNumber\":%lld}", (long long)db_get_int(res, 0, 0),
+                     (long long)db_get_int(res, 0, 1));
+    PQclear(res);
+    server_respond(r, 200, "application/json", body, (size_t)n);
+    return 0;
+}
+
+/* queries=N: missing or not an integer -> 1; clamped to 1..500. */
+static int query_count(server_req *r)
+{
+    size_t qlen, vlen;
+    const char *q = server_req_query(r, &qlen);
+    char v[32];
+    int64_t n;
+    if (server_query_get(q, qlen, "queries", v, sizeof(v), &vlen) < 0 || server_parse_int64(v, vlen, true, &n) < 0)
+        return 1;
+    return n < 1 ? 1 : n > MAX_QUERIES ? MAX_QUERIES : (int)n;
+}
+
+struct world_rows {
+    int n;
+    int32_t id[MAX_QUERIES];
+    int32_t number[MAX_QUERIES];
+};
+
+static void respond_rows(server_req *r, const struct world_rows *w)
+{
+    /* at most 500 * 40 bytes */
+    size_t cap = (size_t)w->n * 40 + 2;
+    char *body = server_arena_alloc(server_req_arena(r), cap);
+    if (body == NULL) {
+        server_respond_problem(r, 500, "out of memory", NULL);
+        return;
+    }
+    size_t len = 0;
+    body[len++] = '[';
+    for (int i = 0; i < w->n; i++)
+        len += (size_t)snprintf(body + len, cap - len, "%s{\"id\":%d,\"randomNumber\":%d}", i ? "," : "", w->id[i],
+                                w->number[i]);
+    body[len++] = ']';
+    server_respond(r, 200, "application/json", body, len);
+}
+
+/* Reads n random rows in one round trip; on failure answers and returns < 0. */
+static int read_rows(server_req *r, struct world_rows *w, db_call *extra, size_t nextra)
+{
+    uint32_t bufs[MAX_QUERIES];
+    db_param params[MAX_QUERIES];
+    db_call calls[MAX_QUERIES + 1];
+    for (int i = 0; i < w->n; i++) {
+        params[i] = db_int4(&bufs[i], random_world_id());
+        calls[i] = (db_call){.stmt = &WORLD, .params = &params[i]};
+    }
+    for (size_t k = 0; k < nextra; k++)
+        calls[w->n + (int)k] = extra[k];
+    size_t total = (size_t)w->n + nextra;
+    int rc = db_exec_batch(NULL, calls, total, 0);
+    for (int i = 0; rc == 0 && i < w->n; i++) {
+        if (PQntuples(calls[i].result) != 1) {
+            rc = -ENOENT;
+            break;
+        }
+        w->id[i] = (int32_t)db_get_int(calls[i].result, 0, 0);
+        w->number[i] = (int32_t)db_get_int(calls[i].result, 0, 1);
+    }
+    if (rc < 0) {
+        const PGresult *failed = NULL;
+        for (size_t i = 0; i < total && failed == NULL; i++)
+            if (calls[i].rc == -EREMOTEIO)
+                failed = calls[i].result;
+        if (rc == -ENOENT)
+            server_respond_problem(r, 500, "the world table is incomplete", NULL);
+        else
+            server_respond_db_error(r, rc, failed, 0);
+    }
+    for (size_t k = 0; k < nextra; k++)
+        extra[k] = calls[w->n + (int)k];
+    db_calls_clear(calls, (size_t)w->n);
+    return rc;
+}
+
+static int queries(server_req *r)
+{
+    struct world_rows w = {.n = query_count(r)};
+    if (read_rows(r, &w, NULL, 0) == 0)
+        respond_rows(r, &w);
+    return 0;
+}
+
+static const db_stmt UPDATE_WORLD =
+    DB_STMT("world_update",
+            "UPDATE world SET randomnumber = v.r FROM (SELECT unnest($1::int[]) AS id, unnest($2::int[]) AS r) AS v "
+            "WHERE world.id = v.id",
+            2);
+
+static int cmp_int(const void *a, const void *b)
+{
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* The reads and the one UPDATE go out together: the pipeline runs them in
+ * order, so each row is read before it is written. */
+static int updates(server_req *r)
+{
+    struct world_rows w = {.n = query_count(r)};
+    /* choose the rows and their new numbers first: ids sorted, each once */
+    int32_t ids[MAX_QUERIES], numbers[MAX_QUERIES];
+    for (int i = 0; i < w.n; i++)
+        ids[i] = random_world_id();
+    memcpy(w.id, ids, sizeof(int32_t) * (size_t)w.n);
+    qsort(ids, (size_t)w.n, sizeof(int32_t), cmp_int);
+    int unique = 0;
+    for (int i = 0; i < w.n; i++)
+        if (unique == 0 || ids[unique - 1] != ids[i]) {
+            ids[unique] = ids[i];
+            numbers[unique] = random_world_id();
+            unique++;
+        }
+    char *id_list = server_arena_alloc(server_req_arena(r), (size_t)unique * 7 + 3);
+    char *num_list = server_arena_alloc(server_req_arena(r), (size_t)unique * 7 + 3);
+    if (id_list == NULL || num_list == NULL) {
+        server_respond_problem(r, 500, "out of memory", NULL);
+        return 0;
+    }
+    size_t il = 0, nl = 0;
+    id_list[il++] = num_list[nl++] = '{';
+    for (int i = 0; i < unique; i++) {
+        il += (size_t)sprintf(id_list + il, "%s%d", i ? "," : "", ids[i]);
+        nl += (size_t)sprintf(num_list + nl, "%s%d", i ? "," : "", numbers[i]);
+    }
+    id_list[il++] = num_list[nl++] = '}';
+    id_list[il] = num_list[nl] = '\0';
+    db_param up[] = {db_text(id_list, (int)il), db_text(num_list, (int)nl)};
+    db_call update = {.stmt = &UPDATE_WORLD, .params = up};
+
+    /* read exactly the chosen rows, in request order */
+    uint32_t bufs[MAX_QUERIES];
+    db_param params[MAX_QUERIES];
+    db_call calls[MAX_QUERIES + 1];
+    for (int i = 0; i < w.n; i++) {
+        params[i] = db_int4(&bufs[i], w.id[i]);
+        calls[i] = (db_call){.stmt = &WORLD, .params = &params[i]};
+    }
+    calls[w.n] = update;
+    int rc = db_exec_batch(NULL, calls, (size_t)w.n + 1, 0);
+    for (int i = 0; rc == 0 && i < w.n; i++)
+        if (PQntuples(calls[i].result) != 1)
+            rc = -ENOENT;
+    if (rc < 0) {
+        const PGresult *failed = NULL;
+        for (int i = 0; i <= w.n && failed == NULL; i++)
+            if (calls[i].rc == -EREMOTEIO)
+                failed = calls[i].result;
+        if (rc == -ENOENT)
+            server_respond_problem(r, 500, "the world table is incomplete", NULL);
+        else
+            server_respond_db_error(r, rc, failed, 0);
+        db_calls_clear(calls, (size_t)w.n + 1);
+        return 0;
+    }
+    db_calls_clear(calls, (size_t)w.n + 1);
+    for (int i = 0; i < w.n; i++) {
+        int32_t *hit = bsearch(&w.id[i], ids, (size_t)unique, sizeof(int32_t), cmp_int);
+        w.number[i] = numbers[hit - ids];
+    }
+    respond_rows(r, &w);
+    return 0;
+}
+
+static const db_stmt FORTUNES = DB_STMT("fortunes", "SELECT id, message FROM fortune", 0);
+
+struct fortune {
+    int64_t id;
+    const char *msg;
+    int len;
+};
+
+static int cmp_fortune(const void *a, const void *b)
+{
+    const struct fortune *x = a, *y = b;
+    int n = x->len < y->len ? x->len : y->len;
+    int c = memcmp(x->msg, y->msg, (size_t)n); /* UTF-8 byte order is code point order */
+    return c ? c : (x->len > y->len) - (x->len < y->len);
+}
+
+static size_t escaped_len(const char *s, int len)
+{
+    size_t n = 0;
+    for (int i = 0; i < len; i++) {
+        switch (s[i]) {
+        case '&': n += 5; break;
+        case '<':
+        case '>': n += 4; break;
+        case '"':
+        case '\'': n += 6; break;
+        default: n += 1;
+        }
+    }
+    return n;
+}
+
+static size_t escape_html(char *out, const char *s, int len)
+{
+    size_t n = 0;
+    for (int i = 0; i < len; i++) {
+        const char *rep = NULL;
+        switch (s[i]) {
+        case '&': rep = "&amp;"; break;
+        case '<': rep = "&lt;"; break;
+        case '>': rep = "&gt;"; break;
+        case '"': rep = "&quot;"; break;
+        case '\'': rep = "&#39;"; break;
+        }
+        if (rep) {
+            size_t l = strlen(rep);
+            memcpy(out + n, rep, l);
+            n += l;
+        } else {
+            out[n++] = s[i];
+        }
+    }
+    return n;
+}
+
+static int fortunes(server_req *r)
+{
+    PGresult *res;
+    int rc = db_exec(NULL, &FORTUNES, NULL, &res);
+    if (rc < 0) {
+        server_respond_db_error(r, rc, res, 0);
+        PQclear(res);
+        return 0;
+    }
+    int rows = PQntuples(res);
+    struct fortune *f = server_arena_alloc(server_req_arena(r), sizeof(*f) * (size_t)(rows + 1));
+    if (f == NULL) {
+        PQclear(res);
+        server_respond_problem(r, 500, "out of memory", NULL);
+        return 0;
+    }
+    for (int i = 0; i < rows; i++) {
+        f[i].id = db_get_int(res, i, 0);
+        f[i].msg = db_get_text(res, i, 1, &f[i].len);
+    }
+    static const char extra[] = "Additional fortune added at request time.";
+    f[rows] = (struct fortune){0, extra, (int)sizeof(extra) - 1};
+    qsort(f, (size_t)rows + 1, sizeof(*f), cmp_fortune);
+
+    static const char head[] = "<!DOCTYPE html><html><head><title>Fortunes</title></head><body><table>"
+                               "<tr><th>id</th><th>message</th></tr>";
+    static const char tail[] = "</table></body></html>";
+    size_t cap = sizeof(head) + sizeof(tail);
+    for (int i = 0; i <= rows; i++)
+        cap += 40 + escaped_len(f[i].msg, f[i].len);
+    char *body = server_arena_alloc(server_req_arena(r), cap);
+    if (body == NULL) {
+        PQclear(res);
+        server_respond_problem(r, 500, "out of memory", NULL);
+        return 0;
+    }
+    size_t len = 0;
+    memcpy(body, head, sizeof(head) - 1);
+    len += sizeof(head) - 1;
+    for (int i = 0; i <= rows; i++) {
+        len += (size_t)sprintf(body + len, "<tr><td>%lld</td><td>", (long long)f[i].id);
+        len += escape_html(body + len, f[i].msg, f[i].len);
+        memcpy(body + len, "</td></tr>", 10);
+        len += 10;
+    }
+    memcpy(body + len, tail, sizeof(tail) - 1);
+    len += sizeof(tail) - 1;
+    PQclear(res);
+    server_respond(r, 200, "text/html; charset=utf-8", body, len);
+    return 0;
+}
+
+static const server_route_def table[] = {
+    {"GET", "/json", json_route, true},     {"GET", "/plaintext", plaintext, true}, {"GET", "/db", db_route, false},
+    {"GET", "/queries", queries, false},    {"GET", "/updates", updates, false},    {"GET", "/fortunes", fortunes, false},
+};
+
+const server_route_def *routes_bench(size_t *n)
+{
+    *n = sizeof(table) / sizeof(table[0]);
+    return table;
+}

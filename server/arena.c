@@ -1,0 +1,80 @@
+#include "arena.h"
+
+#include <errno.h>
+#include <stdalign.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CHUNK_SIZE 4096
+
+struct server_arena_chunk {
+    server_arena_chunk *next;
+    alignas(max_align_t) char data[];
+};
+
+struct server_arena_cleanup {
+    server_arena_cleanup *next;
+    void (*fn)(void *);
+    void *p;
+};
+
+void server_arena_init(server_arena *a) { memset(a, 0, sizeof(*a)); }
+
+void *server_arena_alloc(server_arena *a, size_t size)
+{
+    const size_t align = alignof(max_align_t);
+    size = (size + align - 1) & ~(align - 1);
+    if (a->next == NULL || (size_t)(a->end - a->next) < size) {
+        size_t cap = size > CHUNK_SIZE - sizeof(server_arena_chunk) ? size : CHUNK_SIZE - sizeof(server_arena_chunk);
+        server_arena_chunk *c = malloc(sizeof(*c) + cap);
+        if (c == NULL)
+            return NULL;
+        c->next = a->chunks;
+        a->chunks = c;
+        if (size >= cap) /* an oversized one-off: keep filling the previous chunk afterwards */
+            return c->data;
+        a->next = c->data;
+        a->end = c->data + cap;
+    }
+    void *p = a->next;
+    a->next += size;
+    return p;
+}
+
+char *server_arena_strndup(server_arena *a, const char *s, size_t len)
+{
+    char *p = server_arena_alloc(a, len + 1);
+    if (p != NULL) {
+        memcpy(p, s, len);
+        p[len] = '\0';
+    }
+    return p;
+}
+
+int server_arena_defer(server_arena *a, void (*fn)(void *), void *p)
+{
+    server_arena_cleanup *c = server_arena_alloc(a, sizeof(*c));
+    if (c == NULL) {
+        fn(p);
+        return -ENOMEM;
+    }
+    c->fn = fn;
+    c->p = p;
+    c->next = a->cleanups;
+    a->cleanups = c;
+    return 0;
+}
+
+void server_arena_dispose(server_arena *a)
+{
+    for (server_arena_cleanup *c = a->cleanups; c != NULL; c = c->next)
+        c->fn(c->p);
+    server_arena_chunk *c = a->chunks;
+    while (c != NULL) {
+        server_arena_chunk *next = c->next;
+        free(c);
+        c = next;
+    }
+    memset(a, 0, sizeof(*a));
+}

@@ -1,0 +1,80 @@
+/* The service's configuration, twelve-factor style: every setting has an
+ * environment variable, a command-line flag that wins over it, and a default.
+ * One table in config.c describes each option; parsing and --help are both
+ * generated from it, so they cannot drift apart.
+ *
+ * Loaded once in main, before any thread starts (getenv is not thread-safe
+ * against setenv); read-only afterwards. */
+#ifndef H2PG_SERVER_CONFIG_H
+#define H2PG_SERVER_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+#include "log.h"
+
+typedef enum server_command {
+    SERVER_CMD_SERVE,
+    SERVER_CMD_MIGRATE,
+    SERVER_CMD_HEALTHCHECK,
+    SERVER_CMD_HELP,
+    SERVER_CMD_VERSION,
+} server_command;
+
+/* Transaction-mode poolers (PgBouncer and the like) hand each transaction a
+ * possibly different server session, so session state must not be relied on. */
+typedef enum server_pooler { SERVER_POOLER_NONE, SERVER_POOLER_TRANSACTION } server_pooler;
+
+/* A plain value: the strings are borrowed (from argv, environ or static
+ * defaults) and live as long as the process does, unless someone calls
+ * setenv/unsetenv on the variable afterwards. */
+typedef struct server_config {
+    const char *database_url;      /* "" means libpq's defaults (PG* variables) */
+    const char *database_read_url; /* reserved for read replicas */
+    server_pooler database_pooler;
+    const char *host;
+    int port;
+    int threads;
+    int pool_min; /* connections in total across threads */
+    int pool_max; /* connections in total across threads */
+    int pool_acquire_timeout_ms;
+    int request_timeout_ms;
+    size_t max_body_bytes;
+    int max_inflight; /* per thread */
+    int statement_timeout_ms;            /* 0 = off */
+    int idle_in_transaction_timeout_ms;  /* 0 = off */
+    int keepalive_timeout_ms;
+    int shutdown_grace_ms;
+    int tx_max_retries;
+    bool migrate_on_start;
+    const char *migrations_dir; /* "" means the migrations embedded in the binary */
+    enum server_log_level log_level;
+    bool log_json;
+    const char *trusted_proxies; /* CIDR list, unparsed */
+    const char *tls_cert_file;   /* "" with tls_key_file "": plain HTTP */
+    const char *tls_key_file;
+} server_config;
+
+/* Fills cfg from the defaults, then the environment, then argv (argv[0] is
+ * the program name; flags win over the environment, and a variable that a
+ * flag overrides is not parsed at all). Sets *cmd to the subcommand, or to
+ * SERVER_CMD_HELP/VERSION when --help/-h or --version/-V appears anywhere,
+ * in which case cfg holds the defaults and nothing else is checked.
+ * Returns 0, or -EINVAL with a one-line message in err (if err and errlen
+ * are non-zero) that names the variable and its flag and what is allowed;
+ * cfg and *cmd are then unspecified. Allocates nothing; nothing to free. */
+int server_config_load(server_config *cfg, int argc, char **argv, server_command *cmd, char *err, size_t errlen);
+
+/* Writes the usage text to f: the subcommands, then every option with its
+ * flag, variable, allowed values, default and help. Ignores write errors. */
+void server_config_usage(FILE *f);
+
+/* The number of options in the table. Never fails. */
+size_t server_config_option_count(void);
+
+/* The variable name ("PORT") and flag ("--port") of option i < count, as
+ * static strings (never freed); either pointer may be NULL. Asserts on i. */
+void server_config_option_names(size_t i, const char **env, const char **flag);
+
+#endif

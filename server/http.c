@@ -1,0 +1,584 @@
+#include <assert.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "db/db.h"
+#include "server/log.h"
+#include "server/query.h"
+#include "server/server_int.h"
+
+_Thread_local server_worker *server__worker;
+
+#define MAX_PARAMS SERVER_ROUTER_MAX_PARAMS
+
+struct server_req {
+    h2o_req_t *h2o; /* NULL once h2o disposed the request (client gone, or answered) */
+    server_worker *worker;
+    const server_route_def *route;
+    const char *pattern;
+    char *method, *path, *query;
+    size_t query_len;
+    size_t nparams;
+    struct {
+        const char *name;
+        char *value;
+    } params[MAX_PARAMS];
+    char *body;
+    size_t body_len;
+    server_arena arena;
+    int64_t start, deadline;
+    aio_task *task;
+    aio_link link; /* on the worker's list of running requests */
+    int refs;      /* the handler side, plus h2o's request while it lives */
+    int status;
+    size_t bytes;
+    bool responded;
+    char id[48];
+    char client[64];
+};
+
+/* ---- small helpers ---- */
+
+const char *server_status_reason(int status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 201: return "Created";
+    case 204: return "No Content";
+    case 400: return "Bad Request";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 413: return "Content Too Large";
+    case 415: return "Unsupported Media Type";
+    case 417: return "Expectation Failed";
+    case 422: return "Unprocessable Content";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return status < 400 ? "OK" : status < 500 ? "Client Error" : "Server Error";
+    }
+}
+
+static uint64_t next_random(server_worker *w)
+{
+    /* xorshift64*: request ids need to be unique, not secret */
+    uint64_t x = w->rng;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    w->rng = x;
+    return x * 0x2545F4914F6CDD1DULL;
+}
+
+static bool valid_request_id(const char *s, size_t len)
+{
+    if (len == 0 || len > 40)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '-' || c == '_' ||
+              c == '.'))
+            return false;
+    }
+    return true;
+}
+
+static const h2o_header_t *find_header(const h2o_req_t *req, const char *name)
+{
+    size_t len = strlen(name);
+    for (size_t i = 0; i < req->headers.size; i++) {
+        const h2o_header_t *h = &req->headers.entries[i];
+        if (h->name->len == len && strncasecmp(h->name->base, name, len) == 0)
+            return h;
+    }
+    return NULL;
+}
+
+/* ---- problem+json ---- */
+
+static char *problem_body(h2o_mem_pool_t *pool, int status, const char *detail, json_t *errors, size_t *len)
+{
+    json_t *p = json_pack("{s:s, s:s, s:i, s:s}", "type", "about:blank", "title", server_status_reason(status), "status",
+                          status, "detail", detail ? detail : server_status_reason(status));
+    if (p != NULL && errors != NULL)
+        json_object_set(p, "errors", errors);
+    char *s = p ? json_dumps(p, JSON_COMPACT) : NULL;
+    json_decref(p);
+    if (s == NULL) {
+        *len = 0;
+        return NULL;
+    }
+    *len = strlen(s);
+    char *out = h2o_mem_alloc_pool(pool, *len);
+    memcpy(out, s, *len);
+    free(s);
+    return out;
+}
+
+/* h2o answers some errors itself (400 for a broken request line or chunked
+ * body, 413 for a body over the limit, 417): as text/plain. This filter
+ * gives them the problem+json form every other error has. */
+struct problem_ostream {
+    h2o_ostream_t super;
+    h2o_iovec_t body;
+};
+
+static void problem_do_send(h2o_ostream_t *self, h2o_req_t *req, h2o_iovec_t *bufs, size_t n, h2o_send_state_t state)
+{
+    struct problem_ostream *o = (void *)self;
+    (void)bufs;
+    (void)n;
+    h2o_iovec_t body = o->body;
+    o->body.len = 0;
+    h2o_ostream_send_next(self, req, body.len ? &body : NULL, body.len ? 1 : 0, state);
+}
+
+static void on_setup_problem(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_t **slot)
+{
+    ssize_t i = h2o_find_header(&req->res.headers, H2O_TOKEN_CONTENT_TYPE, -1);
+    if (req->res.status >= 400 && i >= 0 &&
+        h2o_memis(req->res.headers.entries[i].value.base, 10, H2O_STRLIT("text/plain"))) {
+        char detail[128];
+        snprintf(detail, sizeof(detail), "%s",
+                 req->res.status == 413 ? "the request body is larger than the configured limit" : "malformed request");
+        size_t len;
+        char *body = problem_body(&req->pool, req->res.status, detail, NULL, &len);
+        if (body != NULL) {
+            req->res.reason = server_status_reason(req->res.status);
+            req->res.headers.entries[i].value = h2o_iovec_init(H2O_STRLIT("application/problem+json"));
+            req->res.content_length = len;
+            struct problem_ostream *o = (void *)h2o_add_ostream(req, sizeof(*o), slot);
+            o->super.do_send = problem_do_send;
+            o->body = h2o_iovec_init(body, len);
+            slot = &o->super.next;
+        }
+    }
+    h2o_setup_next_ostream(req, slot);
+}
+
+void server__register_problem_filter(h2o_pathconf_t *pathconf)
+{
+    h2o_filter_t *f = h2o_create_filter(pathconf, sizeof(*f));
+    f->on_setup_ostream = on_setup_problem;
+}
+
+/* Answers straight from the h2o callback, before any server_req exists. */
+static void early_problem(h2o_req_t *req, int status, const char *detail, const char *allow)
+{
+    size_t len;
+    char *body = problem_body(&req->pool, status, detail, NULL, &len);
+    req->res.status = status;
+    req->res.reason = server_status_reason(status);
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("application/problem+json"));
+    if (allow != NULL)
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, allow, strlen(allow));
+    if (status == 503)
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("1"));
+    req->res.content_length = len;
+    h2o_send_inline(req, body, len);
+}
+
+/* ---- access log ---- */
+
+static void on_log_flush(aio_deferred *d)
+{
+    server_worker *w = aio_container_of(d, server_worker, log_flush);
+    size_t off = 0;
+    while (off < w->log_len) {
+        ssize_t n = write(STDOUT_FILENO, w->log_buf + off, w->log_len - off);
+        if (n <= 0)
+            break;
+        off += (size_t)n;
+    }
+    w->log_len = 0;
+}
+
+void server__log_init(server_worker *w) { aio_deferred_init(&w->log_flush, on_log_flush); }
+
+void server__cancel_requests(server_worker *w)
+{
+    aio_list_foreach(l, &w->requests) aio_task_cancel(aio_container_of(l, server_req, link)->task);
+}
+
+static void access_log(server_req *r)
+{
+    server_worker *w = r->worker;
+    if (w->log_len + 2048 > w->log_cap) {
+        size_t cap = w->log_cap ? w->log_cap * 2 : 65536;
+        char *buf = realloc(w->log_buf, cap);
+        if (buf == NULL)
+            return;
+        w->log_buf = buf;
+        w->log_cap = cap;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    char path[512];
+    server_log_json_escape(path, sizeof(path), r->path, (int)strlen(r->path));
+    double ms = (double)(aio_now() - r->start) / 1e6;
+    int n;
+    if (w->cfg->log_json) {
+        n = snprintf(w->log_buf + w->log_len, w->log_cap - w->log_len,
+                     "{\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\",\"type\":\"access\",\"request_id\":\"%s\","
+                     "\"client\":\"%s\",\"method\":\"%s\",\"path\":\"%s\",\"route\":\"%s\",\"status\":%d,"
+                     "\"bytes\":%zu,\"duration_ms\":%.3f}\n",
+                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                     ts.tv_nsec / 1000000, r->id, r->client, r->method, path, r->pattern, r->status, r->bytes, ms);
+    } else {
+        n = snprintf(w->log_buf + w->log_len, w->log_cap - w->log_len, "%s %s %s %d %zu %.3fms %s\n", r->client,
+                     r->method, path, r->status, r->bytes, ms, r->id);
+    }
+    if (n > 0 && (size_t)n < w->log_cap - w->log_len) {
+        w->log_len += (size_t)n;
+        aio_defer(&w->log_flush);
+    }
+}
+
+/* ---- request lifetime ---- */
+
+static void req_unref(server_req *r)
+{
+    if (--r->refs > 0)
+        return;
+    server_arena_dispose(&r->arena);
+    free(r);
+}
+
+/* h2o disposes its request: the response went out, or the client is gone. */
+static void on_h2o_req_gone(void *p)
+{
+    server_req *r = *(server_req **)p;
+    r->h2o = NULL;
+    if (!r->responded && r->task != NULL)
+        aio_task_cancel(r->task); /* nobody is left to answer: stop its queries too */
+    req_unref(r);
+}
+
+static void req_finish(server_req *r)
+{
+    server_worker *w = r->worker;
+    if (!r->responded) {
+        r->responded = true;
+        r->status = 499; /* nginx's "client closed request", for the log */
+    }
+    access_log(r);
+    if (r->task != NULL) {
+        aio_link_unlink(&r->link);
+        if (--w->inflight == 0)
+            aio_event_set(&w->idle);
+    }
+    req_unref(r);
+}
+
+static int request_task(void *arg)
+{
+    server_req *r = arg;
+    aio_timeout scope;
+    aio_timeout_open_at(&scope, r->deadline);
+    int rc = r->route->fn(r);
+    bool expired = aio_timeout_close(&scope) < 0;
+    if (!r->responded && r->h2o != NULL) {
+        if (expired || rc == -ETIMEDOUT)
+            server_respond_problem(r, 504, "the request's deadline passed before it completed", NULL);
+        else if (rc == -ECANCELED && r->worker->stopping)
+            server_respond_problem(r, 503, "the server is shutting down", NULL);
+        else
+            server_respond_problem(r, 500, "the request failed", NULL);
+    }
+    req_finish(r);
+    return 0;
+}
+
+/* Request-Timeout: <ms> may shorten the deadline, never lengthen it. */
+static int request_deadline(h2o_req_t *req, const server_config *cfg, int64_t now, int64_t *deadline)
+{
+    int64_t ms = cfg->request_timeout_ms;
+    const h2o_header_t *h = find_header(req, "request-timeout");
+    if (h != NULL) {
+        int64_t v;
+        if (server_parse_int64(h->value.base, h->value.len, false, &v) < 0 || v <= 0)
+            return -EINVAL;
+        if (v < ms)
+            ms = v;
+    }
+    *deadline = now + AIO_MSEC(ms);
+    return 0;
+}
+
+int server__on_req(h2o_handler_t *self, h2o_req_t *req)
+{
+    (void)self;
+    server_worker *w = server__worker;
+    const char *path = req->path.base;
+    size_t path_len = req->query_at != SIZE_MAX ? req->query_at : req->path.len;
+    server_route_match m;
+    int rc = server_router_match(w->router, req->method.base, req->method.len, path, path_len, &m);
+    if (rc == -ENOENT) {
+        early_problem(req, 404, "no such resource", NULL);
+        return 0;
+    }
+    if (rc == -EOPNOTSUPP) {
+        early_problem(req, 405, "method not allowed on this resource", m.allow);
+        return 0;
+    }
+    const server_route_def *route = m.data;
+    int64_t now = aio_now(), deadline;
+    if (request_deadline(req, w->cfg, now, &deadline) < 0) {
+        early_problem(req, 400, "Request-Timeout must be a positive number of milliseconds", NULL);
+        return 0;
+    }
+    if (!route->immediate && (w->stopping || w->inflight >= (size_t)w->cfg->max_inflight)) {
+        early_problem(req, 503, w->stopping ? "the server is shutting down" : "the server is at capacity", NULL);
+        return 0;
+    }
+
+    server_req *r = calloc(1, sizeof(*r));
+    if (r == NULL) {
+        early_problem(req, 503, "out of memory", NULL);
+        return 0;
+    }
+    server_arena_init(&r->arena);
+    r->h2o = req;
+    r->worker = w;
+    r->route = route;
+    r->pattern = m.pattern;
+    r->start = now;
+    r->deadline = deadline;
+    r->refs = 1;
+    aio_link_init(&r->link);
+    r->method = server_arena_strndup(&r->arena, req->method.base, req->method.len);
+    r->path = server_arena_strndup(&r->arena, path, path_len);
+    r->query_len = req->query_at != SIZE_MAX ? req->path.len - req->query_at - 1 : 0;
+    r->query = server_arena_strndup(&r->arena, req->query_at != SIZE_MAX ? req->path.base + req->query_at + 1 : "",
+                                    r->query_len);
+    for (size_t i = 0; i < m.nparams; i++) {
+        r->params[i].name = m.params[i].name;
+        /* the value points into h2o's copy of the path, which r->path mirrors */
+        r->params[i].value = server_arena_strndup(&r->arena, m.params[i].value, m.params[i].len);
+    }
+    r->nparams = m.nparams;
+    if (req->entity.base != NULL) {
+        r->body = server_arena_strndup(&r->arena, req->entity.base, req->entity.len);
+        r->body_len = req->entity.len;
+    }
+    const h2o_header_t *rid = find_header(req, "x-request-id");
+    if (rid != NULL && valid_request_id(rid->value.base, rid->value.len))
+        snprintf(r->id, sizeof(r->id), "%.*s", (int)rid->value.len, rid->value.base);
+    else
+        snprintf(r->id, sizeof(r->id), "%016llx", (unsigned long long)next_random(w));
+    struct sockaddr_storage ss;
+    socklen_t sl = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
+    if (sl == 0 || h2o_socket_getnumerichost((struct sockaddr *)&ss, sl, r->client) == SIZE_MAX)
+        snprintf(r->client, sizeof(r->client), "-");
+    if (r->method == NULL || r->path == NULL || r->query == NULL || (req->entity.base && r->body == NULL)) {
+        early_problem(req, 503, "out of memory", NULL);
+        req_unref(r);
+        return 0;
+    }
+
+    /* learn when h2o lets go of the request */
+    server_req **slot = h2o_mem_alloc_shared(&req->pool, sizeof(*slot), on_h2o_req_gone);
+    *slot = r;
+    r->refs++;
+
+    if (route->immediate) {
+        route->fn(r);
+        if (!r->responded && r->h2o != NULL)
+            server_respond_problem(r, 500, "the request failed", NULL);
+        req_finish(r);
+        return 0;
+    }
+    r->task = aio_task_spawn(request_task, r);
+    if (r->task == NULL) {
+        server_respond_problem(r, 503, "out of memory", NULL);
+        req_finish(r);
+        return 0;
+    }
+    aio_task_detach(r->task);
+    w->inflight++;
+    aio_event_clear(&w->idle);
+    aio_list_push_back(&w->requests, &r->link);
+    return 0;
+}
+
+/* ---- reading ---- */
+
+const char *server_req_method(const server_req *r) { return r->method; }
+const char *server_req_path(const server_req *r) { return r->path; }
+const char *server_req_route(const server_req *r) { return r->pattern; }
+server_arena *server_req_arena(server_req *r) { return &r->arena; }
+bool server_req_alive(const server_req *r) { return r->h2o != NULL; }
+const char *server_req_id(const server_req *r) { return r->id; }
+bool server_responded(const server_req *r) { return r->responded; }
+
+const char *server_req_query(const server_req *r, size_t *len)
+{
+    if (len != NULL)
+        *len = r->query_len;
+    return r->query;
+}
+
+const char *server_req_param(const server_req *r, const char *name)
+{
+    for (size_t i = 0; i < r->nparams; i++)
+        if (strcmp(r->params[i].name, name) == 0)
+            return r->params[i].value;
+    return NULL;
+}
+
+const char *server_req_body(const server_req *r, size_t *len)
+{
+    *len = r->body_len;
+    return r->body ? r->body : "";
+}
+
+const char *server_req_header(server_req *r, const char *name)
+{
+    if (r->h2o == NULL)
+        return NULL;
+    const h2o_header_t *h = find_header(r->h2o, name);
+    return h ? server_arena_strndup(&r->arena, h->value.base, h->value.len) : NULL;
+}
+
+/* ---- answering ---- */
+
+void server_respond_header(server_req *r, const char *name, const char *value)
+{
+    if (r->h2o == NULL)
+        return;
+    h2o_req_t *req = r->h2o;
+    size_t nlen = strlen(name), vlen = strlen(value);
+    h2o_iovec_t v = h2o_strdup(&req->pool, value, vlen);
+    const h2o_token_t *token = h2o_lookup_token(name, nlen);
+    if (token != NULL) {
+        h2o_add_header(&req->pool, &req->res.headers, token, NULL, v.base, v.len);
+    } else {
+        h2o_iovec_t n = h2o_strdup(&req->pool, name, nlen);
+        h2o_strtolower(n.base, n.len);
+        h2o_add_header_by_str(&req->pool, &req->res.headers, n.base, n.len, 0, NULL, v.base, v.len);
+    }
+}
+
+void server_respond(server_req *r, int status, const char *content_type, const char *body, size_t len)
+{
+    assert(!r->responded && "one response per request");
+    r->responded = true;
+    r->status = status;
+    r->bytes = len;
+    if (r->h2o == NULL)
+        return;
+    h2o_req_t *req = r->h2o;
+    req->res.status = status;
+    req->res.reason = server_status_reason(status);
+    if (content_type != NULL)
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, content_type, strlen(content_type));
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL, r->id, strlen(r->id));
+    req->res.content_length = len;
+    h2o_send_inline(req, body, len);
+}
+
+void server_respond_json(server_req *r, int status, const json_t *body)
+{
+    char stack[4096];
+    size_t len = json_dumpb(body, stack, sizeof(stack), JSON_COMPACT);
+    if (len == 0) {
+        server_respond_problem(r, 500, "the response could not be encoded", NULL);
+        return;
+    }
+    if (len <= sizeof(stack)) {
+        server_respond(r, status, "application/json", stack, len);
+        return;
+    }
+    char *big = malloc(len);
+    if (big == NULL || json_dumpb(body, big, len, JSON_COMPACT) != len) {
+        free(big);
+        server_respond_problem(r, 500, "the response could not be encoded", NULL);
+        return;
+    }
+    server_respond(r, status, "application/json", big, len);
+    free(big);
+}
+
+void server_respond_problem(server_req *r, int status, const char *detail, json_t *errors)
+{
+    json_t *p = json_pack("{s:s, s:s, s:i, s:s}", "type", "about:blank", "title", server_status_reason(status), "status",
+                          status, "detail", detail ? detail : server_status_reason(status));
+    if (p != NULL && errors != NULL)
+        json_object_set(p, "errors", errors);
+    json_decref(errors);
+    if (status == 503)
+        server_respond_header(r, "retry-after", "1");
+    char buf[2048];
+    size_t len = p ? json_dumpb(p, buf, sizeof(buf), JSON_COMPACT) : 0;
+    if (len > sizeof(buf) || len == 0) {
+        char *s = p ? json_dumps(p, JSON_COMPACT) : NULL;
+        server_respond(r, status, "application/problem+json", s ? s : "{}", s ? strlen(s) : 2);
+        free(s);
+    } else {
+        server_respond(r, status, "application/problem+json", buf, len);
+    }
+    json_decref(p);
+}
+
+void server_respond_db_error(server_req *r, int rc, const PGresult *res, int fk_status)
+{
+    switch (rc) {
+    case -ETIMEDOUT:
+        server_respond_problem(r, 504, "the request's deadline passed before it completed", NULL);
+        return;
+    case -EBUSY:
+        server_respond_problem(r, 503, "no database connection became free in time", NULL);
+        return;
+    case -ECONNREFUSED:
+    case -ECONNRESET:
+    case -EHOSTUNREACH:
+        server_respond_problem(r, 503, "the database is unavailable", NULL);
+        return;
+    case -ECANCELED:
+        if (r->worker->stopping)
+            server_respond_problem(r, 503, "the server is shutting down", NULL);
+        return; /* the client is gone: nobody to answer */
+    case -EREMOTEIO: {
+        const char *st = db_sqlstate(res);
+        if (strcmp(st, "23505") == 0) {
+            server_respond_problem(r, 409, "a resource with the same unique value already exists", NULL);
+            return;
+        }
+        if (strcmp(st, "23503") == 0) {
+            server_respond_problem(r, fk_status ? fk_status : 409,
+                                   fk_status == 404 ? "a referenced resource does not exist"
+                                                    : "the resource is still referenced",
+                                   NULL);
+            return;
+        }
+        if (strcmp(st, "23514") == 0 || strcmp(st, "22003") == 0 || strcmp(st, "22001") == 0) {
+            server_respond_problem(r, 422, "the request violates a constraint", NULL);
+            return;
+        }
+        if (strcmp(st, "57014") == 0) {
+            server_respond_problem(r, 504, "the statement was cancelled on the server (statement_timeout)", NULL);
+            return;
+        }
+        if (strncmp(st, "08", 2) == 0 || strcmp(st, "57P01") == 0 || strcmp(st, "57P03") == 0) {
+            server_respond_problem(r, 503, "the database is unavailable", NULL);
+            return;
+        }
+        log_error("request %s: database error %s: %s", r->id, st, res ? PQresultErrorMessage(res) : "");
+        break;
+    }
+    default:
+        log_error("request %s: database call failed: %s", r->id, strerror(-rc));
+        break;
+    }
+    server_respond_problem(r, 500, "the request failed", NULL);
+}

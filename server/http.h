@@ -1,0 +1,80 @@
+/* The HTTP front end: h2o hands each request to the router, and each routed
+ * request to a handler running in a task of its own (or, for handlers that
+ * never await, directly).
+ *
+ * A request lives under a deadline (REQUEST_TIMEOUT_MS, shortened by a
+ * Request-Timeout header) opened as a deadline scope around its handler, so
+ * every await in it uses what is left. A handler answers with one of the
+ * server_respond* calls; if it returns without answering, the front end
+ * answers for it: 504 if the deadline passed, 500 otherwise. If the client
+ * goes away first, the request's task is cancelled, and responding becomes a
+ * no-op. */
+#ifndef H2PG_SERVER_HTTP_H
+#define H2PG_SERVER_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+#include <libpq-fe.h>
+
+#include "server/arena.h"
+
+typedef struct server_req server_req;
+
+/* Returns 0 or a negative errno (answered for, as above, if not answered). */
+typedef int (*server_handler_fn)(server_req *r);
+
+typedef struct server_route_def {
+    const char *method;
+    const char *pattern; /* "/users/{id}" */
+    server_handler_fn fn;
+    bool immediate;      /* never awaits: runs without a task of its own */
+} server_route_def;
+
+/* ---- reading the request (valid for the request's whole life) ---- */
+
+const char *server_req_method(const server_req *r);
+const char *server_req_path(const server_req *r);
+/* The raw query string after '?', "" if none. */
+const char *server_req_query(const server_req *r, size_t *len);
+/* The matched route pattern (a label for logs and metrics). */
+const char *server_req_route(const server_req *r);
+/* A path parameter, NUL-terminated, or NULL. */
+const char *server_req_param(const server_req *r, const char *name);
+/* The request body (empty if none). */
+const char *server_req_body(const server_req *r, size_t *len);
+/* A request header (case-insensitive name), NUL-terminated copy in the
+ * arena; NULL if absent or the client is gone. */
+const char *server_req_header(server_req *r, const char *name);
+/* This request's arena. */
+server_arena *server_req_arena(server_req *r);
+/* Whether the client is still there to answer. */
+bool server_req_alive(const server_req *r);
+/* The request id (from X-Request-Id or generated). */
+const char *server_req_id(const server_req *r);
+
+/* ---- answering (once) ---- */
+
+/* Adds a response header (copied). Call before responding. */
+void server_respond_header(server_req *r, const char *name, const char *value);
+/* Sends status with body bytes (copied) of the given content type. */
+void server_respond(server_req *r, int status, const char *content_type, const char *body, size_t len);
+/* Sends a JSON value (not consumed). */
+void server_respond_json(server_req *r, int status, const json_t *body);
+/* Sends an RFC 9457 problem: {"type":"about:blank","title","status","detail"}
+ * plus "errors" when given (consumed). */
+void server_respond_problem(server_req *r, int status, const char *detail, json_t *errors);
+/* Answers for a failed database call (rc and, for -EREMOTEIO, its result):
+ * 409 unique violation, 404/422 foreign key (fk_status), 422 check
+ * violation, 503 + Retry-After when unreachable or the pool is exhausted,
+ * 504 when the deadline passed, 500 otherwise (the detail never carries
+ * SQL or server messages; those are logged). */
+void server_respond_db_error(server_req *r, int rc, const PGresult *res, int fk_status);
+bool server_responded(const server_req *r);
+
+/* The reason phrase of a status code. */
+const char *server_status_reason(int status);
+
+#endif

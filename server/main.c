@@ -1,0 +1,117 @@
+/* h2pg: the process entry point. Subcommands: serve (default), migrate,
+ * healthcheck; --help; --version. A bad setting is a startup error naming
+ * the variable, with exit status 2. */
+#include <errno.h>
+#include <netdb.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "db/migrate.h"
+#include "routes/routes.h"
+#include "server/config.h"
+#include "server/log.h"
+#include "server/server.h"
+
+#define MIGRATE_RETRY_FOR 30 /* seconds to wait for the database at start */
+
+/* Applies pending migrations (blocking libpq: no event loop runs yet).
+ * A database that is not up yet is retried for a while, as containers
+ * often start together. */
+static int migrate(const server_config *cfg)
+{
+    db_migration *loaded = NULL;
+    const db_migration *m;
+    size_t n;
+    char err[1024];
+    if (cfg->migrations_dir[0] != '\0') {
+        if (db_migrate_load_dir(cfg->migrations_dir, &loaded, &n, err, sizeof(err)) < 0) {
+            log_error("migrations: %s", err);
+            return 1;
+        }
+        m = loaded;
+    } else {
+        m = db_migrate_embedded(&n);
+    }
+    db_migrate_report rep = {0};
+    int rc;
+    time_t give_up = time(NULL) + MIGRATE_RETRY_FOR;
+    while ((rc = db_migrate_run(cfg->database_url, m, n, &rep, err, sizeof(err))) == -ECONNREFUSED &&
+           time(NULL) < give_up) {
+        log_warn("migrations: database not reachable yet, retrying: %s", err);
+        sleep(1);
+    }
+    db_migrate_free(loaded, n);
+    if (rc < 0) {
+        log_error("migrations failed: %s", err);
+        return 1;
+    }
+    log_info("migrations: %d applied, %d already applied", rep.applied, rep.already);
+    return 0;
+}
+
+/* For container HEALTHCHECKs (no curl in the image): GET /readyz on the
+ * local port; exit 0 on 200. */
+static int healthcheck(const server_config *cfg)
+{
+    char port[16];
+    snprintf(port, sizeof(port), "%d", cfg->port);
+    const char *host = strcmp(cfg->host, "0.0.0.0") == 0 || strcmp(cfg->host, "::") == 0 ? "127.0.0.1" : cfg->host;
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res;
+    if (getaddrinfo(host, port, &hints, &res) != 0)
+        return 1;
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct timeval tv = {.tv_sec = 3};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    int ok = fd >= 0 && connect(fd, res->ai_addr, res->ai_addrlen) == 0;
+    freeaddrinfo(res);
+    char req[256];
+    int len = snprintf(req, sizeof(req), "GET /readyz HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", host);
+    char buf[64] = "";
+    ok = ok && write(fd, req, (size_t)len) == len && read(fd, buf, sizeof(buf) - 1) > 12;
+    if (fd >= 0)
+        close(fd);
+    if (ok && strncmp(buf + 9, "200", 3) == 0)
+        return 0;
+    fprintf(stderr, "h2pg healthcheck: not ready\n");
+    return 1;
+}
+
+int main(int argc, char **argv)
+{
+    server_config cfg;
+    server_command cmd;
+    char err[512];
+    if (server_config_load(&cfg, argc, argv, &cmd, err, sizeof(err)) < 0) {
+        fprintf(stderr, "h2pg: %s\nTry 'h2pg --help'.\n", err);
+        return 2;
+    }
+    switch (cmd) {
+    case SERVER_CMD_HELP:
+        server_config_usage(stdout);
+        return 0;
+    case SERVER_CMD_VERSION:
+        printf("h2pg %s\n", PROJECT_VERSION);
+        return 0;
+    case SERVER_CMD_HEALTHCHECK:
+        return healthcheck(&cfg);
+    case SERVER_CMD_MIGRATE:
+        server_log_init(cfg.log_level, cfg.log_json);
+        return migrate(&cfg);
+    case SERVER_CMD_SERVE:
+        break;
+    }
+    server_log_init(cfg.log_level, cfg.log_json);
+    if (cfg.migrate_on_start && migrate(&cfg) != 0)
+        return 1;
+    size_t n;
+    const server_route_def *routes = routes_all(&n);
+    if (routes == NULL)
+        return 1;
+    return server_run(&cfg, routes, n);
+}

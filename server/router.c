@@ -1,0 +1,362 @@
+#include "router.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define METHOD_MAX 15
+#define ALLOW_CAP sizeof(((server_route_match *)0)->allow)
+
+struct router_segment {
+    const char *text; /* the literal, or the parameter's name; NUL-terminated either way */
+    size_t len;
+    bool param;
+};
+
+struct router_method {
+    char name[METHOD_MAX + 1];
+    size_t len;
+    const void *data;
+};
+
+/* One distinct pattern with every method registered for it: grouping by
+ * pattern is what lets a 405 name all the methods of a path. */
+struct router_path {
+    /* One allocation: the pattern as given (the route label), then a copy in
+     * which '/' and the braces became NULs, so segments and names are
+     * C strings without allocations of their own. */
+    char *pattern;
+    size_t nsegs;
+    size_t nparams;
+    struct router_segment segs[SERVER_ROUTER_MAX_SEGMENTS];
+    struct router_method *methods;
+    size_t nmethods;
+    char allow[ALLOW_CAP]; /* built at add time so that a 405 only copies it */
+};
+
+struct server_router {
+    struct router_path *paths;
+    size_t npaths;
+    size_t cap;
+};
+
+struct path_segment {
+    const char *p;
+    size_t len;
+};
+
+server_router *server_router_create(void) { return calloc(1, sizeof(server_router)); }
+
+void server_router_destroy(server_router *r)
+{
+    if (r == NULL)
+        return;
+    for (size_t i = 0; i < r->npaths; i++) {
+        free(r->paths[i].methods);
+        free(r->paths[i].pattern);
+    }
+    free(r->paths);
+    free(r);
+}
+
+/* Visible ASCII only: a literal holding a space, '%' escapes aside, could
+ * never equal a segment of a well-formed request target anyway, and braces
+ * would mean a half-written parameter. */
+static bool is_literal_byte(unsigned char c) { return c > 0x20 && c < 0x7f && c != '{' && c != '}' && c != '?' && c != '#'; }
+
+static bool is_name_byte(unsigned char c) { return (c >= 'a' && c <= 'z') || c == '_'; }
+
+static int split_pattern(struct router_path *p, const char *pattern)
+{
+    size_t n = strlen(pattern);
+    if (n == 0 || pattern[0] != '/')
+        return -EINVAL;
+    char *buf = malloc(2 * (n + 1));
+    if (buf == NULL)
+        return -ENOMEM;
+    memcpy(buf, pattern, n + 1);
+    char *split = buf + n + 1;
+    memcpy(split, pattern, n + 1);
+    *p = (struct router_path){.pattern = buf};
+    if (n == 1)
+        return 0; /* the root has no segments */
+
+    for (size_t i = 1; i <= n; i++) {
+        size_t start = i;
+        while (i < n && split[i] != '/')
+            i++;
+        size_t len = i - start;
+        split[i] = '\0';
+        if (len == 0 || p->nsegs == SERVER_ROUTER_MAX_SEGMENTS)
+            goto invalid;
+        struct router_segment *s = &p->segs[p->nsegs++];
+        if (split[start] == '{') {
+            if (len < 3 || split[i - 1] != '}' || p->nparams == SERVER_ROUTER_MAX_PARAMS)
+                goto invalid;
+            split[i - 1] = '\0';
+            for (size_t k = start + 1; k < i - 1; k++)
+                if (!is_name_byte((unsigned char)split[k]))
+                    goto invalid;
+            *s = (struct router_segment){.text = split + start + 1, .len = len - 2, .param = true};
+            /* a repeated name would make server_route_param ambiguous */
+            for (size_t k = 0; k + 1 < p->nsegs; k++)
+                if (p->segs[k].param && strcmp(p->segs[k].text, s->text) == 0)
+                    goto invalid;
+            p->nparams++;
+        } else {
+            for (size_t k = start; k < i; k++)
+                if (!is_literal_byte((unsigned char)split[k]))
+                    goto invalid;
+            *s = (struct router_segment){.text = split + start, .len = len, .param = false};
+        }
+    }
+    return 0;
+
+invalid:
+    free(buf);
+    p->pattern = NULL;
+    return -EINVAL;
+}
+
+/* 1: the same pattern; -1: the same paths match, but the parameters are named
+ * differently; 0: different. */
+static int compare_patterns(const struct router_path *a, const struct router_path *b)
+{
+    if (a->nsegs != b->nsegs)
+        return 0;
+    bool same_names = true;
+    for (size_t i = 0; i < a->nsegs; i++) {
+        const struct router_segment *x = &a->segs[i], *y = &b->segs[i];
+        if (x->param != y->param)
+            return 0;
+        if (x->param)
+            same_names = same_names && strcmp(x->text, y->text) == 0;
+        else if (x->len != y->len || memcmp(x->text, y->text, x->len) != 0)
+            return 0;
+    }
+    return same_names ? 1 : -1;
+}
+
+static bool append(char *out, size_t *len, const char *s)
+{
+    size_t n = strlen(s);
+    if (*len + n + 1 > ALLOW_CAP)
+        return false;
+    memcpy(out + *len, s, n + 1);
+    *len += n;
+    return true;
+}
+
+static int build_allow(const struct router_method *methods, size_t n, char *out)
+{
+    bool has_get = false;
+    for (size_t i = 0; i < n; i++)
+        has_get = has_get || strcmp(methods[i].name, "GET") == 0;
+    size_t len = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        const char *name = methods[i].name;
+        bool is_get = strcmp(name, "GET") == 0;
+        /* an explicit HEAD already sits right after GET */
+        if (has_get && strcmp(name, "HEAD") == 0)
+            continue;
+        if ((len > 0 && !append(out, &len, ", ")) || !append(out, &len, name))
+            return -E2BIG;
+        if (is_get && !append(out, &len, ", HEAD"))
+            return -E2BIG;
+    }
+    return 0;
+}
+
+int server_router_add(server_router *r, const char *method, const char *pattern, const void *data)
+{
+    assert(r != NULL && method != NULL && pattern != NULL);
+    size_t mlen = strlen(method);
+    assert(mlen > 0 && mlen <= METHOD_MAX);
+    for (size_t i = 0; i < mlen; i++)
+        assert(method[i] >= 'A' && method[i] <= 'Z');
+
+    struct router_path cand;
+    int rc = split_pattern(&cand, pattern);
+    if (rc < 0)
+        return rc;
+
+    struct router_path *p = NULL;
+    for (size_t i = 0; i < r->npaths && p == NULL; i++) {
+        int same = compare_patterns(&r->paths[i], &cand);
+        if (same < 0) {
+            rc = -EEXIST;
+            goto fail_cand;
+        }
+        if (same > 0)
+            p = &r->paths[i];
+    }
+
+    char allow[ALLOW_CAP];
+    struct router_method entry = {.len = mlen, .data = data};
+    memcpy(entry.name, method, mlen + 1);
+
+    if (p != NULL) {
+        free(cand.pattern);
+        for (size_t i = 0; i < p->nmethods; i++)
+            if (strcmp(p->methods[i].name, method) == 0)
+                return -EEXIST;
+        /* growing the array first keeps a failure below harmless: the
+         * count, not the capacity, says what is registered */
+        struct router_method *grown = realloc(p->methods, (p->nmethods + 1) * sizeof(*grown));
+        if (grown == NULL)
+            return -ENOMEM;
+        p->methods = grown;
+        grown[p->nmethods] = entry;
+        if ((rc = build_allow(grown, p->nmethods + 1, allow)) < 0)
+            return rc;
+        p->nmethods++;
+        memcpy(p->allow, allow, sizeof(allow));
+        return 0;
+    }
+
+    if (r->npaths == r->cap) {
+        size_t cap = r->cap ? 2 * r->cap : 16;
+        struct router_path *paths = realloc(r->paths, cap * sizeof(*paths));
+        if (paths == NULL) {
+            rc = -ENOMEM;
+            goto fail_cand;
+        }
+        r->paths = paths;
+        r->cap = cap;
+    }
+    if ((rc = build_allow(&entry, 1, allow)) < 0)
+        goto fail_cand;
+    cand.methods = malloc(sizeof(entry));
+    if (cand.methods == NULL) {
+        rc = -ENOMEM;
+        goto fail_cand;
+    }
+    cand.methods[0] = entry;
+    cand.nmethods = 1;
+    memcpy(cand.allow, allow, sizeof(allow));
+    r->paths[r->npaths++] = cand;
+    return 0;
+
+fail_cand:
+    free(cand.pattern);
+    return rc;
+}
+
+/* Splits the path once for all patterns. Fails for what no pattern can match:
+ * not starting with '/', an empty segment (a trailing or doubled slash), a NUL
+ * byte (a handler might later treat a value as a C string), or more segments
+ * than any pattern may have, found without reading the rest of the path. */
+static bool split_path(const char *path, size_t path_len, struct path_segment *segs, size_t *nsegs)
+{
+    *nsegs = 0;
+    if (path_len == 0 || path[0] != '/')
+        return false;
+    if (path_len == 1)
+        return true;
+    for (size_t i = 1; i <= path_len; i++) {
+        size_t start = i;
+        while (i < path_len && path[i] != '/') {
+            if (path[i] == '\0')
+                return false;
+            i++;
+        }
+        if (i == start || *nsegs == SERVER_ROUTER_MAX_SEGMENTS)
+            return false;
+        segs[(*nsegs)++] = (struct path_segment){path + start, i - start};
+    }
+    return true;
+}
+
+static bool pattern_matches(const struct router_path *p, const struct path_segment *segs, size_t nsegs)
+{
+    if (p->nsegs != nsegs)
+        return false;
+    for (size_t i = 0; i < nsegs; i++) {
+        const struct router_segment *s = &p->segs[i];
+        if (!s->param && (s->len != segs[i].len || memcmp(s->text, segs[i].p, s->len) != 0))
+            return false;
+    }
+    return true;
+}
+
+/* Both match the same path and so have the same depth; at least one
+ * position differs in kind, since equal shapes are refused at add time. */
+static bool more_specific(const struct router_path *a, const struct router_path *b)
+{
+    for (size_t i = 0; i < a->nsegs; i++)
+        if (a->segs[i].param != b->segs[i].param)
+            return !a->segs[i].param;
+    return false;
+}
+
+static const struct router_method *find_method(const struct router_path *p, const char *method, size_t len)
+{
+    for (size_t i = 0; i < p->nmethods; i++)
+        if (p->methods[i].len == len && memcmp(p->methods[i].name, method, len) == 0)
+            return &p->methods[i];
+    return NULL;
+}
+
+int server_router_match(const server_router *r, const char *method, size_t method_len, const char *path, size_t path_len,
+                        server_route_match *m)
+{
+    assert(r != NULL && m != NULL);
+    assert(method != NULL || method_len == 0);
+    assert(path != NULL || path_len == 0);
+    m->data = NULL;
+    m->pattern = NULL;
+    m->nparams = 0;
+    m->allow[0] = '\0';
+
+    struct path_segment segs[SERVER_ROUTER_MAX_SEGMENTS];
+    size_t nsegs;
+    if (!split_path(path, path_len, segs, &nsegs))
+        return -ENOENT;
+
+    const struct router_path *best = NULL;
+    for (size_t i = 0; i < r->npaths; i++) {
+        const struct router_path *p = &r->paths[i];
+        if (pattern_matches(p, segs, nsegs) && (best == NULL || more_specific(p, best)))
+            best = p;
+    }
+    if (best == NULL)
+        return -ENOENT;
+
+    m->pattern = best->pattern;
+    for (size_t i = 0; i < nsegs; i++) {
+        if (!best->segs[i].param)
+            continue;
+        m->params[m->nparams].name = best->segs[i].text;
+        m->params[m->nparams].value = segs[i].p;
+        m->params[m->nparams].len = segs[i].len;
+        m->nparams++;
+    }
+
+    const struct router_method *hit = find_method(best, method, method_len);
+    if (hit == NULL && method_len == 4 && memcmp(method, "HEAD", 4) == 0)
+        hit = find_method(best, "GET", 3);
+    if (hit == NULL) {
+        memcpy(m->allow, best->allow, sizeof(m->allow));
+        return -EOPNOTSUPP;
+    }
+    m->data = hit->data;
+    return 0;
+}
+
+const char *server_route_param(const server_route_match *m, const char *name, size_t *len)
+{
+    assert(m != NULL && name != NULL);
+    for (size_t i = 0; i < m->nparams; i++) {
+        if (strcmp(m->params[i].name, name) == 0) {
+            if (len != NULL)
+                *len = m->params[i].len;
+            return m->params[i].value;
+        }
+    }
+    if (len != NULL)
+        *len = 0;
+    return NULL;
+}

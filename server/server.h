@@ -1,0 +1,26 @@
+/* The serving process: THREADS worker threads, each with its own event
+ * loop, listening socket (SO_REUSEPORT, so the kernel spreads connections),
+ * h2o context, database pool slice and timers. Threads share nothing
+ * mutable on the hot path.
+ *
+ * SIGTERM or SIGINT starts a graceful shutdown: /readyz turns 503, the
+ * listeners close, requests in flight get SHUTDOWN_GRACE_MS to finish, then
+ * whatever is left is cancelled (with its queries), idle keep-alive
+ * connections are closed, the pools are closed, and the process exits 0. */
+#ifndef H2PG_SERVER_SERVER_H
+#define H2PG_SERVER_SERVER_H
+
+#include <stdbool.h>
+
+#include "server/config.h"
+#include "server/http.h"
+
+/* Serves routes until a signal asks it to stop. Blocks; returns the exit
+ * status (0 after a graceful stop; 1 if the listeners could not be set up,
+ * with the reason logged). */
+int server_run(const server_config *cfg, const server_route_def *routes, size_t nroutes);
+
+/* Whether this worker is shutting down (readiness reports 503). */
+bool server_stopping(void);
+
+#endif

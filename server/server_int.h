@@ -1,0 +1,54 @@
+/* Private to server/: a worker thread's state, shared by the process code
+ * (server.c) and the request path (http.c). */
+#ifndef H2PG_SERVER_SERVER_INT_H
+#define H2PG_SERVER_SERVER_INT_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <h2o.h>
+
+#include "db/pool.h"
+#include "server/aio/aio.h"
+#include "server/config.h"
+#include "server/http.h"
+#include "server/router.h"
+
+typedef struct server_worker {
+    int id;
+    pthread_t thread;
+    const server_config *cfg;
+    const server_router *router;
+    aio_loop *loop;
+    h2o_context_t ctx;
+    h2o_accept_ctx_t accept_ctx;
+    int listen_fd;
+    h2o_socket_t *listener;
+    int stop_fd;
+    h2o_socket_t *stop_sock;
+    db_pool *pool;
+    bool stopping;
+    size_t inflight;     /* requests with a task still running */
+    aio_list requests;   /* server_req with a running task */
+    aio_event idle;      /* set whenever inflight is 0 */
+    uint64_t rng;        /* request ids */
+    /* access log lines, written once per loop turn */
+    char *log_buf;
+    size_t log_len, log_cap;
+    aio_deferred log_flush;
+    int exit_status;
+} server_worker;
+
+extern _Thread_local server_worker *server__worker;
+
+/* The h2o handler callback (http.c), registered by server.c. */
+int server__on_req(h2o_handler_t *self, h2o_req_t *req);
+/* Rewrites h2o's own text/plain error responses as problem+json. */
+void server__register_problem_filter(h2o_pathconf_t *pathconf);
+/* Prepares the worker's access-log buffer (written once per loop turn). */
+void server__log_init(server_worker *w);
+/* Cancels every request of the worker that still runs (shutdown). */
+void server__cancel_requests(server_worker *w);
+
+#endif
