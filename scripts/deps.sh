@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs the Debian packages a task needs, only those missing.
+#   scripts/deps.sh build   compiler, CMake and the -dev libraries
+#   scripts/deps.sh run     build + PostgreSQL 15 (for the private database)
+#   scripts/deps.sh test    run + everything the test suite drives
+set -euo pipefail
+
+build=(build-essential cmake pkg-config libh2o-evloop-dev libpq-dev libjansson-dev libssl-dev check)
+run=("${build[@]}" postgresql-15 postgresql-client-15 curl ca-certificates)
+test=("${run[@]}" libcurl4-openssl-dev clang libclang-rt-14-dev shellcheck)
+
+case "${1:-test}" in
+build) want=("${build[@]}") ;;
+run) want=("${run[@]}") ;;
+test) want=("${test[@]}") ;;
+*) echo "usage: $0 build|run|test" >&2; exit 2 ;;
+esac
+
+missing=()
+for p in "${want[@]}"; do
+    if [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" != "install ok installed" ]; then
+        missing+=("$p")
+    fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+sudo=()
+if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "deps: need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
+    sudo=(sudo)
+fi
+echo "deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -q
+"${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
