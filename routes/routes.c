@@ -5,7 +5,7 @@
 
 typedef const server_route_def *(*table_fn)(size_t *n);
 
-static const table_fn modules[] = {routes_health, routes_bench};
+static const table_fn modules[] = {routes_health, routes_bench, routes_users, routes_orders, routes_accounts, routes_export};
 
 const server_route_def *routes_all(size_t *n)
 {

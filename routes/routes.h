@@ -14,5 +14,10 @@ const server_route_def *routes_all(size_t *n);
 /* Per module (each returns its static table). */
 const server_route_def *routes_health(size_t *n);
 const server_route_def *routes_bench(size_t *n);
+const server_route_def *routes_users(size_t *n);
+const server_route_def *routes_orders(size_t *n);
+const server_route_def *routes_accounts(size_t *n);
+const server_route_def *routes_export(size_t *n);
+const server_route_def *routes_openapi(size_t *n);
 
 #endif

@@ -37,7 +37,9 @@ struct server_req {
     int refs;      /* the handler side, plus h2o's request while it lives */
     int status;
     size_t bytes;
-    bool responded;
+    bool responded; /* the response has started */
+    bool finished;  /* ... and was handed to h2o entirely */
+    struct stream *stream;
     char id[48];
     char client[64];
 };
@@ -106,17 +108,9 @@ static const h2o_header_t *find_header(const h2o_req_t *req, const char *name)
 
 static char *problem_body(h2o_mem_pool_t *pool, int status, const char *detail, json_t *errors, size_t *len)
 {
-    json_t *p = json_pack("{s:s, s:s, s:i, s:s}", "type", "about:blank", "title", server_status_reason(status), "status",
-                          status, "detail", detail ? detail : server_status_reason(status));
-    if (p != NULL && errors != NULL)
-        json_object_set(p, "errors", errors);
-    char *s = p ? json_dumps(p, JSON_COMPACT) : NULL;
-    json_decref(p);
-    if (s == NULL) {
-        *len = 0;
+    char *s = server_problem_json(status, detail, errors, len);
+    if (s == NULL)
         return NULL;
-    }
-    *len = strlen(s);
     char *out = h2o_mem_alloc_pool(pool, *len);
     memcpy(out, s, *len);
     free(s);
@@ -254,12 +248,40 @@ static void req_unref(server_req *r)
     free(r);
 }
 
+/* A streamed response: h2o asks for the next chunk with proceed. */
+struct stream {
+    h2o_generator_t gen;
+    server_req *r;
+    aio_event ready; /* h2o is ready for the next chunk */
+    bool stopped;    /* h2o gave up on the response */
+    char *buf;       /* the chunk in flight (h2o does not copy) */
+    size_t cap;
+};
+
+static void stream_proceed(h2o_generator_t *g, h2o_req_t *req)
+{
+    (void)req;
+    aio_event_set(&((struct stream *)g)->ready);
+}
+
+static void stream_stop(h2o_generator_t *g, h2o_req_t *req)
+{
+    (void)req;
+    struct stream *s = (struct stream *)g;
+    s->stopped = true;
+    aio_event_set(&s->ready);
+}
+
 /* h2o disposes its request: the response went out, or the client is gone. */
 static void on_h2o_req_gone(void *p)
 {
     server_req *r = *(server_req **)p;
     r->h2o = NULL;
-    if (!r->responded && r->task != NULL)
+    if (r->stream != NULL) {
+        r->stream->stopped = true;
+        aio_event_set(&r->stream->ready);
+    }
+    if (!r->finished && r->task != NULL)
         aio_task_cancel(r->task); /* nobody is left to answer: stop its queries too */
     req_unref(r);
 }
@@ -267,6 +289,13 @@ static void on_h2o_req_gone(void *p)
 static void req_finish(server_req *r)
 {
     server_worker *w = r->worker;
+    if (r->stream != NULL && !r->finished && r->h2o != NULL) {
+        /* the handler left a stream open: end it as failed, so the client
+         * sees a truncated body rather than a complete one */
+        r->finished = true;
+        h2o_send(r->h2o, NULL, 0, H2O_SEND_STATE_ERROR);
+    }
+    free(r->stream ? r->stream->buf : NULL);
     if (!r->responded) {
         r->responded = true;
         r->status = 499; /* nginx's "client closed request", for the log */
@@ -284,7 +313,7 @@ static int request_task(void *arg)
 {
     server_req *r = arg;
     aio_timeout scope;
-    aio_timeout_open_at(&scope, r->deadline);
+    aio_timeout_open_at(&scope, r->route->streaming ? AIO_NEVER : r->deadline);
     int rc = r->route->fn(r);
     bool expired = aio_timeout_close(&scope) < 0;
     if (!r->responded && r->h2o != NULL) {
@@ -413,6 +442,9 @@ int server__on_req(h2o_handler_t *self, h2o_req_t *req)
 
 /* ---- reading ---- */
 
+int64_t server_req_deadline(const server_req *r) { return r->deadline; }
+int64_t server_req_timeout(const server_req *r) { return AIO_MSEC(r->worker->cfg->request_timeout_ms); }
+
 const char *server_req_method(const server_req *r) { return r->method; }
 const char *server_req_path(const server_req *r) { return r->path; }
 const char *server_req_route(const server_req *r) { return r->pattern; }
@@ -484,7 +516,78 @@ void server_respond(server_req *r, int status, const char *content_type, const c
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, content_type, strlen(content_type));
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL, r->id, strlen(r->id));
     req->res.content_length = len;
+    r->finished = true;
     h2o_send_inline(req, body, len);
+}
+
+void server_stream_start(server_req *r, int status, const char *content_type)
+{
+    assert(!r->responded && "one response per request");
+    r->responded = true;
+    r->status = status;
+    struct stream *s = server_arena_alloc(&r->arena, sizeof(*s));
+    if (s == NULL || r->h2o == NULL) {
+        r->finished = true; /* nothing will be sent: writes fail */
+        return;
+    }
+    memset(s, 0, sizeof(*s));
+    s->gen.proceed = stream_proceed;
+    s->gen.stop = stream_stop;
+    s->r = r;
+    aio_event_init(&s->ready);
+    aio_event_set(&s->ready);
+    r->stream = s;
+    h2o_req_t *req = r->h2o;
+    req->res.status = status;
+    req->res.reason = server_status_reason(status);
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, content_type, strlen(content_type));
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL, r->id, strlen(r->id));
+    h2o_start_response(req, &s->gen);
+}
+
+/* Awaits h2o's go-ahead for the next chunk. */
+static int stream_wait(server_req *r)
+{
+    struct stream *s = r->stream;
+    if (s == NULL || r->finished)
+        return -ECANCELED;
+    int rc = aio_event_wait(&s->ready);
+    if (rc < 0)
+        return rc;
+    if (s->stopped || r->h2o == NULL)
+        return -ECANCELED;
+    aio_event_clear(&s->ready);
+    return 0;
+}
+
+int server_stream_write(server_req *r, const char *data, size_t len)
+{
+    int rc = stream_wait(r);
+    if (rc < 0)
+        return rc;
+    struct stream *s = r->stream;
+    if (len > s->cap) {
+        char *buf = realloc(s->buf, len);
+        if (buf == NULL)
+            return -ENOMEM;
+        s->buf = buf;
+        s->cap = len;
+    }
+    memcpy(s->buf, data, len);
+    h2o_iovec_t v = h2o_iovec_init(s->buf, len);
+    r->bytes += len;
+    h2o_send(r->h2o, &v, 1, H2O_SEND_STATE_IN_PROGRESS);
+    return 0;
+}
+
+int server_stream_end(server_req *r)
+{
+    int rc = stream_wait(r);
+    if (rc < 0)
+        return rc;
+    r->finished = true;
+    h2o_send(r->h2o, NULL, 0, H2O_SEND_STATE_FINAL);
+    return 0;
 }
 
 void server_respond_json(server_req *r, int status, const json_t *body)
@@ -509,25 +612,27 @@ void server_respond_json(server_req *r, int status, const json_t *body)
     free(big);
 }
 
-void server_respond_problem(server_req *r, int status, const char *detail, json_t *errors)
+char *server_problem_json(int status, const char *detail, json_t *errors, size_t *len)
 {
     json_t *p = json_pack("{s:s, s:s, s:i, s:s}", "type", "about:blank", "title", server_status_reason(status), "status",
                           status, "detail", detail ? detail : server_status_reason(status));
     if (p != NULL && errors != NULL)
         json_object_set(p, "errors", errors);
     json_decref(errors);
+    char *s = p ? json_dumps(p, JSON_COMPACT) : NULL;
+    json_decref(p);
+    *len = s ? strlen(s) : 0;
+    return s;
+}
+
+void server_respond_problem(server_req *r, int status, const char *detail, json_t *errors)
+{
+    size_t len;
+    char *s = server_problem_json(status, detail, errors, &len);
     if (status == 503)
         server_respond_header(r, "retry-after", "1");
-    char buf[2048];
-    size_t len = p ? json_dumpb(p, buf, sizeof(buf), JSON_COMPACT) : 0;
-    if (len > sizeof(buf) || len == 0) {
-        char *s = p ? json_dumps(p, JSON_COMPACT) : NULL;
-        server_respond(r, status, "application/problem+json", s ? s : "{}", s ? strlen(s) : 2);
-        free(s);
-    } else {
-        server_respond(r, status, "application/problem+json", buf, len);
-    }
-    json_decref(p);
+    server_respond(r, status, "application/problem+json", s ? s : "{}", s ? len : 2);
+    free(s);
 }
 
 void server_respond_db_error(server_req *r, int rc, const PGresult *res, int fk_status)

@@ -31,6 +31,9 @@ typedef struct server_route_def {
     const char *pattern; /* "/users/{id}" */
     server_handler_fn fn;
     bool immediate;      /* never awaits: runs without a task of its own */
+    bool streaming;      /* no deadline scope around the handler: it opens its
+                          * own (server_req_deadline until the response starts,
+                          * then one per chunk) */
 } server_route_def;
 
 /* ---- reading the request (valid for the request's whole life) ---- */
@@ -55,6 +58,11 @@ bool server_req_alive(const server_req *r);
 /* The request id (from X-Request-Id or generated). */
 const char *server_req_id(const server_req *r);
 
+/* The request's deadline (aio_now() time) and the configured request
+ * timeout, for streaming handlers. */
+int64_t server_req_deadline(const server_req *r);
+int64_t server_req_timeout(const server_req *r);
+
 /* ---- answering (once) ---- */
 
 /* Adds a response header (copied). Call before responding. */
@@ -66,6 +74,20 @@ void server_respond_json(server_req *r, int status, const json_t *body);
 /* Sends an RFC 9457 problem: {"type":"about:blank","title","status","detail"}
  * plus "errors" when given (consumed). */
 void server_respond_problem(server_req *r, int status, const char *detail, json_t *errors);
+/* Streaming a response: start, write chunks, end (chunked encoding).
+ * server_stream_write awaits until the client has taken the previous chunk,
+ * so a slow reader slows the producer instead of growing a buffer; it
+ * returns 0, -ECANCELED when the client is gone, or -ETIMEDOUT. The data is
+ * copied. A stream that is not ended is aborted (the client sees a
+ * truncated body) when the handler returns. */
+void server_stream_start(server_req *r, int status, const char *content_type);
+int server_stream_write(server_req *r, const char *data, size_t len);
+int server_stream_end(server_req *r);
+
+/* The problem+json text server_respond_problem would send (errors
+ * consumed); malloc'd, the caller frees; NULL on ENOMEM. */
+char *server_problem_json(int status, const char *detail, json_t *errors, size_t *len);
+
 /* Answers for a failed database call (rc and, for -EREMOTEIO, its result):
  * 409 unique violation, 404/422 foreign key (fk_status), 422 check
  * violation, 503 + Retry-After when unreachable or the pool is exhausted,
