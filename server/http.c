@@ -5,6 +5,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <sys/epoll.h>
 #include <unistd.h>
 
 #include "db/db.h"
@@ -33,12 +34,14 @@ struct server_req {
     server_arena arena;
     int64_t start, deadline;
     aio_task *task;
-    aio_link link; /* on the worker's list of running requests */
+    aio_link link;     /* on the worker's list of running requests */
+    aio_link hup_link; /* on its connection's hang-up slot */
     int refs;      /* the handler side, plus h2o's request while it lives */
     int status;
     size_t bytes;
     bool responded; /* the response has started */
     bool finished;  /* ... and was handed to h2o entirely */
+    bool client_gone; /* the client hung up while the request ran */
     struct stream *stream;
     char id[48];
     char client[64];
@@ -62,6 +65,7 @@ const char *server_status_reason(int status)
     case 417: return "Expectation Failed";
     case 422: return "Unprocessable Content";
     case 431: return "Request Header Fields Too Large";
+    case 499: return "Client Closed Request";
     case 500: return "Internal Server Error";
     case 503: return "Service Unavailable";
     case 504: return "Gateway Timeout";
@@ -195,6 +199,68 @@ static void on_log_flush(aio_deferred *d)
     w->log_len = 0;
 }
 
+/* ---- client hang-ups ---- */
+
+static void on_hangups(h2o_socket_t *sock, const char *err)
+{
+    server_worker *w = sock->data;
+    (void)err;
+    struct epoll_event ev[64];
+    int n = epoll_wait(w->hup_ep, ev, 64, 0);
+    for (int i = 0; i < n; i++) {
+        uint32_t fd = (uint32_t)ev[i].data.u64, gen = (uint32_t)(ev[i].data.u64 >> 32);
+        if (fd >= w->nhup_slots || w->hup_slots[fd].gen != gen)
+            continue;
+        aio_list_foreach(l, &w->hup_slots[fd].reqs)
+        {
+            server_req *r = aio_container_of(l, server_req, hup_link);
+            if (!r->finished && r->task != NULL) {
+                r->client_gone = true;
+                aio_task_cancel(r->task); /* the client left: stop the work and its queries */
+            }
+        }
+    }
+}
+
+int server__hangup_init(server_worker *w)
+{
+    w->hup_ep = epoll_create1(EPOLL_CLOEXEC);
+    if (w->hup_ep < 0)
+        return -errno;
+    w->hup_sock = h2o_evloop_socket_create(aio_loop_evloop(w->loop), w->hup_ep, H2O_SOCKET_FLAG_DONT_READ);
+    w->hup_sock->data = w;
+    h2o_socket_read_start(w->hup_sock, on_hangups);
+    return 0;
+}
+
+void server__watch_hangup(server_worker *w, h2o_socket_t *sock)
+{
+    int fd = h2o_socket_get_fd(sock);
+    if (w->hup_sock == NULL || fd < 0)
+        return;
+    if ((size_t)fd >= w->nhup_slots) {
+        size_t n = w->nhup_slots ? w->nhup_slots : 1024;
+        while (n <= (size_t)fd)
+            n *= 2;
+        struct server_hup_slot *slots = malloc(n * sizeof(*slots));
+        if (slots == NULL)
+            return;
+        for (size_t i = 0; i < n; i++) {
+            slots[i].gen = i < w->nhup_slots ? w->hup_slots[i].gen : 0;
+            aio_list_init(&slots[i].reqs);
+            if (i < w->nhup_slots) /* lists point at their anchors: move them */
+                aio_list_splice(&slots[i].reqs, &w->hup_slots[i].reqs);
+        }
+        free(w->hup_slots);
+        w->hup_slots = slots;
+        w->nhup_slots = n;
+    }
+    struct server_hup_slot *slot = &w->hup_slots[fd];
+    slot->gen++;
+    struct epoll_event ev = {.events = EPOLLRDHUP | EPOLLET, .data.u64 = (uint64_t)slot->gen << 32 | (uint32_t)fd};
+    epoll_ctl(w->hup_ep, EPOLL_CTL_ADD, fd, &ev);
+}
+
 void server__log_init(server_worker *w) { aio_deferred_init(&w->log_flush, on_log_flush); }
 
 void server__cancel_requests(server_worker *w)
@@ -301,6 +367,7 @@ static void req_finish(server_req *r)
         r->status = 499; /* nginx's "client closed request", for the log */
     }
     access_log(r);
+    aio_link_unlink(&r->hup_link);
     if (r->task != NULL) {
         aio_link_unlink(&r->link);
         if (--w->inflight == 0)
@@ -317,7 +384,12 @@ static int request_task(void *arg)
     int rc = r->route->fn(r);
     bool expired = aio_timeout_close(&scope) < 0;
     if (!r->responded && r->h2o != NULL) {
-        if (expired || rc == -ETIMEDOUT)
+        if (r->client_gone) {
+            /* h2o waits for a response before it looks at the socket again:
+             * give it one, and have it close the connection */
+            r->h2o->http1_is_persistent = 0;
+            server_respond_problem(r, 499, "the client closed the connection", NULL);
+        } else if (expired || rc == -ETIMEDOUT)
             server_respond_problem(r, 504, "the request's deadline passed before it completed", NULL);
         else if (rc == -ECANCELED && r->worker->stopping)
             server_respond_problem(r, 503, "the server is shutting down", NULL);
@@ -385,6 +457,7 @@ int server__on_req(h2o_handler_t *self, h2o_req_t *req)
     r->deadline = deadline;
     r->refs = 1;
     aio_link_init(&r->link);
+    aio_link_init(&r->hup_link);
     r->method = server_arena_strndup(&r->arena, req->method.base, req->method.len);
     r->path = server_arena_strndup(&r->arena, path, path_len);
     r->query_len = req->query_at != SIZE_MAX ? req->path.len - req->query_at - 1 : 0;
@@ -434,6 +507,10 @@ int server__on_req(h2o_handler_t *self, h2o_req_t *req)
         return 0;
     }
     aio_task_detach(r->task);
+    h2o_socket_t *sock = req->conn->callbacks->get_socket ? req->conn->callbacks->get_socket(req->conn) : NULL;
+    int fd = sock ? h2o_socket_get_fd(sock) : -1;
+    if (fd >= 0 && (size_t)fd < w->nhup_slots)
+        aio_list_push_back(&w->hup_slots[fd].reqs, &r->hup_link);
     w->inflight++;
     aio_event_clear(&w->idle);
     aio_list_push_back(&w->requests, &r->link);

@@ -69,6 +69,7 @@ static void on_accept(h2o_socket_t *listener, const char *err)
         h2o_socket_t *sock = h2o_evloop_socket_accept(listener);
         if (sock == NULL)
             break;
+        server__watch_hangup(w, sock);
         h2o_accept(&w->accept_ctx, sock);
     }
 }
@@ -175,6 +176,8 @@ static void *worker_main(void *arg)
         return NULL;
     }
 
+    if (server__hangup_init(w) < 0)
+        log_warn("worker %d: cannot watch for client hang-ups: %s", w->id, strerror(errno));
     w->listener = h2o_evloop_socket_create(aio_loop_evloop(w->loop), w->listen_fd, H2O_SOCKET_FLAG_DONT_READ);
     w->listener->data = w;
     h2o_socket_read_start(w->listener, on_accept);
@@ -186,6 +189,10 @@ static void *worker_main(void *arg)
 
     h2o_socket_read_stop(w->stop_sock);
     h2o_socket_close(w->stop_sock);
+    if (w->hup_sock != NULL) {
+        h2o_socket_read_stop(w->hup_sock);
+        h2o_socket_close(w->hup_sock);
+    }
     if (!h2o_conns_left(w)) {
         h2o_context_dispose(&w->ctx);
         aio_loop_destroy(w->loop);
@@ -197,6 +204,8 @@ static void *worker_main(void *arg)
     }
     free(w->log_buf);
     w->log_buf = NULL;
+    free(w->hup_slots);
+    w->hup_slots = NULL;
     return NULL;
 }
 

@@ -38,7 +38,19 @@ typedef struct server_worker {
     size_t log_len, log_cap;
     aio_deferred log_flush;
     int exit_status;
+    /* client hang-ups: accepted sockets are watched for EPOLLRDHUP in an
+     * epoll set of their own, because h2o does not read an HTTP/1 socket
+     * while its request is being processed */
+    int hup_ep;
+    h2o_socket_t *hup_sock;
+    struct server_hup_slot *hup_slots; /* by fd */
+    size_t nhup_slots;
 } server_worker;
+
+struct server_hup_slot {
+    uint32_t gen;   /* bumped at each accept on this fd */
+    aio_list reqs;  /* server_req in flight on the connection */
+};
 
 extern _Thread_local server_worker *server__worker;
 
@@ -48,6 +60,11 @@ int server__on_req(h2o_handler_t *self, h2o_req_t *req);
 void server__register_problem_filter(h2o_pathconf_t *pathconf);
 /* Prepares the worker's access-log buffer (written once per loop turn). */
 void server__log_init(server_worker *w);
+/* Starts watching an accepted connection for a hang-up. */
+void server__watch_hangup(server_worker *w, h2o_socket_t *sock);
+/* Sets up the worker's hang-up watcher (0 or -errno). */
+int server__hangup_init(server_worker *w);
+
 /* Cancels every request of the worker that still runs (shutdown). */
 void server__cancel_requests(server_worker *w);
 
