@@ -34,7 +34,28 @@ void db_calls_clear(db_call *calls, size_t n)
     }
 }
 
-int db_exec_batch(db_conn *conn, db_call *calls, size_t n, int flags)
+static _Thread_local db_counters counters;
+
+void db_counters_get(db_counters *out) { *out = counters; }
+
+static int count(int rc, size_t n)
+{
+    counters.statements += n;
+    if (rc < 0) {
+        counters.failures++;
+        if (rc == -ETIMEDOUT)
+            counters.timeouts++;
+        else if (rc == -ECANCELED)
+            counters.cancellations++;
+    }
+    return rc;
+}
+
+static int exec_batch(db_conn *conn, db_call *calls, size_t n, int flags);
+
+int db_exec_batch(db_conn *conn, db_call *calls, size_t n, int flags) { return count(exec_batch(conn, calls, n, flags), n); }
+
+static int exec_batch(db_conn *conn, db_call *calls, size_t n, int flags)
 {
     for (size_t i = 0; i < n; i++) {
         calls[i].result = NULL;

@@ -88,6 +88,12 @@ int db_exec_batch(db_conn *conn, db_call *calls, size_t n, int flags);
 /* PQclear of every call's result. */
 void db_calls_clear(db_call *calls, size_t n);
 
+/* Statements run by this thread so far, and how many failed (any error). */
+typedef struct db_counters {
+    uint64_t statements, failures, timeouts, cancellations;
+} db_counters;
+void db_counters_get(db_counters *out);
+
 /* The SQLSTATE of an error result ("23505"), or "" for NULL or success. */
 const char *db_sqlstate(const PGresult *r);
 

@@ -1,5 +1,6 @@
 /* Liveness and readiness. */
 #include <errno.h>
+#include <stdlib.h>
 
 #include "db/db.h"
 #include "routes/routes.h"
@@ -38,8 +39,22 @@ static int readyz(server_req *r)
     return 0;
 }
 
+static int metrics(server_req *r)
+{
+    size_t len;
+    char *text = server_render_metrics(&len);
+    if (text == NULL) {
+        server_respond_problem(r, 500, "out of memory", NULL);
+        return 0;
+    }
+    server_respond(r, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
+    free(text);
+    return 0;
+}
+
 static const server_route_def table[] = {
     {"GET", "/healthz", healthz, true},
+    {"GET", "/metrics", metrics, true},
     {"GET", "/readyz", readyz, false},
 };
 

@@ -367,6 +367,7 @@ static void req_finish(server_req *r)
         r->status = 499; /* nginx's "client closed request", for the log */
     }
     access_log(r);
+    server_metrics_request(w->metrics, r->route, r->status, aio_now() - r->start);
     aio_link_unlink(&r->hup_link);
     if (r->task != NULL) {
         aio_link_unlink(&r->link);
@@ -424,24 +425,8 @@ int server__on_req(h2o_handler_t *self, h2o_req_t *req)
     size_t path_len = req->query_at != SIZE_MAX ? req->query_at : req->path.len;
     server_route_match m;
     int rc = server_router_match(w->router, req->method.base, req->method.len, path, path_len, &m);
-    if (rc == -ENOENT) {
-        early_problem(req, 404, "no such resource", NULL);
-        return 0;
-    }
-    if (rc == -EOPNOTSUPP) {
-        early_problem(req, 405, "method not allowed on this resource", m.allow);
-        return 0;
-    }
-    const server_route_def *route = m.data;
-    int64_t now = aio_now(), deadline;
-    if (request_deadline(req, w->cfg, now, &deadline) < 0) {
-        early_problem(req, 400, "Request-Timeout must be a positive number of milliseconds", NULL);
-        return 0;
-    }
-    if (!route->immediate && (w->stopping || w->inflight >= (size_t)w->cfg->max_inflight)) {
-        early_problem(req, 503, w->stopping ? "the server is shutting down" : "the server is at capacity", NULL);
-        return 0;
-    }
+    const server_route_def *route = rc == 0 ? m.data : NULL;
+    int64_t now = aio_now(), deadline = now;
 
     server_req *r = calloc(1, sizeof(*r));
     if (r == NULL) {
@@ -452,9 +437,8 @@ int server__on_req(h2o_handler_t *self, h2o_req_t *req)
     r->h2o = req;
     r->worker = w;
     r->route = route;
-    r->pattern = m.pattern;
+    r->pattern = rc == 0 ? m.pattern : "unmatched";
     r->start = now;
-    r->deadline = deadline;
     r->refs = 1;
     aio_link_init(&r->link);
     aio_link_init(&r->hup_link);
@@ -463,12 +447,11 @@ int server__on_req(h2o_handler_t *self, h2o_req_t *req)
     r->query_len = req->query_at != SIZE_MAX ? req->path.len - req->query_at - 1 : 0;
     r->query = server_arena_strndup(&r->arena, req->query_at != SIZE_MAX ? req->path.base + req->query_at + 1 : "",
                                     r->query_len);
-    for (size_t i = 0; i < m.nparams; i++) {
+    for (size_t i = 0; rc == 0 && i < m.nparams; i++) {
         r->params[i].name = m.params[i].name;
-        /* the value points into h2o's copy of the path, which r->path mirrors */
         r->params[i].value = server_arena_strndup(&r->arena, m.params[i].value, m.params[i].len);
     }
-    r->nparams = m.nparams;
+    r->nparams = rc == 0 ? m.nparams : 0;
     if (req->entity.base != NULL) {
         r->body = server_arena_strndup(&r->arena, req->entity.base, req->entity.len);
         r->body_len = req->entity.len;
@@ -493,27 +476,37 @@ int server__on_req(h2o_handler_t *self, h2o_req_t *req)
     *slot = r;
     r->refs++;
 
-    if (route->immediate) {
-        route->fn(r);
-        if (!r->responded && r->h2o != NULL)
-            server_respond_problem(r, 500, "the request failed", NULL);
-        req_finish(r);
-        return 0;
+    if (rc == -ENOENT) {
+        server_respond_problem(r, 404, "no such resource", NULL);
+    } else if (rc == -EOPNOTSUPP) {
+        server_respond_header(r, "allow", m.allow);
+        server_respond_problem(r, 405, "method not allowed on this resource", NULL);
+    } else if (request_deadline(req, w->cfg, now, &deadline) < 0) {
+        server_respond_problem(r, 400, "Request-Timeout must be a positive number of milliseconds", NULL);
+    } else if (!route->immediate && (w->stopping || w->inflight >= (size_t)w->cfg->max_inflight)) {
+        server_metrics_rejected(w->metrics);
+        server_respond_problem(r, 503, w->stopping ? "the server is shutting down" : "the server is at capacity", NULL);
+    } else {
+        r->deadline = deadline;
+        if (route->immediate) {
+            route->fn(r);
+            if (!r->responded && r->h2o != NULL)
+                server_respond_problem(r, 500, "the request failed", NULL);
+        } else if ((r->task = aio_task_spawn(request_task, r)) == NULL) {
+            server_respond_problem(r, 503, "out of memory", NULL);
+        } else {
+            aio_task_detach(r->task);
+            h2o_socket_t *sock = req->conn->callbacks->get_socket ? req->conn->callbacks->get_socket(req->conn) : NULL;
+            int fd = sock ? h2o_socket_get_fd(sock) : -1;
+            if (fd >= 0 && (size_t)fd < w->nhup_slots)
+                aio_list_push_back(&w->hup_slots[fd].reqs, &r->hup_link);
+            w->inflight++;
+            aio_event_clear(&w->idle);
+            aio_list_push_back(&w->requests, &r->link);
+            return 0;
+        }
     }
-    r->task = aio_task_spawn(request_task, r);
-    if (r->task == NULL) {
-        server_respond_problem(r, 503, "out of memory", NULL);
-        req_finish(r);
-        return 0;
-    }
-    aio_task_detach(r->task);
-    h2o_socket_t *sock = req->conn->callbacks->get_socket ? req->conn->callbacks->get_socket(req->conn) : NULL;
-    int fd = sock ? h2o_socket_get_fd(sock) : -1;
-    if (fd >= 0 && (size_t)fd < w->nhup_slots)
-        aio_list_push_back(&w->hup_slots[fd].reqs, &r->hup_link);
-    w->inflight++;
-    aio_event_clear(&w->idle);
-    aio_list_push_back(&w->requests, &r->link);
+    req_finish(r);
     return 0;
 }
 

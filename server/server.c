@@ -21,6 +21,22 @@
 #define KEEPALIVE_CLOSE_WAIT AIO_SEC(2)
 
 static h2o_globalconf_t globalconf;
+static server_metrics **metric_blocks; /* one per worker, for /metrics */
+static size_t nmetric_blocks;
+
+char *server_render_metrics(size_t *len) { return server_metrics_render(metric_blocks, nmetric_blocks, len); }
+
+/* Publishes the worker's pool and database counters once a second. */
+static int metrics_sampler(void *arg)
+{
+    server_worker *w = arg;
+    while (!w->stopping) {
+        server_metrics_sample(w->metrics, (int64_t)w->inflight);
+        if (aio_sleep(AIO_SEC(1)) < 0)
+            break;
+    }
+    return 0;
+}
 
 bool server_stopping(void) { return server__worker != NULL && server__worker->stopping; }
 
@@ -178,6 +194,9 @@ static void *worker_main(void *arg)
 
     if (server__hangup_init(w) < 0)
         log_warn("worker %d: cannot watch for client hang-ups: %s", w->id, strerror(errno));
+    aio_task *sampler = aio_task_spawn(metrics_sampler, w);
+    if (sampler != NULL)
+        aio_task_detach(sampler);
     w->listener = h2o_evloop_socket_create(aio_loop_evloop(w->loop), w->listen_fd, H2O_SOCKET_FLAG_DONT_READ);
     w->listener->data = w;
     h2o_socket_read_start(w->listener, on_accept);
@@ -225,6 +244,7 @@ int server_run(const server_config *cfg, const server_route_def *routes, size_t 
         }
     }
     db_tx_set_default_retries(cfg->tx_max_retries);
+    server_metrics_set_routes(routes, nroutes);
 
     h2o_config_init(&globalconf);
     globalconf.server_name = h2o_iovec_init(H2O_STRLIT("h2pg"));
@@ -254,6 +274,10 @@ int server_run(const server_config *cfg, const server_route_def *routes, size_t 
         w->id = i;
         w->cfg = cfg;
         w->router = router;
+        if ((w->metrics = server_metrics_create()) == NULL) {
+            status = 1;
+            break;
+        }
         if ((w->listen_fd = open_listener(cfg, err, sizeof(err))) < 0 ||
             (w->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) {
             log_error("%s", err[0] ? err : "cannot create an eventfd");
@@ -263,6 +287,10 @@ int server_run(const server_config *cfg, const server_route_def *routes, size_t 
     }
     if (workers == NULL)
         status = 1;
+    metric_blocks = calloc((size_t)n, sizeof(*metric_blocks));
+    for (int i = 0; status == 0 && metric_blocks && i < n; i++)
+        metric_blocks[i] = workers[i].metrics;
+    nmetric_blocks = metric_blocks ? (size_t)n : 0;
     for (int i = 0; status == 0 && i < n; i++) {
         if (pthread_create(&workers[i].thread, NULL, worker_main, &workers[i]) != 0) {
             log_error("cannot start worker thread %d", i);
@@ -297,6 +325,11 @@ int server_run(const server_config *cfg, const server_route_def *routes, size_t 
         for (int i = 0; i < n; i++)
             all_clean &= workers[i].loop == NULL;
         if (all_clean) {
+            nmetric_blocks = 0;
+            free(metric_blocks);
+            metric_blocks = NULL;
+            for (int i = 0; i < n; i++)
+                server_metrics_destroy(workers[i].metrics);
             free(workers);
             h2o_config_dispose(&globalconf);
             server_router_destroy(router);

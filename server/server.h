@@ -23,4 +23,7 @@ int server_run(const server_config *cfg, const server_route_def *routes, size_t 
 /* Whether this worker is shutting down (readiness reports 503). */
 bool server_stopping(void);
 
+/* Every worker's metrics as Prometheus text (malloc'd; NULL on ENOMEM). */
+char *server_render_metrics(size_t *len);
+
 #endif

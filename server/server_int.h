@@ -12,6 +12,7 @@
 #include "db/pool.h"
 #include "server/aio/aio.h"
 #include "server/config.h"
+#include "server/metrics.h"
 #include "server/http.h"
 #include "server/router.h"
 
@@ -38,6 +39,7 @@ typedef struct server_worker {
     size_t log_len, log_cap;
     aio_deferred log_flush;
     int exit_status;
+    server_metrics *metrics;
     /* client hang-ups: accepted sockets are watched for EPOLLRDHUP in an
      * epoll set of their own, because h2o does not read an HTTP/1 socket
      * while its request is being processed */

@@ -1,5 +1,5 @@
 target_sources(h2pg_core PRIVATE
-  ${CMAKE_SOURCE_DIR}/server/arena.c ${CMAKE_SOURCE_DIR}/server/http.c ${CMAKE_SOURCE_DIR}/server/server.c
+  ${CMAKE_SOURCE_DIR}/server/arena.c ${CMAKE_SOURCE_DIR}/server/http.c ${CMAKE_SOURCE_DIR}/server/server.c ${CMAKE_SOURCE_DIR}/server/metrics.c
   ${CMAKE_SOURCE_DIR}/routes/routes.c ${CMAKE_SOURCE_DIR}/routes/health.c ${CMAKE_SOURCE_DIR}/routes/bench.c
   ${CMAKE_SOURCE_DIR}/routes/common.c ${CMAKE_SOURCE_DIR}/routes/users.c ${CMAKE_SOURCE_DIR}/routes/orders.c
   ${CMAKE_SOURCE_DIR}/routes/accounts.c ${CMAKE_SOURCE_DIR}/routes/export.c)

@@ -1,0 +1,277 @@
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "db/db.h"
+#include "db/pool.h"
+#include "server/metrics.h"
+
+/* Status codes tracked one by one; anything else is counted as its class. */
+static const int STATUSES[] = {200, 201, 204, 400, 404, 405, 409, 413, 415, 422, 499, 500, 503, 504};
+#define NSTATUS (sizeof(STATUSES) / sizeof(STATUSES[0]))
+#define NCLASS 5 /* 1xx..5xx for the rest */
+
+/* Latency buckets in seconds (upper bounds; +Inf is implicit). */
+static const double BUCKETS[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+#define NBUCKET (sizeof(BUCKETS) / sizeof(BUCKETS[0]))
+
+typedef _Atomic uint64_t counter;
+
+struct route_metrics {
+    counter status[NSTATUS + NCLASS];
+    counter bucket[NBUCKET + 1];
+    counter sum_ns;
+};
+
+struct server_metrics {
+    struct route_metrics *routes; /* nroutes + 1: the last is "no route" */
+    counter rejected;
+    /* sampled */
+    counter inflight, pool_open, pool_idle, pool_in_use, pool_connecting, pool_waiting, pool_cleaning;
+    counter acquired, acquire_timeouts, connect_failures, cancels_sent, closed_dirty;
+    counter statements, statement_failures, statement_timeouts, statement_cancellations;
+};
+
+static const server_route_def *route_table;
+static size_t route_count;
+
+void server_metrics_set_routes(const server_route_def *routes, size_t n)
+{
+    route_table = routes;
+    route_count = n;
+}
+
+server_metrics *server_metrics_create(void)
+{
+    server_metrics *m = calloc(1, sizeof(*m));
+    if (m == NULL)
+        return NULL;
+    if ((m->routes = calloc(route_count + 1, sizeof(*m->routes))) == NULL) {
+        free(m);
+        return NULL;
+    }
+    return m;
+}
+
+void server_metrics_destroy(server_metrics *m)
+{
+    if (m == NULL)
+        return;
+    free(m->routes);
+    free(m);
+}
+
+/* Only the owning thread writes a counter, so a plain load-add-store is enough. */
+static inline void bump(counter *c, uint64_t by)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + by, memory_order_relaxed);
+}
+
+static inline void set(counter *c, uint64_t v) { atomic_store_explicit(c, v, memory_order_relaxed); }
+static inline uint64_t get(const counter *c) { return atomic_load_explicit(c, memory_order_relaxed); }
+
+void server_metrics_request(server_metrics *m, const server_route_def *route, int status, int64_t duration_ns)
+{
+    size_t ri = route && route >= route_table && route < route_table + route_count ? (size_t)(route - route_table)
+                                                                                    : route_count;
+    struct route_metrics *rm = &m->routes[ri];
+    size_t si = NSTATUS + (status >= 100 && status < 600 ? (size_t)(status / 100 - 1) : 4);
+    for (size_t i = 0; i < NSTATUS; i++)
+        if (STATUSES[i] == status)
+            si = i;
+    bump(&rm->status[si], 1);
+    double s = (double)duration_ns / 1e9;
+    size_t b = 0;
+    while (b < NBUCKET && s > BUCKETS[b])
+        b++;
+    bump(&rm->bucket[b], 1);
+    bump(&rm->sum_ns, duration_ns > 0 ? (uint64_t)duration_ns : 0);
+}
+
+void server_metrics_rejected(server_metrics *m) { bump(&m->rejected, 1); }
+
+void server_metrics_sample(server_metrics *m, int64_t inflight)
+{
+    set(&m->inflight, (uint64_t)inflight);
+    db_pool *p = db_pool_current();
+    if (p != NULL) {
+        db_pool_stats st;
+        db_pool_stats_get(p, &st);
+        set(&m->pool_open, st.open);
+        set(&m->pool_idle, st.idle);
+        set(&m->pool_in_use, st.in_use);
+        set(&m->pool_connecting, st.connecting);
+        set(&m->pool_waiting, st.waiting);
+        set(&m->pool_cleaning, st.cleaning);
+        set(&m->acquired, st.acquired);
+        set(&m->acquire_timeouts, st.acquire_timeouts);
+        set(&m->connect_failures, st.connect_failures);
+        set(&m->cancels_sent, st.cancels_sent);
+        set(&m->closed_dirty, st.closed_dirty);
+    }
+    db_counters c;
+    db_counters_get(&c);
+    set(&m->statements, c.statements);
+    set(&m->statement_failures, c.failures);
+    set(&m->statement_timeouts, c.timeouts);
+    set(&m->statement_cancellations, c.cancellations);
+}
+
+/* ---- rendering ---- */
+
+struct out {
+    char *buf;
+    size_t len, cap;
+    bool failed;
+};
+
+static void put(struct out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void put(struct out *o, const char *fmt, ...)
+{
+    for (int attempt = 0; attempt < 2 && !o->failed; attempt++) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(o->buf + o->len, o->cap - o->len, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            o->failed = true;
+            return;
+        }
+        if ((size_t)n < o->cap - o->len) {
+            o->len += (size_t)n;
+            return;
+        }
+        size_t cap = (o->cap + (size_t)n) * 2;
+        char *b = realloc(o->buf, cap);
+        if (b == NULL) {
+            o->failed = true;
+            return;
+        }
+        o->buf = b;
+        o->cap = cap;
+    }
+}
+
+static uint64_t sum(server_metrics *const *m, size_t n, size_t offset)
+{
+    uint64_t t = 0;
+    for (size_t i = 0; i < n; i++)
+        t += get((const counter *)((const char *)m[i] + offset));
+    return t;
+}
+
+static void simple(struct out *o, server_metrics *const *m, size_t n, const char *name, const char *type,
+                   const char *help, size_t offset)
+{
+    put(o, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", name, help, name, type, name,
+        (unsigned long long)sum(m, n, offset));
+}
+
+static const char *route_label(size_t ri) { return ri < route_count ? route_table[ri].pattern : "unmatched"; }
+static const char *method_label(size_t ri) { return ri < route_count ? route_table[ri].method : ""; }
+
+static long resident_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    long pages = 0, rss = 0;
+    if (f != NULL) {
+        if (fscanf(f, "%ld %ld", &pages, &rss) != 2)
+            rss = 0;
+        fclose(f);
+    }
+    return rss * sysconf(_SC_PAGESIZE);
+}
+
+char *server_metrics_render(server_metrics *const *m, size_t n, size_t *len)
+{
+    struct out o = {0};
+    put(&o, "# HELP h2pg_http_requests_total HTTP requests answered, by route, method and status.\n"
+            "# TYPE h2pg_http_requests_total counter\n");
+    for (size_t ri = 0; ri <= route_count; ri++) {
+        for (size_t si = 0; si < NSTATUS + NCLASS; si++) {
+            uint64_t c = 0;
+            for (size_t w = 0; w < n; w++)
+                c += get(&m[w]->routes[ri].status[si]);
+            if (c == 0)
+                continue;
+            char status[8];
+            if (si < NSTATUS)
+                snprintf(status, sizeof(status), "%d", STATUSES[si]);
+            else
+                snprintf(status, sizeof(status), "%zuxx", si - NSTATUS + 1);
+            put(&o, "h2pg_http_requests_total{route=\"%s\",method=\"%s\",status=\"%s\"} %llu\n", route_label(ri),
+                method_label(ri), status, (unsigned long long)c);
+        }
+    }
+    put(&o, "# HELP h2pg_http_request_duration_seconds Time from routing to the response being handed to the "
+            "connection.\n# TYPE h2pg_http_request_duration_seconds histogram\n");
+    for (size_t ri = 0; ri <= route_count; ri++) {
+        uint64_t total = 0, buckets[NBUCKET + 1] = {0}, ns = 0;
+        for (size_t w = 0; w < n; w++) {
+            for (size_t b = 0; b <= NBUCKET; b++)
+                buckets[b] += get(&m[w]->routes[ri].bucket[b]);
+            ns += get(&m[w]->routes[ri].sum_ns);
+        }
+        for (size_t b = 0; b <= NBUCKET; b++)
+            total += buckets[b];
+        if (total == 0)
+            continue;
+        uint64_t cum = 0;
+        for (size_t b = 0; b < NBUCKET; b++) {
+            cum += buckets[b];
+            put(&o, "h2pg_http_request_duration_seconds_bucket{route=\"%s\",method=\"%s\",le=\"%g\"} %llu\n",
+                route_label(ri), method_label(ri), BUCKETS[b], (unsigned long long)cum);
+        }
+        put(&o, "h2pg_http_request_duration_seconds_bucket{route=\"%s\",method=\"%s\",le=\"+Inf\"} %llu\n",
+            route_label(ri), method_label(ri), (unsigned long long)total);
+        put(&o, "h2pg_http_request_duration_seconds_sum{route=\"%s\",method=\"%s\"} %.9f\n", route_label(ri),
+            method_label(ri), (double)ns / 1e9);
+        put(&o, "h2pg_http_request_duration_seconds_count{route=\"%s\",method=\"%s\"} %llu\n", route_label(ri),
+            method_label(ri), (unsigned long long)total);
+    }
+#define F(field) offsetof(struct server_metrics, field)
+    simple(&o, m, n, "h2pg_http_requests_in_flight", "gauge", "Requests being handled (sampled each second).",
+           F(inflight));
+    simple(&o, m, n, "h2pg_http_requests_rejected_total", "counter",
+           "Requests answered 503 at once: over MAX_INFLIGHT or shutting down.", F(rejected));
+    put(&o, "# HELP h2pg_db_pool_connections Database connections by state (sampled each second).\n"
+            "# TYPE h2pg_db_pool_connections gauge\n");
+    put(&o, "h2pg_db_pool_connections{state=\"idle\"} %llu\n", (unsigned long long)sum(m, n, F(pool_idle)));
+    put(&o, "h2pg_db_pool_connections{state=\"in_use\"} %llu\n", (unsigned long long)sum(m, n, F(pool_in_use)));
+    put(&o, "h2pg_db_pool_connections{state=\"connecting\"} %llu\n",
+        (unsigned long long)sum(m, n, F(pool_connecting)));
+    put(&o, "h2pg_db_pool_connections{state=\"cleaning\"} %llu\n", (unsigned long long)sum(m, n, F(pool_cleaning)));
+    simple(&o, m, n, "h2pg_db_pool_open", "gauge", "Open database connections (sampled each second).", F(pool_open));
+    simple(&o, m, n, "h2pg_db_pool_waiting", "gauge", "Requests waiting for a pool connection (sampled each second).",
+           F(pool_waiting));
+    simple(&o, m, n, "h2pg_db_pool_acquired_total", "counter", "Connections handed out by the pools.", F(acquired));
+    simple(&o, m, n, "h2pg_db_pool_acquire_timeouts_total", "counter",
+           "Acquires that found no connection within POOL_ACQUIRE_TIMEOUT_MS.", F(acquire_timeouts));
+    simple(&o, m, n, "h2pg_db_connect_failures_total", "counter", "Failed attempts to open a database connection.",
+           F(connect_failures));
+    simple(&o, m, n, "h2pg_db_cancels_sent_total", "counter",
+           "Cancel requests sent to the server for interrupted statements.", F(cancels_sent));
+    simple(&o, m, n, "h2pg_db_connections_discarded_total", "counter",
+           "Connections closed because they could not be cleaned in time.", F(closed_dirty));
+    simple(&o, m, n, "h2pg_db_queries_total", "counter", "SQL statements sent.", F(statements));
+    simple(&o, m, n, "h2pg_db_query_errors_total", "counter", "Statement calls that failed, for any reason.",
+           F(statement_failures));
+    simple(&o, m, n, "h2pg_db_query_timeouts_total", "counter", "Statement calls cut short by a deadline.",
+           F(statement_timeouts));
+    simple(&o, m, n, "h2pg_db_query_cancellations_total", "counter",
+           "Statement calls cut short by cancellation (client gone, sibling failed, shutdown).",
+           F(statement_cancellations));
+#undef F
+    put(&o, "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
+            "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes %ld\n",
+        resident_bytes());
+    if (o.failed) {
+        free(o.buf);
+        return NULL;
+    }
+    *len = o.len;
+    return o.buf;
+}
