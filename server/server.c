@@ -95,6 +95,22 @@ static bool h2o_conns_left(server_worker *w)
     return !h2o_linklist_is_empty(&w->ctx.http1._conns) || !h2o_linklist_is_empty(&w->ctx.http2._conns);
 }
 
+/* h2o_context_dispose asserts that no timeout entry is pending. Shutdown
+ * leaves one of h2o's own behind: the HTTP/2 graceful-shutdown tick it
+ * links when asked to shut down, which has nothing left to do once every
+ * connection is closed. */
+static bool h2o_context_disposable(server_worker *w)
+{
+    h2o_timeout_unlink(&w->ctx.http2._graceful_shutdown_timeout);
+    h2o_timeout_t *timeouts[] = {&w->ctx.zero_timeout,     &w->ctx.one_sec_timeout,     &w->ctx.hundred_ms_timeout,
+                                 &w->ctx.handshake_timeout, &w->ctx.http1.req_timeout, &w->ctx.http2.idle_timeout,
+                                 &w->ctx.http2.graceful_shutdown_timeout, &w->ctx.proxy.io_timeout};
+    for (size_t i = 0; i < sizeof(timeouts) / sizeof(timeouts[0]); i++)
+        if (!h2o_linklist_is_empty(&timeouts[i]->_entries))
+            return false;
+    return !h2o_conns_left(w);
+}
+
 static int shutdown_task(void *arg)
 {
     server_worker *w = arg;
@@ -212,7 +228,7 @@ static void *worker_main(void *arg)
         h2o_socket_read_stop(w->hup_sock);
         h2o_socket_close(w->hup_sock);
     }
-    if (!h2o_conns_left(w)) {
+    if (h2o_context_disposable(w)) {
         h2o_context_dispose(&w->ctx);
         aio_loop_destroy(w->loop);
         w->loop = NULL;

@@ -1,0 +1,55 @@
+/* Test support: the real h2pg binary (H2PG_BINARY, a compile definition)
+ * as a child process, for Check integration tests.
+ *
+ * Children get a clean environment: exactly the settings given plus the
+ * test's PATH, so nothing of the test's own environment (DATABASE_URL, PG*)
+ * leaks in by accident. A server child dies with the process that started
+ * it (PR_SET_PDEATHSIG), and stays in its process group, which Check kills
+ * after every forked test: a failed assertion never leaves a server behind.
+ *
+ * Log files live in the temp directory; those created by a process are
+ * removed when it exits normally (a test that fails ends with _exit, which
+ * leaves them for a look). H2PG_TEST_KEEP_LOGS=1 keeps them all. */
+#ifndef H2PG_TESTS_SUPPORT_SERVER_H
+#define H2PG_TESTS_SUPPORT_SERVER_H
+
+#include <sys/types.h>
+
+typedef struct test_server {
+    pid_t pid; /* 0 once stopped */
+    int port;
+    char base_url[64]; /* "http://127.0.0.1:PORT", no trailing slash */
+    char log_path[256];
+} test_server;
+
+/* A TCP port on 127.0.0.1 that was free a moment ago (the kernel's pick). */
+int test_free_port(void);
+
+/* Starts `H2PG_BINARY serve` with DATABASE_URL=db_conninfo, HOST=127.0.0.1,
+ * PORT=<a free port>, THREADS=2, LOG_LEVEL=info, plus the NULL-terminated
+ * "K=V" settings of env (may be NULL; they win over those defaults; a PORT
+ * there is used as the port), stdout and stderr to s->log_path. Returns once
+ * GET /healthz answers 200; ck_abort with the log's tail if the process
+ * exits first or that takes over 20 s. */
+void test_server_start(test_server *s, const char *db_conninfo, const char *const *env);
+
+/* Sends SIGTERM and waits for the exit (20 s, then SIGKILL and ck_abort).
+ * Returns WEXITSTATUS, or 128 + the signal that ended it. The log stays
+ * readable with test_server_log. */
+int test_server_stop(test_server *s);
+
+/* The whole log so far, malloc'd and NUL-terminated. */
+char *test_server_log(const test_server *s);
+
+/* Polls the log (every 20 ms, up to timeout_ms) until it contains needle;
+ * returns whether it does. For lines a server writes asynchronously. */
+int test_server_log_wait(const test_server *s, const char *needle, int timeout_ms);
+
+/* Runs H2PG_BINARY with args (argv[1..], NULL-terminated, may be NULL) and
+ * the NULL-terminated "K=V" env (may be NULL; PATH is added), stdout and
+ * stderr captured together into *output (malloc'd, NUL-terminated; output
+ * may be NULL). Returns the exit status (128 + signal if killed). A run
+ * over 60 s is killed and ck_abort-ed, showing its output. */
+int test_run_binary(const char *const *args, const char *const *env, char **output);
+
+#endif
