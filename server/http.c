@@ -44,7 +44,7 @@ struct server_req {
     bool client_gone; /* the client hung up while the request ran */
     struct stream *stream;
     char id[48];
-    char client[64];
+    server_client client;
 };
 
 /* ---- small helpers ---- */
@@ -106,6 +106,32 @@ static const h2o_header_t *find_header(const h2o_req_t *req, const char *name)
             return h;
     }
     return NULL;
+}
+
+/* Every value of a header, joined with ", " in order (as HTTP allows),
+ * into buf; NULL if absent or too long to be trusted. */
+static const char *joined_header(const h2o_req_t *req, const char *name, char *buf, size_t cap)
+{
+    size_t len = strlen(name), used = 0;
+    bool any = false;
+    for (size_t i = 0; i < req->headers.size; i++) {
+        const h2o_header_t *h = &req->headers.entries[i];
+        if (h->name->len != len || strncasecmp(h->name->base, name, len) != 0)
+            continue;
+        if (used + h->value.len + 3 > cap)
+            return NULL;
+        if (any) {
+            memcpy(buf + used, ", ", 2);
+            used += 2;
+        }
+        memcpy(buf + used, h->value.base, h->value.len);
+        used += h->value.len;
+        any = true;
+    }
+    if (!any)
+        return NULL;
+    buf[used] = '\0';
+    return buf;
 }
 
 /* ---- problem+json ---- */
@@ -290,12 +316,13 @@ static void access_log(server_req *r)
     if (w->cfg->log_json) {
         n = snprintf(w->log_buf + w->log_len, w->log_cap - w->log_len,
                      "{\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\",\"type\":\"access\",\"request_id\":\"%s\","
-                     "\"client\":\"%s\",\"method\":\"%s\",\"path\":\"%s\",\"route\":\"%s\",\"status\":%d,"
-                     "\"bytes\":%zu,\"duration_ms\":%.3f}\n",
+                     "\"client\":\"%s\",\"proto\":\"%s\",\"method\":\"%s\",\"path\":\"%s\",\"route\":\"%s\","
+                     "\"status\":%d,\"bytes\":%zu,\"duration_ms\":%.3f}\n",
                      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                     ts.tv_nsec / 1000000, r->id, r->client, r->method, path, r->pattern, r->status, r->bytes, ms);
+                     ts.tv_nsec / 1000000, r->id, r->client.addr, r->client.proto, r->method, path, r->pattern,
+                     r->status, r->bytes, ms);
     } else {
-        n = snprintf(w->log_buf + w->log_len, w->log_cap - w->log_len, "%s %s %s %d %zu %.3fms %s\n", r->client,
+        n = snprintf(w->log_buf + w->log_len, w->log_cap - w->log_len, "%s %s %s %d %zu %.3fms %s\n", r->client.addr,
                      r->method, path, r->status, r->bytes, ms, r->id);
     }
     if (n > 0 && (size_t)n < w->log_cap - w->log_len) {
@@ -461,10 +488,16 @@ int server__on_req(h2o_handler_t *self, h2o_req_t *req)
         snprintf(r->id, sizeof(r->id), "%.*s", (int)rid->value.len, rid->value.base);
     else
         snprintf(r->id, sizeof(r->id), "%016llx", (unsigned long long)next_random(w));
+    char peer[64];
     struct sockaddr_storage ss;
     socklen_t sl = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
-    if (sl == 0 || h2o_socket_getnumerichost((struct sockaddr *)&ss, sl, r->client) == SIZE_MAX)
-        snprintf(r->client, sizeof(r->client), "-");
+    if (sl == 0 || h2o_socket_getnumerichost((struct sockaddr *)&ss, sl, peer) == SIZE_MAX)
+        snprintf(peer, sizeof(peer), "-");
+    char fwd[1024], xff[1024], xfp[128];
+    server_proxies_resolve(w->proxies, peer, req->scheme == &H2O_URL_SCHEME_HTTPS ? "https" : "http",
+                           joined_header(req, "forwarded", fwd, sizeof(fwd)),
+                           joined_header(req, "x-forwarded-for", xff, sizeof(xff)),
+                           joined_header(req, "x-forwarded-proto", xfp, sizeof(xfp)), &r->client);
     if (r->method == NULL || r->path == NULL || r->query == NULL || (req->entity.base && r->body == NULL)) {
         early_problem(req, 503, "out of memory", NULL);
         req_unref(r);

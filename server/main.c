@@ -91,6 +91,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "h2pg: %s\nTry 'h2pg --help'.\n", err);
         return 2;
     }
+    if ((cmd == SERVER_CMD_SERVE) && server_check_config(&cfg, err, sizeof(err)) < 0) {
+        fprintf(stderr, "h2pg: %s\nTry 'h2pg --help'.\n", err);
+        return 2;
+    }
     switch (cmd) {
     case SERVER_CMD_HELP:
         server_config_usage(stdout);

@@ -21,6 +21,16 @@
 #define KEEPALIVE_CLOSE_WAIT AIO_SEC(2)
 
 static h2o_globalconf_t globalconf;
+static server_proxies *proxies;
+
+int server_check_config(const server_config *cfg, char *err, size_t errlen)
+{
+    server_proxies *p;
+    int rc = server_proxies_parse(cfg->trusted_proxies, &p, err, errlen);
+    if (rc == 0)
+        server_proxies_free(p);
+    return rc;
+}
 static server_metrics **metric_blocks; /* one per worker, for /metrics */
 static size_t nmetric_blocks;
 
@@ -259,6 +269,12 @@ int server_run(const server_config *cfg, const server_route_def *routes, size_t 
             return 1;
         }
     }
+    char perr[256];
+    if (server_proxies_parse(cfg->trusted_proxies, &proxies, perr, sizeof(perr)) < 0) {
+        log_error("%s", perr);
+        server_router_destroy(router);
+        return 2;
+    }
     db_tx_set_default_retries(cfg->tx_max_retries);
     server_metrics_set_routes(routes, nroutes);
 
@@ -290,6 +306,7 @@ int server_run(const server_config *cfg, const server_route_def *routes, size_t 
         w->id = i;
         w->cfg = cfg;
         w->router = router;
+        w->proxies = proxies;
         if ((w->metrics = server_metrics_create()) == NULL) {
             status = 1;
             break;
@@ -349,6 +366,8 @@ int server_run(const server_config *cfg, const server_route_def *routes, size_t 
             free(workers);
             h2o_config_dispose(&globalconf);
             server_router_destroy(router);
+            server_proxies_free(proxies);
+            proxies = NULL;
         }
     }
     aio_executor_shutdown();

@@ -13,6 +13,7 @@
 #include "server/aio/aio.h"
 #include "server/config.h"
 #include "server/metrics.h"
+#include "server/proxy.h"
 #include "server/http.h"
 #include "server/router.h"
 
@@ -21,6 +22,7 @@ typedef struct server_worker {
     pthread_t thread;
     const server_config *cfg;
     const server_router *router;
+    const server_proxies *proxies;
     aio_loop *loop;
     h2o_context_t ctx;
     h2o_accept_ctx_t accept_ctx;
