@@ -5,7 +5,7 @@
 
 typedef const server_route_def *(*table_fn)(size_t *n);
 
-static const table_fn modules[] = {routes_health, routes_bench, routes_users, routes_orders, routes_accounts, routes_export};
+static const table_fn modules[] = {routes_health, routes_bench, routes_users, routes_orders, routes_accounts, routes_export, routes_openapi};
 
 const server_route_def *routes_all(size_t *n)
 {

@@ -22,6 +22,12 @@ for p in "${want[@]}"; do
         missing+=("$p")
     fi
 done
+# Node.js runs the OpenAPI validator. A machine may already have another
+# build of it (e.g. nodesource's, which bundles npm and conflicts with
+# Debian's npm package): use whatever node and npm are on PATH.
+if [ "${1:-test}" = test ] && ! { command -v node >/dev/null && command -v npm >/dev/null; }; then
+    missing+=(nodejs npm)
+fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 sudo=()

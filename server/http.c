@@ -179,6 +179,16 @@ static void on_setup_problem(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_t *
             req->res.reason = server_status_reason(req->res.status);
             req->res.headers.entries[i].value = h2o_iovec_init(H2O_STRLIT("application/problem+json"));
             req->res.content_length = len;
+            /* like every other answer, it carries a request id */
+            const h2o_header_t *given = find_header(req, "x-request-id");
+            h2o_iovec_t id;
+            if (given != NULL && valid_request_id(given->value.base, given->value.len)) {
+                id = h2o_strdup(&req->pool, given->value.base, given->value.len);
+            } else {
+                id.base = h2o_mem_alloc_pool(&req->pool, 17);
+                id.len = (size_t)snprintf(id.base, 17, "%016llx", (unsigned long long)next_random(server__worker));
+            }
+            h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL, id.base, id.len);
             struct problem_ostream *o = (void *)h2o_add_ostream(req, sizeof(*o), slot);
             o->super.do_send = problem_do_send;
             o->body = h2o_iovec_init(body, len);

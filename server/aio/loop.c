@@ -267,7 +267,11 @@ int aio_loop_run_once(aio_loop *loop, int32_t max_wait_ms)
 {
     assert(loop->current == NULL && "the loop is driven from outside any task");
     int32_t wait = max_wait_ms;
-    if (!aio_list_is_empty(&loop->ready) || !aio_list_is_empty(&loop->deferred) || loop->stop) {
+    /* a socket written to by a task (outside h2o's callbacks) has its
+     * completion pending: h2o runs it only after the next poll, so poll
+     * without sleeping */
+    bool h2o_pending = loop->ev->_pending_as_client != NULL || loop->ev->_pending_as_server != NULL;
+    if (!aio_list_is_empty(&loop->ready) || !aio_list_is_empty(&loop->deferred) || loop->stop || h2o_pending) {
         wait = 0;
     } else if (loop->heap_len > 0) {
         int64_t delta = loop->heap[0]->at - aio_now();

@@ -1,0 +1,28 @@
+/* GET /openapi.json: the OpenAPI 3.1 document of the whole API. It is
+ * openapi/openapi.json, embedded at build time (cmake/parts/openapi.cmake)
+ * and served byte for byte, so what clients fetch is what the repository
+ * holds and what tests/openapi validates. */
+#include <stddef.h>
+
+#include "routes/routes.h"
+
+/* Defined by the generated openapi_embedded.c: the document's bytes (plus a
+ * NUL that the length leaves out). */
+extern const char routes_openapi__document[];
+extern const size_t routes_openapi__document_len;
+
+static int openapi_json(server_req *r)
+{
+    server_respond(r, 200, "application/json", routes_openapi__document, routes_openapi__document_len);
+    return 0;
+}
+
+static const server_route_def table[] = {
+    {"GET", "/openapi.json", openapi_json, true},
+};
+
+const server_route_def *routes_openapi(size_t *n)
+{
+    *n = sizeof(table) / sizeof(table[0]);
+    return table;
+}

@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# tests/openapi/run.sh PATH/TO/h2pg
+#
+# The OpenAPI test: checks openapi/openapi.json with validate.mjs, then
+# serves a fresh database with the given binary and checks with
+# conformance.mjs that what the server answers conforms to the document;
+# a second server, whose database is unreachable, gets the 503 cases.
+#
+# Needs DATABASE_URL (run it under scripts/with-postgres.sh, as CTest's
+# test_openapi does): a database named h2pg_openapi_* is created there and
+# dropped afterwards. Installs Node.js and npm from Debian when they are
+# missing, and the validators (package-lock.json) when node_modules is
+# missing or older than the lock file.
+set -euo pipefail
+
+if [[ $# -ne 1 ]]; then
+    echo "usage: $0 PATH/TO/h2pg" >&2
+    exit 2
+fi
+bin="$(realpath "$1")"
+[[ -x "$bin" ]] || { echo "openapi: $1 is not an executable" >&2; exit 2; }
+[[ -n "${DATABASE_URL:-}" ]] || { echo "openapi: DATABASE_URL is not set (run under scripts/with-postgres.sh)" >&2; exit 2; }
+
+here="$(cd "$(dirname "$0")" && pwd)"
+cd "$here"
+
+# ---- Node.js and the validators ----
+
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    sudo=()
+    if [[ "$(id -u)" -ne 0 ]]; then
+        command -v sudo >/dev/null || { echo "openapi: need root (or sudo) to install nodejs and npm" >&2; exit 1; }
+        sudo=(sudo)
+    fi
+    echo "openapi: installing nodejs and npm"
+    export DEBIAN_FRONTEND=noninteractive
+    "${sudo[@]}" apt-get update -q
+    "${sudo[@]}" apt-get install -y -q --no-install-recommends nodejs npm
+fi
+
+# A stamp holds the lock file's hash and node's version as of the last
+# install: npm ci (which needs the registry) runs only when they changed.
+stamp=node_modules/.h2pg-installed
+want="$(sha256sum package-lock.json | cut -d' ' -f1) $(node --version)"
+if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
+    echo "openapi: npm ci"
+    npm ci --no-audit --no-fund --loglevel=error
+    echo "$want" >"$stamp"
+fi
+
+node validate.mjs
+
+# ---- a server on a fresh database ----
+
+tmp="$(mktemp -d "${TMPDIR:-/tmp}/h2pg-openapi.XXXXXX")"
+db="h2pg_openapi_$$_${RANDOM}"
+db_created=0
+pids=()
+
+# shellcheck disable=SC2317  # reached through the EXIT trap
+cleanup() {
+    local status=$?
+    set +e
+    for pid in "${pids[@]}"; do
+        kill -TERM "$pid" 2>/dev/null
+    done
+    for pid in "${pids[@]}"; do
+        wait "$pid" 2>/dev/null
+    done
+    if [[ $db_created -eq 1 ]]; then
+        psql "$DATABASE_URL" -X -q -v ON_ERROR_STOP=1 -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null
+    fi
+    if [[ $status -ne 0 ]]; then
+        for log in "$tmp"/*.log; do
+            [[ -s "$log" ]] || continue
+            echo "---- $(basename "$log") (last 40 lines)"
+            tail -n 40 "$log"
+        done
+    fi
+    rm -rf "$tmp"
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+psql "$DATABASE_URL" -X -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE \"$db\"" >/dev/null
+db_created=1
+
+# DATABASE_URL names the server; the same server with dbname=$db. A later
+# dbname wins in a key=value string, and a URI takes it as a parameter.
+case "$DATABASE_URL" in
+postgres://* | postgresql://*)
+    if [[ "$DATABASE_URL" == *\?* ]]; then
+        db_url="$DATABASE_URL&dbname=$db"
+    else
+        db_url="$DATABASE_URL?dbname=$db"
+    fi
+    ;;
+*) db_url="$DATABASE_URL dbname=$db" ;;
+esac
+
+port_in_use() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# GET /healthz answers 200 (bash alone: no curl needed).
+healthy() {
+    (
+        exec 3<>"/dev/tcp/127.0.0.1/$1"
+        printf 'GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n' >&3
+        IFS= read -r -t 2 line <&3
+        [[ "$line" == "HTTP/1."?" 200"* ]]
+    ) 2>/dev/null
+}
+
+# start_server NAME DATABASE_URL [ENV=VALUE...]: starts h2pg serve on a free
+# port and waits until it answers /healthz; sets $port.
+start_server() {
+    local name="$1" url="$2"
+    shift 2
+    local attempt pid
+    port=$((20000 + (RANDOM * 32768 + RANDOM) % 40001))
+    for attempt in $(seq 1 20); do
+        while port_in_use "$port"; do
+            port=$((port >= 60000 ? 20000 : port + 1))
+        done
+        env DATABASE_URL="$url" HOST=127.0.0.1 PORT="$port" THREADS=2 LOG_FORMAT=text LOG_LEVEL=info "$@" \
+            "$bin" serve >"$tmp/$name.log" 2>&1 &
+        pid=$!
+        pids+=("$pid")
+        for _ in $(seq 1 300); do
+            if healthy "$port"; then
+                return 0
+            fi
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "$pid" 2>/dev/null; then
+            echo "openapi: $name did not answer /healthz on port $port within 30 s" >&2
+            return 1
+        fi
+        # It exited: most likely another process took the port first. Or a
+        # stray signal stopped it (on a busy machine pids are reused fast,
+        # and someone may signal a pid that was once theirs): it logs that.
+        local status=0
+        wait "$pid" || status=$?
+        unset 'pids[-1]' # reaped: its pid may soon be another process's
+        if grep -q "received SIG" "$tmp/$name.log"; then
+            echo "openapi: $name was stopped by a signal it did not expect at start; starting it again" >&2
+        elif [[ $attempt -eq 20 ]] || ! grep -qi "address already in use\|bind" "$tmp/$name.log"; then
+            if [[ $status -gt 128 ]]; then
+                echo "openapi: $name died at start from signal $((status - 128)) ($(kill -l "$((status - 128))" 2>/dev/null))" >&2
+            else
+                echo "openapi: $name exited at start with status $status" >&2
+            fi
+            return 1
+        fi
+        port=$((port >= 60000 ? 20000 : port + 1))
+    done
+    return 1
+}
+
+start_server server "$db_url"
+base="http://127.0.0.1:$port"
+
+# Nothing listens on a port of ours that we close again: the database of the
+# second server is unreachable, so it answers 503 where the database is needed.
+dead_port=$((20000 + (RANDOM * 32768 + RANDOM) % 40001))
+while port_in_use "$dead_port"; do
+    dead_port=$((dead_port >= 60000 ? 20000 : dead_port + 1))
+done
+start_server down "host=127.0.0.1 port=$dead_port dbname=none connect_timeout=2" \
+    MIGRATE_ON_START=false POOL_MIN=0 POOL_ACQUIRE_TIMEOUT_MS=500
+down="http://127.0.0.1:$port"
+
+node conformance.mjs "$base" "$down"
