@@ -69,7 +69,17 @@ static void op_free(db_op *op)
 {
     for (int i = 0; i < op->ncalls; i++)
         PQclear(op->results[i]);
+    for (int i = 0; i < op->nprep; i++)
+        PQclear(op->prep_errors[i]);
     free(op);
+}
+
+static bool op_prepare_failed(const db_op *op)
+{
+    for (int i = 0; i < op->nprep; i++)
+        if (op->prep_errors[i] != NULL)
+            return true;
+    return false;
 }
 
 static void op_complete(db_conn *c, db_op *op)
@@ -137,11 +147,16 @@ static void dispatch(db_conn *c, PGresult *r)
         }
         PQclear(r);
     } else if (tag == DB_TAG_PREPARE) {
+        /* the op starts with its Prepares, each followed by a Sync */
+        int k = op->pos / 2;
         if (st != PGRES_COMMAND_OK) {
-            /* forget what this op prepared, so the next use prepares again */
+            /* forget only this one, so its next use prepares again; keep
+             * the server's reason for the call that needed it */
             set_error(c, PQresultErrorMessage(r));
-            for (int i = 0; i < op->nprep; i++)
-                set_prepared(c, op->prepped[i], false);
+            snprintf(c->sqlstate, sizeof(c->sqlstate), "%s", db_sqlstate(r));
+            set_prepared(c, op->prepped[k], false);
+            op->prep_errors[k] = r;
+            r = NULL;
             if (op->rc == 0)
                 op->rc = -EREMOTEIO;
         }
@@ -155,8 +170,12 @@ static void dispatch(db_conn *c, PGresult *r)
             if (op->rc == 0)
                 op->rc = -EREMOTEIO;
         } else {
-            set_error(c, PQresultErrorMessage(r));
-            snprintf(c->sqlstate, sizeof(c->sqlstate), "%s", db_sqlstate(r));
+            /* "prepared statement does not exist" after a failed Prepare
+             * says nothing new: keep the Prepare's reason */
+            if (!(op_prepare_failed(op) && strcmp(db_sqlstate(r), "26000") == 0)) {
+                set_error(c, PQresultErrorMessage(r));
+                snprintf(c->sqlstate, sizeof(c->sqlstate), "%s", db_sqlstate(r));
+            }
             op->call_rc[tag] = -EREMOTEIO;
             if (op->rc == 0)
                 op->rc = -EREMOTEIO;
@@ -254,15 +273,16 @@ db_op *db__conn_send(db_conn *c, db_call *calls, size_t n, int flags)
         if (!dup)
             prep[nprep++] = s;
     }
-    int ntags = (nprep ? nprep + 1 : 0) + (begin ? 1 : 0) + (int)n + (atomic ? 1 : (int)n);
+    int ntags = 2 * nprep + (begin ? 1 : 0) + (int)n + (atomic ? 1 : (int)n);
     /* one allocation: the op with its tags, then the pointer arrays, then the ints */
     size_t head = (sizeof(db_op) + sizeof(int) * (size_t)ntags + 7) & ~(size_t)7;
-    size_t size = head + sizeof(PGresult *) * n + sizeof(db_stmt *) * (size_t)nprep + sizeof(int) * n;
+    size_t size = head + sizeof(PGresult *) * (n + (size_t)nprep) + sizeof(db_stmt *) * (size_t)nprep + sizeof(int) * n;
     db_op *op = calloc(1, size);
     if (op == NULL)
         return NULL;
     op->results = (PGresult **)(void *)((char *)op + head);
-    op->prepped = (const db_stmt **)(void *)&op->results[n];
+    op->prep_errors = &op->results[n];
+    op->prepped = (const db_stmt **)(void *)&op->prep_errors[nprep];
     op->call_rc = (int *)(void *)&op->prepped[nprep];
     op->ncalls = (int)n;
     op->ntags = ntags;
@@ -277,13 +297,12 @@ db_op *db__conn_send(db_conn *c, db_call *calls, size_t n, int flags)
 
     int t = 0;
     bool ok = true;
-    if (nprep > 0) {
-        for (int k = 0; k < nprep && ok; k++) {
-            ok = PQsendPrepare(c->pg, prep[k]->name, prep[k]->sql, prep[k]->nparams, NULL);
-            set_prepared(c, prep[k], true);
-            op->prepped[op->nprep++] = prep[k];
-            op->tags[t++] = DB_TAG_PREPARE;
-        }
+    for (int k = 0; k < nprep && ok; k++) {
+        /* a Sync after each: a failing Prepare must not abort the next one */
+        ok = PQsendPrepare(c->pg, prep[k]->name, prep[k]->sql, prep[k]->nparams, NULL);
+        set_prepared(c, prep[k], true);
+        op->prepped[op->nprep++] = prep[k];
+        op->tags[t++] = DB_TAG_PREPARE;
         ok = ok && PQpipelineSync(c->pg);
         op->tags[t++] = DB_TAG_SYNC;
     }
@@ -341,7 +360,18 @@ int db__op_wait(db_op *op, db_call *calls, size_t n, bool *abandoned)
         calls[i].result = op->results[i];
         calls[i].rc = op->results[i] ? op->call_rc[i] : (op->rc ? op->rc : -ECANCELED);
         op->results[i] = NULL;
+        /* a call whose statement failed to prepare gets the reason (the
+         * first such call; later ones keep "does not exist") */
+        for (int k = 0; k < op->nprep && calls[i].rc == -EREMOTEIO; k++) {
+            if (op->prep_errors[k] != NULL && op->prepped[k] == calls[i].stmt) {
+                PQclear(calls[i].result);
+                calls[i].result = op->prep_errors[k];
+                op->prep_errors[k] = NULL;
+            }
+        }
     }
+    for (int k = 0; k < op->nprep; k++)
+        PQclear(op->prep_errors[k]);
     free(op);
     return rc;
 }

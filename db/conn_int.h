@@ -2,12 +2,12 @@
  *
  * A connection is always in libpq pipeline mode. Work is queued as ops: an
  * op is one or more statements, each followed by a Sync (or one Sync for an
- * atomic batch), plus the Prepare messages they need, sent in front in a
- * block of their own so that a failing statement can never abort a
- * Prepare. The loop watches the socket permanently; its read callback
- * consumes input and hands results to the ops in send order. Sending is
- * deferred to the end of the loop turn, so everything queued in one turn
- * goes out in one write. */
+ * atomic batch), plus the Prepare messages they need, sent in front, each
+ * in a block of its own, so that neither a failing statement nor another
+ * failing Prepare can abort a Prepare. The loop watches the socket
+ * permanently; its read callback consumes input and hands results to the
+ * ops in send order. Sending is deferred to the end of the loop turn, so
+ * everything queued in one turn goes out in one write. */
 #ifndef H2PG_DB_CONN_INT_H
 #define H2PG_DB_CONN_INT_H
 
@@ -65,6 +65,7 @@ struct db_op {
     PGresult **results; /* ncalls slots */
     int *call_rc;
     const db_stmt **prepped; /* statements prepared by this op, to forget on failure */
+    PGresult **prep_errors;  /* nprep slots: why a Prepare failed, for the call that needed it */
     int nprep;
     int tags[];         /* >= 0: a call's result; DB_TAG_PREPARE; DB_TAG_SYNC */
 };

@@ -155,8 +155,10 @@ static int lookup_run(void *arg)
     struct lookup *l = arg;
     int found = 0;
     for (int i = 0; i < l->n; i++) {
-        if (!needs_lookup(l->hosts[i]))
+        if (!needs_lookup(l->hosts[i])) {
+            found++; /* an IP literal or socket path is usable as it is */
             continue;
+        }
         struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_ADDRCONFIG}, *res = NULL;
         int e = getaddrinfo(l->hosts[i], NULL, &hints, &res);
         if (e != 0) {

@@ -10,7 +10,12 @@
 enum { OID_BOOL = 16, OID_NAME = 19, OID_INT8 = 20, OID_INT2 = 21, OID_INT4 = 23, OID_TEXT = 25, OID_BPCHAR = 1042,
        OID_VARCHAR = 1043 };
 
-db_param db_text(const char *s, int len) { return (db_param){s, len < 0 ? (int)strlen(s) : len, 0}; }
+db_param db_text(const char *s, int len)
+{
+    /* libpq sends text parameters up to their NUL, whatever the length says */
+    assert(len < 0 || s[len] == '\0');
+    return (db_param){s, len < 0 ? (int)strlen(s) : len, 0};
+}
 
 db_param db_int4(uint32_t *buf, int32_t v)
 {

@@ -48,8 +48,9 @@ typedef struct db_param {
 } db_param;
 
 static inline db_param db_null(void) { return (db_param){NULL, 0, 0}; }
-/* Text (also for numbers given as text); the bytes must stay valid until the
- * exec call returns or suspends. len -1: strlen. */
+/* Text (also for numbers given as text): s must be NUL-terminated at len
+ * (libpq sends text up to the NUL) and stay valid until the exec call
+ * returns or suspends. len -1: strlen. */
 db_param db_text(const char *s, int len);
 /* Binary integers; buf holds the network-order bytes and must outlive the call. */
 db_param db_int4(uint32_t *buf, int32_t v);

@@ -41,12 +41,14 @@ int db_tx_run(const db_tx_options *o, db_tx_body body, void *arg, int *attempts,
     int max_retries = o->max_retries >= 0 ? o->max_retries : default_retries;
     db_pool *p = db_pool_current();
     db_conn *c;
-    int rc = db_pool_acquire(p, &c);
-    if (rc < 0)
-        return rc;
     int attempt = 0;
     if (last)
         last[0] = '\0';
+    if (attempts)
+        *attempts = 0;
+    int rc = db_pool_acquire(p, &c);
+    if (rc < 0)
+        return rc;
     for (;;) {
         attempt++;
         c->sqlstate[0] = '\0';
@@ -58,7 +60,10 @@ int db_tx_run(const db_tx_options *o, db_tx_body body, void *arg, int *attempts,
             rc = result;
             break;
         }
-        if (result >= 0 && !c->broken) {
+        if (result >= 0 && !c->broken && PQtransactionStatus(c->pg) == PQTRANS_INERROR) {
+            /* a statement failed and the body went on: COMMIT would only roll back */
+            rc = -EREMOTEIO;
+        } else if (result >= 0 && !c->broken) {
             PGresult *r = NULL;
             rc = db_exec(c, &COMMIT, NULL, &r);
             PQclear(r);
