@@ -263,7 +263,8 @@ db_op *db__conn_send(db_conn *c, db_call *calls, size_t n, int flags)
     c->begin = NULL;
     const db_stmt *prep[n + 1];
     int nprep = 0;
-    for (size_t i = 0; i <= n; i++) {
+    bool unnamed = db__pool_unnamed(c->pool);
+    for (size_t i = 0; !unnamed && i <= n; i++) {
         const db_stmt *s = i < n ? calls[i].stmt : begin;
         if (s == NULL || is_prepared(c, s))
             continue;
@@ -308,7 +309,8 @@ db_op *db__conn_send(db_conn *c, db_call *calls, size_t n, int flags)
     }
     if (begin != NULL && ok) {
         /* no Sync after it: if BEGIN fails, the first statement is skipped */
-        ok = PQsendQueryPrepared(c->pg, begin->name, 0, NULL, NULL, NULL, 1);
+        ok = unnamed ? PQsendQueryParams(c->pg, begin->sql, 0, NULL, NULL, NULL, NULL, 1)
+                     : PQsendQueryPrepared(c->pg, begin->name, 0, NULL, NULL, NULL, 1);
         op->tags[t++] = DB_TAG_BEGIN;
     }
     for (size_t i = 0; i < n && ok; i++) {
@@ -320,7 +322,8 @@ db_op *db__conn_send(db_conn *c, db_call *calls, size_t n, int flags)
             lengths[k] = calls[i].params[k].len;
             formats[k] = calls[i].params[k].format;
         }
-        ok = PQsendQueryPrepared(c->pg, s->name, s->nparams, values, lengths, formats, 1);
+        ok = unnamed ? PQsendQueryParams(c->pg, s->sql, s->nparams, NULL, values, lengths, formats, 1)
+                     : PQsendQueryPrepared(c->pg, s->name, s->nparams, values, lengths, formats, 1);
         op->tags[t++] = (int)i;
         op->call_rc[i] = -ECANCELED;
         if (!atomic) {

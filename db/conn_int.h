@@ -88,6 +88,8 @@ int db__op_wait(db_op *op, db_call *calls, size_t n, bool *abandoned);
 /* Pool hooks (pool.c). */
 struct db_conninfo;
 const struct db_conninfo *db__pool_conninfo(const db_pool *p);
+/* Statements are sent unnamed (transaction pooling): nothing is prepared. */
+bool db__pool_unnamed(const db_pool *p);
 void db__pool_conn_broken(db_conn *c);
 void db__pool_abandoned(db_conn *c);
 

@@ -374,17 +374,20 @@ static int call_lock(PGconn *c, const char *fn_sql, bool *result, char *why, siz
     return rc;
 }
 
-/* Session-level, so it spans the per-migration transactions; the server
- * drops it with the session if this process dies. */
+/* Transaction-level, taken at the start of every transaction the runner
+ * opens: it then also works through a transaction-pooling PgBouncer, where
+ * consecutive transactions may run on different server sessions (a
+ * session lock would stay behind on one of them). The server releases it
+ * at COMMIT or ROLLBACK, also when this process dies. */
 static int take_lock(PGconn *c, char *why, size_t whylen)
 {
     bool got = false;
-    int rc = call_lock(c, "SELECT pg_try_advisory_lock($1::bigint)", &got, why, whylen);
+    int rc = call_lock(c, "SELECT pg_try_advisory_xact_lock($1::bigint)", &got, why, whylen);
     if (rc != 0 || got)
         return rc;
     log_info("migrate: another runner holds the migration lock; waiting for it");
-    /* pg_advisory_lock returns void, which arrives as one row with "" */
-    return call_lock(c, "SELECT pg_advisory_lock($1::bigint)", NULL, why, whylen);
+    /* pg_advisory_xact_lock returns void, which arrives as one row with "" */
+    return call_lock(c, "SELECT pg_advisory_xact_lock($1::bigint)", NULL, why, whylen);
 }
 
 /* Line (1-based) of the 1-based character position pos in sql, which is
@@ -419,11 +422,35 @@ static int apply_one(PGconn *c, const db_migration *m, const char *checksum, cha
     double t0 = now_ms();
     if (exec_ok(c, "BEGIN", why, sizeof(why)) != 0)
         return fail(err, errlen, -EIO, "migration %s: cannot begin a transaction: %s", m->name, why);
+    if (take_lock(c, why, sizeof(why)) != 0)
+        return fail(err, errlen, -EIO, "cannot take the migration lock: %s", why);
+
+    /* Another runner may have applied it since this one looked. */
+    char version[16];
+    snprintf(version, sizeof(version), "%d", m->version);
+    const char *vparam[] = {version};
+    PGresult *r = PQexecParams(c, "SELECT checksum FROM schema_migrations WHERE version = $1::integer", 1, NULL, vparam,
+                               NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        describe_error(c, r, why, sizeof(why));
+        PQclear(r);
+        return fail(err, errlen, -EIO, "cannot read schema_migrations: %s", why);
+    }
+    if (PQntuples(r) == 1) {
+        bool same = strcmp(PQgetvalue(r, 0, 0), checksum) == 0;
+        PQclear(r);
+        if (!same)
+            return fail(err, errlen, -EINVAL, "migration %s was applied meanwhile with another checksum", m->name);
+        if (exec_ok(c, "COMMIT", why, sizeof(why)) != 0)
+            return fail(err, errlen, -EIO, "migration %s: %s", m->name, why);
+        return 1;
+    }
+    PQclear(r);
 
     /* Constant SQL from the file, possibly several statements: the simple
      * query protocol runs them all and returns the first error or the last
      * result. */
-    PGresult *r = PQexec(c, m->sql);
+    r = PQexec(c, m->sql);
     ExecStatusType st = PQresultStatus(r);
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && st != PGRES_EMPTY_QUERY) {
         const char *pos = r ? PQresultErrorField(r, PG_DIAG_STATEMENT_POSITION) : NULL;
@@ -447,8 +474,6 @@ static int apply_one(PGconn *c, const db_migration *m, const char *checksum, cha
                     "statements before it may be committed without being recorded",
                     m->name);
 
-    char version[16];
-    snprintf(version, sizeof(version), "%d", m->version);
     const char *params[] = {version, m->name, checksum};
     r = PQexecParams(c, "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1::integer, $2, $3)", 3,
                      NULL, params, NULL, NULL, 0);
@@ -543,6 +568,10 @@ int db_migrate_run(const char *conninfo, const db_migration *m, size_t count, db
     PGconn *c = connect_db(conninfo, err, errlen, &rc);
     if (c == NULL)
         goto fail_alloc;
+    if (exec_ok(c, "BEGIN", why, sizeof(why)) != 0) {
+        rc = fail(err, errlen, -EIO, "cannot begin a transaction: %s", why);
+        goto fail_conn;
+    }
     if (take_lock(c, why, sizeof(why)) != 0) {
         rc = fail(err, errlen, -EIO, "cannot take the migration lock: %s", why);
         goto fail_conn;
@@ -563,21 +592,28 @@ int db_migrate_run(const char *conninfo, const db_migration *m, size_t count, db
      * changes nothing. */
     if ((rc = check_applied(c, m, count, sums, applied, &rep.already, err, errlen)) != 0)
         goto fail_conn;
+    if (exec_ok(c, "COMMIT", why, sizeof(why)) != 0) {
+        rc = fail(err, errlen, -EIO, "cannot commit: %s", why);
+        goto fail_conn;
+    }
     if (report != NULL)
         *report = rep;
 
     for (size_t i = 0; i < count; i++) {
         if (applied[i])
             continue;
-        if ((rc = apply_one(c, &m[i], sums[i], err, errlen)) != 0)
+        int one = apply_one(c, &m[i], sums[i], err, errlen);
+        if (one < 0) {
+            rc = one;
             goto fail_conn;
-        rep.applied++;
+        }
+        if (one == 1)
+            rep.already++; /* another runner was first */
+        else
+            rep.applied++;
         if (report != NULL)
             *report = rep;
     }
-
-    /* Failing to unlock is harmless: closing the session releases it. */
-    call_lock(c, "SELECT pg_advisory_unlock($1::bigint)", NULL, why, sizeof(why));
 
 fail_conn:
     /* Also the rollback of a failed migration and the release of the lock

@@ -44,6 +44,8 @@ db_pool *db_pool_current(void) { return current_pool; }
 
 const db_conninfo *db__pool_conninfo(const db_pool *p) { return p->ci; }
 
+bool db__pool_unnamed(const db_pool *p) { return p->cfg.transaction_pooler; }
+
 static void unref(db_pool *p)
 {
     if (--p->refs > 0)
@@ -317,7 +319,7 @@ int db_pool_create(const db_pool_config *cfg, db_pool **out, char *err, size_t e
     p->cfg = *cfg;
     db_session_settings s = {.statement_timeout_ms = cfg->statement_timeout_ms,
                              .idle_in_transaction_timeout_ms = cfg->idle_in_transaction_timeout_ms};
-    int rc = db_conninfo_parse(cfg->conninfo, &s, &p->ci, err, errlen);
+    int rc = db_conninfo_parse(cfg->conninfo, cfg->transaction_pooler ? NULL : &s, &p->ci, err, errlen);
     if (rc < 0) {
         free(p);
         return rc;

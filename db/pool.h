@@ -35,6 +35,11 @@ typedef struct db_pool_config {
     int64_t idle_timeout;     /* ns an idle connection above min is kept */
     int statement_timeout_ms; /* server-side backstops set at connect (0: off) */
     int idle_in_transaction_timeout_ms;
+    /* Behind a transaction-pooling PgBouncer: consecutive transactions may
+     * run on different server sessions, so no named prepared statements
+     * (each statement is parsed unnamed) and no startup options (the
+     * backstops above must then be set on the role or database). */
+    bool transaction_pooler;
 } db_pool_config;
 
 /* Creates the calling thread's pool (one per thread; cfg is copied; the

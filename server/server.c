@@ -205,6 +205,7 @@ static void *worker_main(void *arg)
         .idle_timeout = AIO_SEC(60),
         .statement_timeout_ms = w->cfg->statement_timeout_ms,
         .idle_in_transaction_timeout_ms = w->cfg->idle_in_transaction_timeout_ms,
+        .transaction_pooler = w->cfg->database_pooler == SERVER_POOLER_TRANSACTION,
     };
     if (pc.max < 1)
         pc.max = 1;

@@ -509,19 +509,19 @@ START_TEST(concurrent_runners_apply_each_migration_once)
         runners[i] = (struct runner){.conninfo = db, .start = &start};
         ck_assert_int_eq(pthread_create(&threads[i], NULL, run_concurrently, &runners[i]), 0);
     }
-    int applied = 0, already = 0, appliers = 0;
+    int applied = 0, already = 0;
     for (int i = 0; i < RUNNERS; i++) {
         pthread_join(threads[i], NULL);
         ck_assert_msg(runners[i].rc == 0, "runner %d: %d %s", i, runners[i].rc, runners[i].err);
         applied += runners[i].rep.applied;
         already += runners[i].rep.already;
-        appliers += runners[i].rep.applied > 0;
     }
     pthread_barrier_destroy(&start);
     ck_assert_int_eq(applied, (int)n);
     ck_assert_int_eq(already, (int)n * (RUNNERS - 1));
-    /* the lock is held for a whole run, so one runner does all the work */
-    ck_assert_int_eq(appliers, 1);
+    /* the lock is taken per transaction (so that it works through a
+     * transaction-pooling PgBouncer): runners may share the work, but every
+     * migration is applied exactly once and seen as applied by the others */
 
     PGconn *c = test_pg_connect(db);
     ck_assert_int_eq(test_pg_int(c, "SELECT count(*) FROM schema_migrations"), (long long)n);
