@@ -56,11 +56,47 @@ static int count(int rc, size_t n)
     return rc;
 }
 
-static int exec_batch(db_conn *conn, db_call *calls, size_t n, int flags);
+static int exec_batch(db_pool *pool, db_conn *conn, db_call *calls, size_t n, int flags);
 
-int db_exec_batch(db_conn *conn, db_call *calls, size_t n, int flags) { return count(exec_batch(conn, calls, n, flags), n); }
+int db_exec_batch(db_conn *conn, db_call *calls, size_t n, int flags)
+{
+    return count(exec_batch(db_pool_current(), conn, calls, n, flags), n);
+}
 
-static int exec_batch(db_conn *conn, db_call *calls, size_t n, int flags)
+static _Thread_local db_pool **replicas;
+static _Thread_local size_t nreplicas, next_replica;
+
+void db_pool_set_replicas(db_pool **pools, size_t n)
+{
+    replicas = pools;
+    nreplicas = n;
+}
+
+static bool unreachable(int rc) { return rc == -ECONNREFUSED || rc == -ECONNRESET || rc == -EHOSTUNREACH; }
+
+int db_exec_batch_read(db_call *calls, size_t n, int flags)
+{
+    for (size_t k = 0; k < nreplicas; k++) {
+        db_pool *p = replicas[next_replica++ % nreplicas];
+        if (!db_pool_usable(p))
+            continue;
+        int rc = count(exec_batch(p, NULL, calls, n, flags), n);
+        if (!unreachable(rc))
+            return rc;
+        db_calls_clear(calls, n); /* that replica is gone: try the next, then the primary */
+    }
+    return db_exec_batch(NULL, calls, n, flags);
+}
+
+int db_exec_read(const db_stmt *stmt, const db_param *params, PGresult **res)
+{
+    db_call call = {.stmt = stmt, .params = params};
+    int rc = db_exec_batch_read(&call, 1, 0);
+    *res = call.result;
+    return rc;
+}
+
+static int exec_batch(db_pool *pool, db_conn *conn, db_call *calls, size_t n, int flags)
 {
     for (size_t i = 0; i < n; i++) {
         calls[i].result = NULL;
@@ -71,9 +107,8 @@ static int exec_batch(db_conn *conn, db_call *calls, size_t n, int flags)
     db_conn *c = conn;
     int rc;
     if (c == NULL) {
-        db_pool *p = db_pool_current();
-        assert(p != NULL && "no database pool on this thread");
-        if ((rc = db_pool_acquire(p, &c)) < 0)
+        assert(pool != NULL && "no database pool on this thread");
+        if ((rc = db_pool_acquire(pool, &c)) < 0)
             return rc;
     }
     db_op *op = db__conn_send(c, calls, n, flags);

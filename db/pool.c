@@ -311,7 +311,7 @@ void db__pool_abandoned(db_conn *c)
 
 int db_pool_create(const db_pool_config *cfg, db_pool **out, char *err, size_t errlen)
 {
-    assert(current_pool == NULL && "one pool per thread");
+    assert((cfg->replica || current_pool == NULL) && "one primary pool per thread");
     assert(cfg->max >= 1 && cfg->min <= cfg->max);
     db_pool *p = calloc(1, sizeof(*p));
     if (p == NULL)
@@ -338,10 +338,13 @@ int db_pool_create(const db_pool_config *cfg, db_pool **out, char *err, size_t e
     }
     p->refs++;
     aio_task_detach(p->maintainer);
-    current_pool = p;
+    if (!cfg->replica)
+        current_pool = p;
     *out = p;
     return 0;
 }
+
+bool db_pool_usable(const db_pool *p) { return !p->closing && !(p->nopen == 0 && aio_now() < p->backoff_until); }
 
 void db_pool_destroy(db_pool *p)
 {

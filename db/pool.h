@@ -40,6 +40,8 @@ typedef struct db_pool_config {
      * (each statement is parsed unnamed) and no startup options (the
      * backstops above must then be set on the role or database). */
     bool transaction_pooler;
+    /* A read replica's pool: not this thread's primary pool. */
+    bool replica;
 } db_pool_config;
 
 /* Creates the calling thread's pool (one per thread; cfg is copied; the
@@ -54,6 +56,14 @@ void db_pool_destroy(db_pool *p);
 
 /* The calling thread's pool, or NULL. */
 db_pool *db_pool_current(void);
+
+/* Whether acquiring may succeed now: false while the pool has no live
+ * connection and is backing off after failed connects. */
+bool db_pool_usable(const db_pool *p);
+
+/* This thread's read-replica pools, for db_exec_read (borrowed; NULL, 0 to
+ * clear). */
+void db_pool_set_replicas(db_pool **pools, size_t n);
 
 /* Borrows a connection exclusively. Returns 0, -EBUSY (acquire timeout),
  * -ECONNREFUSED, -ETIMEDOUT / -ECANCELED (the caller's deadline or cancel). */

@@ -56,7 +56,7 @@ static int db_route(server_req *r)
     uint32_t buf;
     db_param p[] = {db_int4(&buf, random_world_id())};
     PGresult *res;
-    int rc = db_exec(NULL, &WORLD, p, &res);
+    int rc = db_exec_read(&WORLD, p, &res);
     if (rc < 0) {
         server_respond_db_error(r, rc, res, 0);
         PQclear(res);
@@ -111,20 +111,18 @@ static void respond_rows(server_req *r, const struct world_rows *w)
     server_respond(r, 200, "application/json", body, len);
 }
 
-/* Reads n random rows in one round trip; on failure answers and returns < 0. */
-static int read_rows(server_req *r, struct world_rows *w, db_call *extra, size_t nextra)
+/* Reads n random rows in one round trip (each statement its own implicit
+ * transaction); on failure answers and returns < 0. */
+static int read_rows(server_req *r, struct world_rows *w)
 {
     uint32_t bufs[MAX_QUERIES];
     db_param params[MAX_QUERIES];
-    db_call calls[MAX_QUERIES + 1];
+    db_call calls[MAX_QUERIES];
     for (int i = 0; i < w->n; i++) {
         params[i] = db_int4(&bufs[i], random_world_id());
         calls[i] = (db_call){.stmt = &WORLD, .params = &params[i]};
     }
-    for (size_t k = 0; k < nextra; k++)
-        calls[w->n + (int)k] = extra[k];
-    size_t total = (size_t)w->n + nextra;
-    int rc = db_exec_batch(NULL, calls, total, 0);
+    int rc = db_exec_batch_read(calls, (size_t)w->n, 0);
     for (int i = 0; rc == 0 && i < w->n; i++) {
         if (PQntuples(calls[i].result) != 1) {
             rc = -ENOENT;
@@ -135,7 +133,7 @@ static int read_rows(server_req *r, struct world_rows *w, db_call *extra, size_t
     }
     if (rc < 0) {
         const PGresult *failed = NULL;
-        for (size_t i = 0; i < total && failed == NULL; i++)
+        for (int i = 0; i < w->n && failed == NULL; i++)
             if (calls[i].rc == -EREMOTEIO)
                 failed = calls[i].result;
         if (rc == -ENOENT)
@@ -143,8 +141,6 @@ static int read_rows(server_req *r, struct world_rows *w, db_call *extra, size_t
         else
             server_respond_db_error(r, rc, failed, 0);
     }
-    for (size_t k = 0; k < nextra; k++)
-        extra[k] = calls[w->n + (int)k];
     db_calls_clear(calls, (size_t)w->n);
     return rc;
 }
@@ -152,7 +148,7 @@ static int read_rows(server_req *r, struct world_rows *w, db_call *extra, size_t
 static int queries(server_req *r)
 {
     struct world_rows w = {.n = query_count(r)};
-    if (read_rows(r, &w, NULL, 0) == 0)
+    if (read_rows(r, &w) == 0)
         respond_rows(r, &w);
     return 0;
 }
@@ -296,7 +292,7 @@ static size_t escape_html(char *out, const char *s, int len)
 static int fortunes(server_req *r)
 {
     PGresult *res;
-    int rc = db_exec(NULL, &FORTUNES, NULL, &res);
+    int rc = db_exec_read(&FORTUNES, NULL, &res);
     if (rc < 0) {
         server_respond_db_error(r, rc, res, 0);
         PQclear(res);

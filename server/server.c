@@ -149,6 +149,10 @@ static int shutdown_task(void *arg)
     int64_t until = aio_now() + KEEPALIVE_CLOSE_WAIT;
     while (h2o_conns_left(w) && aio_now() < until)
         aio_sleep(AIO_MSEC(10));
+    db_pool_set_replicas(NULL, 0);
+    for (size_t i = 0; i < w->nreplicas; i++)
+        db_pool_destroy(w->replicas[i]);
+    w->nreplicas = 0;
     if (w->pool != NULL) {
         db_pool_destroy(w->pool);
         w->pool = NULL;
@@ -172,6 +176,45 @@ static void on_stop(h2o_socket_t *sock, const char *err)
         aio_task_detach(t);
     else
         aio_loop_stop(w->loop);
+}
+
+/* DATABASE_READ_URL holds one conninfo, or several URIs separated by
+ * whitespace. Replicas get their own pools on every worker. */
+static int start_replicas(server_worker *w, const db_pool_config *primary)
+{
+    const char *list = w->cfg->database_read_url;
+    if (list == NULL || *list == '\0')
+        return 0;
+    char *copy = strdup(list);
+    char *urls[16];
+    size_t n = 0;
+    if (copy == NULL)
+        return -1;
+    if (strstr(copy, "://") != NULL) {
+        char *save = NULL;
+        for (char *tok = strtok_r(copy, " \t\n", &save); tok && n < 16; tok = strtok_r(NULL, " \t\n", &save))
+            urls[n++] = tok;
+    } else {
+        urls[n++] = copy;
+    }
+    w->replicas = calloc(n, sizeof(*w->replicas));
+    int rc = w->replicas ? 0 : -1;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        db_pool_config rc_cfg = *primary;
+        rc_cfg.conninfo = strdup(urls[i]); /* lives as long as the process: the pool keeps the pointer */
+        rc_cfg.min = 0;
+        rc_cfg.replica = true;
+        char err[512];
+        if (rc_cfg.conninfo == NULL || db_pool_create(&rc_cfg, &w->replicas[i], err, sizeof(err)) < 0) {
+            log_error("worker %d: DATABASE_READ_URL entry %zu: %s", w->id, i + 1, rc_cfg.conninfo ? err : "out of memory");
+            rc = -1;
+        } else {
+            w->nreplicas++;
+        }
+    }
+    free(copy);
+    db_pool_set_replicas(w->replicas, w->nreplicas);
+    return rc;
 }
 
 static int slice(int total, int n, int i) { return total / n + (i < total % n ? 1 : 0); }
@@ -221,6 +264,11 @@ static void *worker_main(void *arg)
 
     if (server__hangup_init(w) < 0)
         log_warn("worker %d: cannot watch for client hang-ups: %s", w->id, strerror(errno));
+    if (start_replicas(w, &pc) < 0) {
+        w->exit_status = 1;
+        kill(getpid(), SIGTERM);
+        return NULL;
+    }
     aio_task *sampler = aio_task_spawn(metrics_sampler, w);
     if (sampler != NULL)
         aio_task_detach(sampler);
@@ -252,6 +300,8 @@ static void *worker_main(void *arg)
     w->log_buf = NULL;
     free(w->hup_slots);
     w->hup_slots = NULL;
+    free(w->replicas);
+    w->replicas = NULL;
     return NULL;
 }
 

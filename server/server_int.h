@@ -31,6 +31,8 @@ typedef struct server_worker {
     int stop_fd;
     h2o_socket_t *stop_sock;
     db_pool *pool;
+    db_pool **replicas; /* DATABASE_READ_URL: one pool per replica */
+    size_t nreplicas;
     bool stopping;
     size_t inflight;     /* requests with a task still running */
     aio_list requests;   /* server_req with a running task */
