@@ -9,6 +9,7 @@
  * the first answer back instead of moving money twice; the key's row is
  * claimed first, so a concurrent duplicate waits for the first to commit. */
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -201,21 +202,23 @@ static int transfer_body(db_conn *tx, void *arg)
     int rc = db_exec(tx, &LOCK_PAIR, pair, &res);
     if (rc < 0)
         return keep_failure(t, rc, res);
-    int64_t from_balance = -1;
-    bool to_found = false;
+    int64_t from_balance = -1, to_balance = -1;
     for (int i = 0; i < PQntuples(res); i++) {
         if (db_get_int(res, i, 0) == t->from)
             from_balance = db_get_int(res, i, 1);
         else
-            to_found = true;
+            to_balance = db_get_int(res, i, 1);
     }
     PQclear(res);
-    if (from_balance < 0 || !to_found) {
+    if (from_balance < 0 || to_balance < 0) {
         set_problem(t, 404, from_balance < 0 ? "the from_account_id account does not exist"
                                              : "the to_account_id account does not exist",
                     NULL);
     } else if (from_balance < t->amount) {
         set_problem(t, 422, "insufficient funds in the from_account_id account", "amount_cents");
+    } else if (to_balance > INT64_MAX - t->amount) {
+        set_problem(t, 422, "the to_account_id balance would exceed the largest amount an account can hold",
+                    "amount_cents");
     } else {
         db_param move[] = {db_int8(&bf, t->from), db_int8(&bt, t->to), db_int8(&ba, t->amount)};
         db_call calls[] = {{.stmt = &MOVE, .params = move}, {.stmt = &INSERT_TRANSFER, .params = move}};

@@ -42,6 +42,13 @@ struct server_req {
     bool responded; /* the response has started */
     bool finished;  /* ... and was handed to h2o entirely */
     bool client_gone; /* the client hung up while the request ran */
+    /* h2o must only be asked to write from inside its own loop phase (a
+     * write it completes at once is finished by a callback h2o runs before
+     * its next poll; from a task, that order breaks and h2o aborts). Tasks
+     * therefore queue what to send and h2o's zero timeout sends it. */
+    h2o_timeout_entry_t send_entry;
+    int send_action;
+    h2o_iovec_t send_body;
     struct stream *stream;
     char id[48];
     server_client client;
@@ -343,28 +350,89 @@ static void access_log(server_req *r)
 
 /* ---- request lifetime ---- */
 
-static void req_unref(server_req *r)
-{
-    if (--r->refs > 0)
-        return;
-    server_arena_dispose(&r->arena);
-    free(r);
-}
 
 /* A streamed response: h2o asks for the next chunk with proceed. */
 struct stream {
     h2o_generator_t gen;
     server_req *r;
     aio_event ready; /* h2o is ready for the next chunk */
+    bool started;    /* h2o_start_response was called */
     bool stopped;    /* h2o gave up on the response */
-    char *buf;       /* the chunk in flight (h2o does not copy) */
+    bool abort;      /* end the response as failed at the next proceed */
+    char *buf;       /* the chunk in flight (h2o does not copy; freed with the request) */
     size_t cap;
 };
 
 static void stream_proceed(h2o_generator_t *g, h2o_req_t *req)
 {
-    (void)req;
-    aio_event_set(&((struct stream *)g)->ready);
+    struct stream *s = (struct stream *)g;
+    if (s->abort) {
+        s->abort = false;
+        h2o_send(req, NULL, 0, H2O_SEND_STATE_ERROR); /* we are in h2o's callback: safe */
+        return;
+    }
+    aio_event_set(&s->ready);
+}
+
+enum { SEND_NONE, SEND_INLINE, SEND_CHUNK, SEND_FINAL, SEND_ERROR };
+
+static void perform_send(server_req *r)
+{
+    int action = r->send_action;
+    r->send_action = SEND_NONE;
+    h2o_req_t *req = r->h2o;
+    if (req == NULL || action == SEND_NONE)
+        return;
+    if (action == SEND_INLINE) {
+        static h2o_generator_t inline_gen = {NULL, NULL};
+        h2o_start_response(req, &inline_gen);
+        if (h2o_memis(req->input.method.base, req->input.method.len, H2O_STRLIT("HEAD")))
+            h2o_send(req, NULL, 0, H2O_SEND_STATE_FINAL); /* headers only, Content-Length kept */
+        else
+            h2o_send(req, &r->send_body, 1, H2O_SEND_STATE_FINAL);
+        return;
+    }
+    struct stream *s = r->stream;
+    if (!s->started) {
+        s->started = true;
+        h2o_start_response(req, &s->gen);
+    }
+    if (action == SEND_CHUNK)
+        h2o_send(req, &r->send_body, 1, H2O_SEND_STATE_IN_PROGRESS);
+    else
+        h2o_send(req, NULL, 0, action == SEND_FINAL ? H2O_SEND_STATE_FINAL : H2O_SEND_STATE_ERROR);
+}
+
+static void req_unref(server_req *r)
+{
+    if (--r->refs > 0)
+        return;
+    h2o_timeout_unlink(&r->send_entry);
+    free(r->stream ? r->stream->buf : NULL);
+    server_arena_dispose(&r->arena);
+    free(r);
+}
+
+static void on_send_entry(h2o_timeout_entry_t *e)
+{
+    server_req *r = aio_container_of(e, server_req, send_entry);
+    perform_send(r);
+    req_unref(r);
+}
+
+/* Sends now when in h2o's own context (an immediate handler), else at
+ * h2o's next zero-timeout run, in the same loop turn. */
+static void schedule_send(server_req *r, int action)
+{
+    r->send_action = action;
+    if (aio_task_current() == NULL) {
+        perform_send(r);
+        return;
+    }
+    if (!h2o_timeout_is_linked(&r->send_entry)) {
+        r->refs++;
+        h2o_timeout_link(r->worker->ctx.loop, &r->worker->ctx.zero_timeout, &r->send_entry);
+    }
 }
 
 static void stream_stop(h2o_generator_t *g, h2o_req_t *req)
@@ -394,11 +462,14 @@ static void req_finish(server_req *r)
     server_worker *w = r->worker;
     if (r->stream != NULL && !r->finished && r->h2o != NULL) {
         /* the handler left a stream open: end it as failed, so the client
-         * sees a truncated body rather than a complete one */
+         * sees a truncated body rather than a complete one; h2o takes it
+         * only once the chunk in flight went out */
         r->finished = true;
-        h2o_send(r->h2o, NULL, 0, H2O_SEND_STATE_ERROR);
+        if (aio_event_is_set(&r->stream->ready))
+            schedule_send(r, SEND_ERROR);
+        else
+            r->stream->abort = true;
     }
-    free(r->stream ? r->stream->buf : NULL);
     if (!r->responded) {
         r->responded = true;
         r->status = 499; /* nginx's "client closed request", for the log */
@@ -477,6 +548,7 @@ int server__on_req(h2o_handler_t *self, h2o_req_t *req)
     r->pattern = rc == 0 ? m.pattern : "unmatched";
     r->start = now;
     r->refs = 1;
+    r->send_entry.cb = on_send_entry;
     aio_link_init(&r->link);
     aio_link_init(&r->hup_link);
     r->method = server_arena_strndup(&r->arena, req->method.base, req->method.len);
@@ -630,7 +702,8 @@ void server_respond(server_req *r, int status, const char *content_type, const c
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL, r->id, strlen(r->id));
     req->res.content_length = len;
     r->finished = true;
-    h2o_send_inline(req, body, len);
+    r->send_body = h2o_strdup(&req->pool, body, len);
+    schedule_send(r, SEND_INLINE);
 }
 
 void server_stream_start(server_req *r, int status, const char *content_type)
@@ -655,7 +728,7 @@ void server_stream_start(server_req *r, int status, const char *content_type)
     req->res.reason = server_status_reason(status);
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, content_type, strlen(content_type));
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL, r->id, strlen(r->id));
-    h2o_start_response(req, &s->gen);
+    /* h2o_start_response comes with the first chunk (see perform_send) */
 }
 
 /* Awaits h2o's go-ahead for the next chunk. */
@@ -687,9 +760,9 @@ int server_stream_write(server_req *r, const char *data, size_t len)
         s->cap = len;
     }
     memcpy(s->buf, data, len);
-    h2o_iovec_t v = h2o_iovec_init(s->buf, len);
+    r->send_body = h2o_iovec_init(s->buf, len);
     r->bytes += len;
-    h2o_send(r->h2o, &v, 1, H2O_SEND_STATE_IN_PROGRESS);
+    schedule_send(r, SEND_CHUNK);
     return 0;
 }
 
@@ -699,7 +772,7 @@ int server_stream_end(server_req *r)
     if (rc < 0)
         return rc;
     r->finished = true;
-    h2o_send(r->h2o, NULL, 0, H2O_SEND_STATE_FINAL);
+    schedule_send(r, SEND_FINAL);
     return 0;
 }
 
