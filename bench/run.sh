@@ -101,18 +101,20 @@ EOF
     for _ in $(seq 20); do echo '\set id random(1, 10000)'; echo 'SELECT id, randomnumber FROM world WHERE id = :id;'; done
 } >"$work/queries.sql"
 {
-    echo '\startpipeline'
+    printf '%s\n' '\startpipeline'
     for _ in $(seq 20); do echo '\set id random(1, 10000)'; echo 'SELECT id, randomnumber FROM world WHERE id = :id;'; done
-    echo '\endpipeline'
+    printf '%s\n' '\endpipeline'
 } >"$work/queries-pipelined.sql"
 {
     for i in $(seq 20); do
         echo "\\set id$i random(1, 10000)"
         echo "SELECT id, randomnumber FROM world WHERE id = :id$i;"
     done
-    printf 'UPDATE world SET randomnumber = v.r FROM (SELECT unnest(ARRAY['
-    for i in $(seq 20); do printf ':id%s%s' "$i" "$([ "$i" -lt 20 ] && echo ,)"; done
-    printf '])::int AS id, (random() * 9999 + 1)::int AS r) v WHERE world.id = v.id;\n'
+    # ids sorted and distinct, as the service writes them, so that
+    # concurrent updates lock rows in the same order
+    printf 'UPDATE world SET randomnumber = v.r FROM (SELECT DISTINCT ON (id) id, (random() * 9999 + 1)::int AS r FROM unnest(ARRAY['
+    for i in $(seq 20); do printf ':id%s::int%s' "$i" "$([ "$i" -lt 20 ] && echo ,)"; done
+    printf ']) AS id ORDER BY id) v WHERE world.id = v.id;\n'
 } >"$work/updates.sql"
 cat >"$work/fortunes.sql" <<'EOF'
 SELECT id, message FROM fortune;
@@ -125,7 +127,7 @@ SELECT id, user_id, balance_cents, created_at FROM accounts WHERE user_id = :id 
 EOF
 cat >"$work/transfer.sql" <<EOF
 \\set a random(1, $ACCOUNTS)
-\\set b random(1, $ACCOUNTS)
+\\set b 1 + (:a - 1 + random(1, $ACCOUNTS - 1)) % $ACCOUNTS
 \\set amt random(1, 100)
 BEGIN;
 SELECT id, balance_cents FROM accounts WHERE id IN (:a, :b) ORDER BY id FOR UPDATE;
@@ -135,7 +137,7 @@ COMMIT;
 EOF
 cat >"$work/transfer-key.sql" <<EOF
 \\set a random(1, $ACCOUNTS)
-\\set b random(1, $ACCOUNTS)
+\\set b 1 + (:a - 1 + random(1, $ACCOUNTS - 1)) % $ACCOUNTS
 \\set amt random(1, 100)
 \\set k random(1, 1000000000000)
 BEGIN;
@@ -174,9 +176,13 @@ EOF
 
 # ---- measuring ----
 pg_tps() { # script -> tps
-    pgbench -n -M prepared -c64 -j2 -T "$secs" -f "$1" "$db" 2>/dev/null | awk '/^tps/ {printf "%d", $3}'
+    { pgbench -n -M prepared -c64 -j2 -T "$secs" -f "$1" "$db" 2>"$work/pgbench.err" || true; } |
+        awk '/^tps/ {printf "%d", $3}'
+    if grep -q aborted "$work/pgbench.err"; then
+        echo "bench: pgbench $(basename "$1") had aborted clients:" >&2
+        grep -m3 error "$work/pgbench.err" >&2
+    fi
 }
-rss_peak=0
 sample_rss() {
     local peak=0 v
     while kill -0 "$server_pid" 2>/dev/null; do
