@@ -105,7 +105,7 @@ int db_conninfo_parse(const char *conninfo, const db_session_settings *s, db_con
         const char *given = db_conninfo_get(ci, "options");
         char options[512];
         int n = snprintf(options, sizeof(options), "%s", given ? given : "");
-        if (s->statement_timeout_ms > 0)
+        if (s->statement_timeout_ms > 0 && n < (int)sizeof(options))
             n += snprintf(options + n, sizeof(options) - (size_t)n, "%s-c statement_timeout=%d", n ? " " : "",
                           s->statement_timeout_ms);
         if (s->idle_in_transaction_timeout_ms > 0 && n < (int)sizeof(options))

@@ -187,7 +187,9 @@ static long resident_bytes(void)
 
 char *server_metrics_render(server_metrics *const *m, size_t n, size_t *len)
 {
-    struct out o = {0};
+    struct out o = {.cap = 16384};
+    if ((o.buf = malloc(o.cap)) == NULL)
+        return NULL;
     put(&o, "# HELP h2pg_http_requests_total HTTP requests answered, by route, method and status.\n"
             "# TYPE h2pg_http_requests_total counter\n");
     for (size_t ri = 0; ri <= route_count; ri++) {

@@ -289,8 +289,12 @@ static void *worker_main(void *arg)
     }
     if (h2o_context_disposable(w)) {
         h2o_context_dispose(&w->ctx);
+        free(w->ctx.queue); /* the evloop build of h2o closes it but leaves it allocated */
         aio_loop_destroy(w->loop);
         w->loop = NULL;
+        /* socket buffers h2o keeps for reuse in this thread's storage */
+        while (h2o_socket_buffer_prototype.allocator.cnt > 0)
+            free(h2o_mem_alloc_recycle(&h2o_socket_buffer_prototype.allocator, 0));
     } else {
         /* a client still holds a connection mid-response: the process exits
          * anyway, and h2o cannot dispose a context with live connections */

@@ -142,8 +142,14 @@ struct child_env {
     char *path;
 };
 
+/* Sanitizer settings of the test run reach the server too (a sanitized
+ * build reads them at start: quarantine size, leak checking). */
+static const char *const passed_through[] = {"ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"};
+#define NPASSED (sizeof(passed_through) / sizeof(passed_through[0]))
+
 /* defaults (skipping keys that extra sets), then extra, then the test's
- * PATH unless one of them sets it. Free with free_env. */
+ * PATH unless one of them sets it, then the sanitizer settings. Free with
+ * free_env. */
 static struct child_env build_env(const char *const *defaults, const char *const *extra)
 {
     size_t n = 0;
@@ -151,7 +157,7 @@ static struct child_env build_env(const char *const *defaults, const char *const
         n++;
     for (const char *const *p = extra; p != NULL && *p != NULL; p++)
         n++;
-    struct child_env e = {.env = calloc(n + 2, sizeof(char *))};
+    struct child_env e = {.env = calloc(n + 2 + NPASSED, sizeof(char *))};
     ck_assert_ptr_nonnull(e.env);
     size_t k = 0;
     for (const char *const *p = defaults; p != NULL && *p != NULL; p++)
@@ -163,6 +169,13 @@ static struct child_env build_env(const char *const *defaults, const char *const
         const char *p = getenv("PATH");
         ck_assert_int_ge(asprintf(&e.path, "PATH=%s", p != NULL ? p : "/usr/local/bin:/usr/bin:/bin"), 0);
         e.env[k++] = e.path;
+    }
+    for (size_t i = 0; i < NPASSED; i++) {
+        /* environ entries live as long as the process: point at them */
+        size_t len = strlen(passed_through[i]);
+        for (char **v = environ; *v != NULL; v++)
+            if (strncmp(*v, passed_through[i], len) == 0 && (*v)[len] == '=')
+                e.env[k++] = *v;
     }
     e.env[k] = NULL;
     return e;
