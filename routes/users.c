@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "db/db.h"
+#include "db/pool.h"
 #include "db/tx.h"
 #include "routes/common.h"
 #include "routes/routes.h"
@@ -94,11 +95,14 @@ static int list_users(server_req *r)
     return 0;
 }
 
-/* One of the three concurrent reads of GET /users/{id}. */
+/* One of the three concurrent reads of GET /users/{id}. They share one
+ * borrowed connection: queued in the same loop turn, they go out in one
+ * write and come back pipelined, in one round trip. */
 struct read {
     const db_stmt *stmt;
     int64_t id;
     bool must_exist;
+    db_conn *conn;
     PGresult *res;
 };
 
@@ -107,7 +111,7 @@ static int read_one(void *arg)
     struct read *rd = arg;
     uint64_t b;
     db_param p[] = {db_int8(&b, rd->id)};
-    int rc = db_exec(NULL, rd->stmt, p, &rd->res);
+    int rc = db_exec(rd->conn, rd->stmt, p, &rd->res);
     if (rc == 0 && rd->must_exist && PQntuples(rd->res) == 0)
         return -ENOENT; /* the group cancels the other reads, on the server too */
     return rc;
@@ -118,16 +122,25 @@ static int get_user(server_req *r)
     int64_t id;
     if (!routes_path_id(r, "id", &id))
         return 0;
+    db_conn *conn;
+    int rc = db_pool_acquire(db_pool_current(), &conn);
+    if (rc < 0) {
+        server_respond_db_error(r, rc, NULL, 0);
+        return 0;
+    }
     struct read reads[3] = {
-        {.stmt = &GET_USER, .id = id, .must_exist = true},
-        {.stmt = &USER_ORDERS, .id = id},
-        {.stmt = &USER_ACCOUNTS, .id = id},
+        {.stmt = &GET_USER, .id = id, .must_exist = true, .conn = conn},
+        {.stmt = &USER_ORDERS, .id = id, .conn = conn},
+        {.stmt = &USER_ACCOUNTS, .id = id, .conn = conn},
     };
     aio_group g;
     aio_group_init(&g);
     for (int i = 0; i < 3; i++)
         aio_group_spawn(&g, read_one, &reads[i]);
-    int rc = aio_group_join(&g);
+    rc = aio_group_join(&g);
+    /* if a read was interrupted, the connection went to the janitor (which
+     * cancels what is left on the server) and this release is a no-op */
+    db_pool_release(conn);
     if (rc == -ENOENT) {
         server_respond_problem(r, 404, "no such user", NULL);
     } else if (rc < 0) {

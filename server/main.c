@@ -19,7 +19,14 @@
 
 #define MIGRATE_RETRY_FOR 30 /* seconds to wait for the database at start */
 
-#if defined(__SANITIZE_ADDRESS__) || (defined(__has_feature) && __has_feature(address_sanitizer))
+#if defined(__SANITIZE_ADDRESS__)
+#define H2PG_LSAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define H2PG_LSAN 1
+#endif
+#endif
+#ifdef H2PG_LSAN
 /* LeakSanitizer: h2o 2.2.5 keeps freed memory-pool chunks on a per-thread
  * recycle list in static thread-local storage it offers no way to empty, so
  * they become unreachable when a worker thread ends. Everything else must
