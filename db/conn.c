@@ -85,6 +85,7 @@ static bool op_prepare_failed(const db_op *op)
 static void op_complete(db_conn *c, db_op *op)
 {
     aio_link_unlink(&op->link);
+    op->conn_retired = c->retired;
     if (op->abandoned)
         op_free(op);
     else
@@ -349,7 +350,14 @@ db_op *db__conn_send(db_conn *c, db_call *calls, size_t n, int flags)
 
 int db__op_wait(db_op *op, db_call *calls, size_t n, bool *abandoned)
 {
+    bool on_retired;
+    return db__op_wait_ex(op, calls, n, abandoned, &on_retired);
+}
+
+int db__op_wait_ex(db_op *op, db_call *calls, size_t n, bool *abandoned, bool *on_retired)
+{
     *abandoned = false;
+    *on_retired = false;
     int rc = aio_future_wait(&op->done);
     if (rc == -ECANCELED || rc == -ETIMEDOUT) {
         if (!aio_future_done(&op->done)) {
@@ -375,6 +383,7 @@ int db__op_wait(db_op *op, db_call *calls, size_t n, bool *abandoned)
     }
     for (int k = 0; k < op->nprep; k++)
         PQclear(op->prep_errors[k]);
+    *on_retired = op->conn_retired;
     free(op);
     return rc;
 }

@@ -26,6 +26,7 @@ enum db_conn_state {
     DB_CONN_IDLE,     /* on the pool's idle list */
     DB_CONN_BORROWED, /* a task holds it */
     DB_CONN_CLEANING, /* the janitor holds it */
+    DB_CONN_SHARED,   /* the pool's shared connection: many tasks' statements, pipelined */
 };
 
 typedef struct db_op db_op;
@@ -44,6 +45,7 @@ struct db_conn {
     bool write_armed;      /* an h2o write notification is pending */
     bool want_write;       /* PQflush left data unsent */
     bool broken;
+    bool retired;          /* was shared, then retired after an interrupted statement */
     const db_stmt *begin;  /* BEGIN to send in front of the next statement */
     char sqlstate[6];      /* of the last failed statement */
     int64_t created_at, idle_since;
@@ -59,6 +61,8 @@ struct db_op {
     aio_link link;
     aio_future done;
     bool abandoned;  /* the waiter gave up: discard the results and free the op */
+    bool cancel_sent; /* the janitor sent a cancel while this op was at the head */
+    bool conn_retired; /* the connection had been retired when the op completed */
     int rc;          /* first failure */
     int ntags, pos;  /* expected results and the next one */
     int ncalls;
@@ -84,6 +88,10 @@ db_op *db__conn_send(db_conn *c, db_call *calls, size_t n, int flags);
  * is interrupted, the op is abandoned (freed when its results arrive),
  * *abandoned is set and -ECANCELED / -ETIMEDOUT is returned. */
 int db__op_wait(db_op *op, db_call *calls, size_t n, bool *abandoned);
+/* Same, also telling whether the op completed on a connection that had
+ * been retired from sharing (a 57014 there may be a cancel meant for
+ * another request's statement). */
+int db__op_wait_ex(db_op *op, db_call *calls, size_t n, bool *abandoned, bool *on_retired);
 
 /* Pool hooks (pool.c). */
 struct db_conninfo;
@@ -92,5 +100,12 @@ const struct db_conninfo *db__pool_conninfo(const db_pool *p);
 bool db__pool_unnamed(const db_pool *p);
 void db__pool_conn_broken(db_conn *c);
 void db__pool_abandoned(db_conn *c);
+/* The pool's shared connection (opening one if needed; awaits). -EAGAIN
+ * when another task is opening it right now (use an exclusive one). */
+int db__pool_shared(db_pool *p, db_conn **out);
+/* A statement on the shared connection was interrupted: stop sharing it
+ * and let the janitor cancel abandoned statements as they reach the head,
+ * drain it and return it to the pool. */
+void db__pool_retire_shared(db_conn *c);
 
 #endif

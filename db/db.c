@@ -74,18 +74,63 @@ void db_pool_set_replicas(db_pool **pools, size_t n)
 
 static bool unreachable(int rc) { return rc == -ECONNREFUSED || rc == -ECONNRESET || rc == -EHOSTUNREACH; }
 
+static bool any_cancelled(const db_call *calls, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(db_sqlstate(calls[i].result), "57014") == 0)
+            return true;
+    return false;
+}
+
+/* On the pool's shared connection, pipelined with other tasks' reads: no
+ * connection is borrowed per statement, and the server reads many
+ * statements per wakeup. */
+static int exec_shared(db_pool *pool, db_call *calls, size_t n, int flags)
+{
+    for (int attempt = 0;; attempt++) {
+        db_conn *c;
+        int rc = db__pool_shared(pool, &c);
+        if (rc == -EAGAIN) /* someone is opening it: do not wait for that */
+            return exec_batch(pool, NULL, calls, n, flags);
+        if (rc < 0)
+            return rc;
+        for (size_t i = 0; i < n; i++) {
+            calls[i].result = NULL;
+            calls[i].rc = -ECANCELED;
+        }
+        db_op *op = db__conn_send(c, calls, n, flags);
+        if (op == NULL)
+            return -ENOMEM;
+        bool abandoned, retired;
+        rc = db__op_wait_ex(op, calls, n, &abandoned, &retired);
+        if (abandoned) {
+            db__pool_retire_shared(c); /* it may be stuck: stop sharing it */
+            return rc;
+        }
+        /* a cancel meant for an abandoned statement of another request can
+         * land on ours, when that one finished just before: run it again */
+        if (rc == -EREMOTEIO && retired && attempt == 0 && any_cancelled(calls, n)) {
+            db_calls_clear(calls, n);
+            continue;
+        }
+        return rc;
+    }
+}
+
 int db_exec_batch_read(db_call *calls, size_t n, int flags)
 {
     for (size_t k = 0; k < nreplicas; k++) {
         db_pool *p = replicas[next_replica++ % nreplicas];
         if (!db_pool_usable(p))
             continue;
-        int rc = count(exec_batch(p, NULL, calls, n, flags), n);
+        int rc = count(exec_shared(p, calls, n, flags), n);
         if (!unreachable(rc))
             return rc;
         db_calls_clear(calls, n); /* that replica is gone: try the next, then the primary */
     }
-    return db_exec_batch(NULL, calls, n, flags);
+    db_pool *primary = db_pool_current();
+    assert(primary != NULL && "no database pool on this thread");
+    return count(exec_shared(primary, calls, n, flags), n);
 }
 
 int db_exec_read(const db_stmt *stmt, const db_param *params, PGresult **res)

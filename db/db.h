@@ -86,11 +86,14 @@ enum {
  * db_calls_clear). */
 int db_exec_batch(db_conn *conn, db_call *calls, size_t n, int flags);
 
-/* Like db_exec / db_exec_batch (autocommit, any connection), for reads
- * that tolerate replica lag: sent to one of this thread's read replicas in
- * turn (db_pool_set_replicas), skipping replicas that are down; if the
- * replica cannot be reached, or none is set, the primary answers. Never
- * for read-your-writes reads. */
+/* Like db_exec / db_exec_batch (autocommit), for short reads that
+ * tolerate replica lag: sent to one of this thread's read replicas in turn
+ * (db_pool_set_replicas), skipping replicas that are down; if the replica
+ * cannot be reached, or none is set, the primary answers. Never for
+ * read-your-writes reads. They run on the pool's shared connection,
+ * pipelined with other tasks' reads; one that is interrupted retires that
+ * connection, whose janitor cancels it on the server when it reaches the
+ * head of the pipeline. */
 int db_exec_read(const db_stmt *stmt, const db_param *params, PGresult **res);
 int db_exec_batch_read(db_call *calls, size_t n, int flags);
 

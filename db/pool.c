@@ -20,6 +20,8 @@ struct db_pool {
     aio_list all;     /* every open connection */
     aio_list dead;    /* broken while idle: closed at the end of the turn */
     aio_list waiters; /* FIFO */
+    db_conn *shared;  /* the connection lag-tolerant reads share, pipelined */
+    bool shared_opening;
     size_t nopen, nidle, nconnecting, ncleaning, nwaiting;
     int64_t backoff, backoff_until;
     char last_error[256];
@@ -179,7 +181,25 @@ static void cancel_job_free(void *arg, int result)
 struct janitor_arg {
     db_conn *conn;
     bool cancel_on_server;
+    bool shared; /* a retired shared connection: others' statements are in it too */
 };
+
+/* Cancels whatever statement the server runs on c now (libpq 15's PQcancel
+ * blocks, so on a helper thread). */
+static void cancel_on_server(db_pool *p, db_conn *c)
+{
+    struct cancel_job *j = calloc(1, sizeof(*j));
+    if (j == NULL || (j->cancel = PQgetCancel(c->pg)) == NULL) {
+        free(j);
+        return;
+    }
+    p->stats.cancels_sent++;
+    int rc = aio_to_thread_abandonable(send_cancel, j, cancel_job_free);
+    if (rc == 0)
+        log_warn("could not cancel a query on the server: %s", j->err);
+    if (rc >= 0)
+        cancel_job_free(j, rc);
+}
 
 /* Brings a connection back to a clean, idle state, or closes it. */
 static int janitor(void *arg)
@@ -187,24 +207,31 @@ static int janitor(void *arg)
     struct janitor_arg *ja = arg;
     db_conn *c = ja->conn;
     db_pool *p = c->pool;
-    bool cancel = ja->cancel_on_server;
+    bool cancel = ja->cancel_on_server, shared = ja->shared;
     free(ja);
     int rc = 0;
-    if (cancel && !c->broken && !aio_list_is_empty(&c->ops)) {
-        struct cancel_job *j = calloc(1, sizeof(*j));
-        if (j != NULL && (j->cancel = PQgetCancel(c->pg)) != NULL) {
-            p->stats.cancels_sent++;
-            rc = aio_to_thread_abandonable(send_cancel, j, cancel_job_free);
-            if (rc == 0)
-                log_warn("could not cancel a query on the server: %s", j->err);
-            if (rc >= 0)
-                cancel_job_free(j, rc);
-        } else {
-            free(j);
-        }
-    }
+    int64_t give_up = aio_now() + DRAIN_TIMEOUT;
     aio_timeout scope;
-    aio_timeout_open(&scope, DRAIN_TIMEOUT);
+    if (shared) {
+        /* Other requests' statements share the pipeline: cancel only while an
+         * abandoned statement is at its head, i.e. the one the server runs.
+         * A cancel that lands just after it finished hits the next one; that
+         * request sees 57014 on a retired connection and retries (db.c). */
+        while (!c->broken && !aio_list_is_empty(&c->ops) && aio_now() < give_up) {
+            db_op *head = aio_container_of(c->ops.next, db_op, link);
+            if (head->abandoned && !head->cancel_sent) {
+                head->cancel_sent = true;
+                cancel_on_server(p, c);
+                continue;
+            }
+            aio_timeout_open(&scope, AIO_MSEC(5));
+            aio_event_wait(&c->drained);
+            aio_timeout_close(&scope);
+        }
+    } else if (cancel && !c->broken && !aio_list_is_empty(&c->ops)) {
+        cancel_on_server(p, c);
+    }
+    aio_timeout_open_at(&scope, give_up);
     rc = aio_event_wait(&c->drained);
     if (rc == 0 && !c->broken && PQtransactionStatus(c->pg) != PQTRANS_IDLE) {
         PGresult *r = NULL;
@@ -224,7 +251,7 @@ static int janitor(void *arg)
     return 0;
 }
 
-static void start_janitor(db_conn *c, bool cancel_on_server)
+static void start_janitor(db_conn *c, bool cancel_on_server, bool shared)
 {
     db_pool *p = c->pool;
     c->state = DB_CONN_CLEANING;
@@ -239,6 +266,7 @@ static void start_janitor(db_conn *c, bool cancel_on_server)
     }
     ja->conn = c;
     ja->cancel_on_server = cancel_on_server;
+    ja->shared = shared;
     p->ncleaning++;
     p->refs++;
     aio_task_detach(t);
@@ -290,10 +318,14 @@ static void on_reap(aio_deferred *d)
 void db__pool_conn_broken(db_conn *c)
 {
     db_pool *p = c->pool;
-    if (c->state == DB_CONN_IDLE) {
+    if (c->state == DB_CONN_IDLE || c->state == DB_CONN_SHARED) {
         /* not inside a callback that still uses c: close it at the end of the turn */
-        aio_link_unlink(&c->pool_link);
-        p->nidle--;
+        if (c->state == DB_CONN_IDLE) {
+            aio_link_unlink(&c->pool_link);
+            p->nidle--;
+        }
+        if (p->shared == c)
+            p->shared = NULL;
         c->state = DB_CONN_CLEANING;
         aio_list_push_back(&p->dead, &c->pool_link);
         aio_defer(&p->reap);
@@ -301,10 +333,44 @@ void db__pool_conn_broken(db_conn *c)
     /* borrowed ones are closed at release, cleaning ones by their janitor */
 }
 
+int db__pool_shared(db_pool *p, db_conn **out)
+{
+    if (p->shared != NULL && !p->shared->broken) {
+        *out = p->shared;
+        return 0;
+    }
+    if (p->shared_opening)
+        return -EAGAIN;
+    p->shared_opening = true;
+    db_conn *c;
+    int rc = db_pool_acquire(p, &c);
+    p->shared_opening = false;
+    if (rc < 0)
+        return rc;
+    c->state = DB_CONN_SHARED;
+    c->holder = NULL;
+    c->retired = false;
+    if (p->shared == NULL)
+        p->shared = c;
+    *out = c;
+    return 0;
+}
+
+void db__pool_retire_shared(db_conn *c)
+{
+    db_pool *p = c->pool;
+    if (c->state != DB_CONN_SHARED)
+        return; /* retired already */
+    if (p->shared == c)
+        p->shared = NULL;
+    c->retired = true;
+    start_janitor(c, true, true);
+}
+
 void db__pool_abandoned(db_conn *c)
 {
     assert(c->state == DB_CONN_BORROWED);
-    start_janitor(c, true);
+    start_janitor(c, true, false);
 }
 
 /* ---- public ---- */
@@ -349,6 +415,11 @@ bool db_pool_usable(const db_pool *p) { return !p->closing && !(p->nopen == 0 &&
 void db_pool_destroy(db_pool *p)
 {
     p->closing = true;
+    if (p->shared != NULL) {
+        db_conn *c = p->shared;
+        p->shared = NULL;
+        discard(p, c);
+    }
     fail_waiters(p, -ECONNREFUSED);
     aio_link *l;
     while ((l = aio_list_pop_front(&p->idle)) != NULL) {
@@ -422,7 +493,7 @@ void db_pool_release(db_conn *c)
         return;
     }
     if (!aio_list_is_empty(&c->ops) || PQtransactionStatus(c->pg) != PQTRANS_IDLE) {
-        start_janitor(c, false);
+        start_janitor(c, false, false);
         return;
     }
     checkin(p, c);
