@@ -74,6 +74,8 @@ void db_pool_set_replicas(db_pool **pools, size_t n)
 
 static bool unreachable(int rc) { return rc == -ECONNREFUSED || rc == -ECONNRESET || rc == -EHOSTUNREACH; }
 
+#define SHARED_MAX_BATCH 4
+
 static bool any_cancelled(const db_call *calls, size_t n)
 {
     for (size_t i = 0; i < n; i++)
@@ -87,6 +89,11 @@ static bool any_cancelled(const db_call *calls, size_t n)
  * statements per wakeup. */
 static int exec_shared(db_pool *pool, db_call *calls, size_t n, int flags)
 {
+    /* a large batch with a Sync after every statement (a server flush
+     * each) would hold the one pipeline for everyone: it gets a connection
+     * of its own; as one implicit transaction it costs about one statement */
+    if (n > SHARED_MAX_BATCH && !(flags & DB_BATCH_ATOMIC))
+        return exec_batch(pool, NULL, calls, n, flags);
     for (int attempt = 0;; attempt++) {
         db_conn *c;
         int rc = db__pool_shared(pool, &c);

@@ -111,8 +111,9 @@ static void respond_rows(server_req *r, const struct world_rows *w)
     server_respond(r, 200, "application/json", body, len);
 }
 
-/* Reads n random rows in one round trip (each statement its own implicit
- * transaction); on failure answers and returns < 0. */
+/* Reads n random rows, one statement per row, in one round trip and one
+ * implicit read-only transaction (a single Sync: the server flushes once,
+ * not once per row); on failure answers and returns < 0. */
 static int read_rows(server_req *r, struct world_rows *w)
 {
     uint32_t bufs[MAX_QUERIES];
@@ -122,7 +123,7 @@ static int read_rows(server_req *r, struct world_rows *w)
         params[i] = db_int4(&bufs[i], random_world_id());
         calls[i] = (db_call){.stmt = &WORLD, .params = &params[i]};
     }
-    int rc = db_exec_batch_read(calls, (size_t)w->n, 0);
+    int rc = db_exec_batch_read(calls, (size_t)w->n, DB_BATCH_ATOMIC);
     for (int i = 0; rc == 0 && i < w->n; i++) {
         if (PQntuples(calls[i].result) != 1) {
             rc = -ENOENT;
@@ -165,8 +166,9 @@ static int cmp_int(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* The reads and the one UPDATE go out together: the pipeline runs them in
- * order, so each row is read before it is written. */
+/* The reads and the one UPDATE go out together, as one implicit
+ * transaction: the pipeline runs them in order, so each row is read before
+ * it is written, in one round trip. */
 static int updates(server_req *r)
 {
     struct world_rows w = {.n = query_count(r)};
@@ -209,7 +211,7 @@ static int updates(server_req *r)
         calls[i] = (db_call){.stmt = &WORLD, .params = &params[i]};
     }
     calls[w.n] = update;
-    int rc = db_exec_batch(NULL, calls, (size_t)w.n + 1, 0);
+    int rc = db_exec_batch(NULL, calls, (size_t)w.n + 1, DB_BATCH_ATOMIC);
     for (int i = 0; rc == 0 && i < w.n; i++)
         if (PQntuples(calls[i].result) != 1)
             rc = -ENOENT;
