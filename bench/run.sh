@@ -74,8 +74,9 @@ for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/readyz" >/dev/null && b
 base="http://127.0.0.1:$port"
 
 # ---- nginx: the static ceiling for /json ----
-nport="$(free_port)"
 nginx_conf="$work/nginx.conf"
+for _ in 1 2 3 4 5; do # another process may take the free port first
+nport="$(free_port)"
 cat >"$nginx_conf" <<EOF
 worker_processes 2;
 pid $work/nginx.pid;
@@ -90,7 +91,8 @@ http {
     }
 }
 EOF
-nginx -c "$nginx_conf"
+nginx -c "$nginx_conf" 2>/dev/null && break
+done
 
 # ---- pgbench scripts: the same SQL the service runs ----
 cat >"$work/db.sql" <<'EOF'

@@ -21,6 +21,13 @@ struct server_arena_cleanup {
 
 void server_arena_init(server_arena *a) { memset(a, 0, sizeof(*a)); }
 
+void server_arena_init_with(server_arena *a, void *buf, size_t size)
+{
+    memset(a, 0, sizeof(*a));
+    a->next = buf;
+    a->end = (char *)buf + size;
+}
+
 void *server_arena_alloc(server_arena *a, size_t size)
 {
     const size_t align = alignof(max_align_t);

@@ -19,6 +19,11 @@ typedef struct server_arena {
 
 void server_arena_init(server_arena *a);
 
+/* Starts the arena in buf (the caller's memory, e.g. inside the request
+ * object) before it needs to allocate: most requests fit. buf must be
+ * aligned for any type and outlive the arena. */
+void server_arena_init_with(server_arena *a, void *buf, size_t size);
+
 /* size bytes aligned for any type; NULL on ENOMEM. */
 void *server_arena_alloc(server_arena *a, size_t size);
 

@@ -1,4 +1,6 @@
 #include <assert.h>
+#include <stdalign.h>
+#include <stddef.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,6 +54,7 @@ struct server_req {
     struct stream *stream;
     char id[48];
     server_client client;
+    alignas(max_align_t) char arena_buf[1024]; /* the arena's first kilobyte */
 };
 
 /* ---- small helpers ---- */
@@ -89,6 +92,15 @@ static uint64_t next_random(server_worker *w)
     x ^= x >> 27;
     w->rng = x;
     return x * 0x2545F4914F6CDD1DULL;
+}
+
+/* 16 lowercase hex digits and a NUL (per request: no printf) */
+static void hex16(char *out, uint64_t v)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (int i = 15; i >= 0; i--, v >>= 4)
+        out[i] = digits[v & 15];
+    out[16] = '\0';
 }
 
 static bool valid_request_id(const char *s, size_t len)
@@ -474,7 +486,8 @@ static void req_finish(server_req *r)
         r->responded = true;
         r->status = 499; /* nginx's "client closed request", for the log */
     }
-    access_log(r);
+    if (server_log_enabled(SERVER_LOG_INFO)) /* access lines are info events: LOG_LEVEL=warn turns them off */
+        access_log(r);
     server_metrics_request(w->metrics, r->route, r->status, aio_now() - r->start);
     aio_link_unlink(&r->hup_link);
     if (r->task != NULL) {
@@ -541,7 +554,7 @@ int server__on_req(h2o_handler_t *self, h2o_req_t *req)
         early_problem(req, 503, "out of memory", NULL);
         return 0;
     }
-    server_arena_init(&r->arena);
+    server_arena_init_with(&r->arena, r->arena_buf, sizeof(r->arena_buf));
     r->h2o = req;
     r->worker = w;
     r->route = route;
@@ -569,7 +582,7 @@ int server__on_req(h2o_handler_t *self, h2o_req_t *req)
     if (rid != NULL && valid_request_id(rid->value.base, rid->value.len))
         snprintf(r->id, sizeof(r->id), "%.*s", (int)rid->value.len, rid->value.base);
     else
-        snprintf(r->id, sizeof(r->id), "%016llx", (unsigned long long)next_random(w));
+        hex16(r->id, next_random(w));
     char peer[64];
     struct sockaddr_storage ss;
     socklen_t sl = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
