@@ -72,7 +72,20 @@ void db_pool_set_replicas(db_pool **pools, size_t n)
     nreplicas = n;
 }
 
-static bool unreachable(int rc) { return rc == -ECONNREFUSED || rc == -ECONNRESET || rc == -EHOSTUNREACH; }
+/* Whether a read failed because its server is going away or cannot be
+ * had (then another server may answer it). A server shutting down answers
+ * the statement in flight with 57P0x before it closes. */
+static bool unreachable(int rc, const db_call *calls, size_t n)
+{
+    if (rc == -ECONNREFUSED || rc == -ECONNRESET || rc == -EHOSTUNREACH || rc == -EBUSY)
+        return true;
+    for (size_t i = 0; rc == -EREMOTEIO && i < n; i++) {
+        const char *st = db_sqlstate(calls[i].result);
+        if (strncmp(st, "08", 2) == 0 || strncmp(st, "57P0", 4) == 0)
+            return true;
+    }
+    return false;
+}
 
 #define SHARED_MAX_BATCH 4
 
@@ -131,7 +144,7 @@ int db_exec_batch_read(db_call *calls, size_t n, int flags)
         if (!db_pool_usable(p))
             continue;
         int rc = count(exec_shared(p, calls, n, flags), n);
-        if (!unreachable(rc))
+        if (!unreachable(rc, calls, n))
             return rc;
         db_calls_clear(calls, n); /* that replica is gone: try the next, then the primary */
     }

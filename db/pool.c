@@ -11,6 +11,7 @@
 #define BACKOFF_FIRST AIO_MSEC(100)
 #define BACKOFF_MAX AIO_SEC(5)
 #define DRAIN_TIMEOUT AIO_SEC(5)
+#define RECANCEL_EVERY AIO_MSEC(20)
 #define MAINTAIN_EVERY AIO_SEC(1)
 
 struct db_pool {
@@ -212,15 +213,22 @@ static int janitor(void *arg)
     int rc = 0;
     int64_t give_up = aio_now() + DRAIN_TIMEOUT;
     aio_timeout scope;
+    /* PostgreSQL ignores a cancel that arrives between two statements (the
+     * next one may not have started yet), so one is sent again every
+     * RECANCEL_EVERY while the work is not done. */
     if (shared) {
         /* Other requests' statements share the pipeline: cancel only while an
          * abandoned statement is at its head, i.e. the one the server runs.
          * A cancel that lands just after it finished hits the next one; that
          * request sees 57014 on a retired connection and retries (db.c). */
+        db_op *cancelled = NULL;
+        int64_t last = 0;
         while (!c->broken && !aio_list_is_empty(&c->ops) && aio_now() < give_up) {
             db_op *head = aio_container_of(c->ops.next, db_op, link);
-            if (head->abandoned && !head->cancel_sent) {
+            if (head->abandoned && (head != cancelled || aio_now() - last >= RECANCEL_EVERY)) {
                 head->cancel_sent = true;
+                cancelled = head;
+                last = aio_now();
                 cancel_on_server(p, c);
                 continue;
             }
@@ -228,8 +236,13 @@ static int janitor(void *arg)
             aio_event_wait(&c->drained);
             aio_timeout_close(&scope);
         }
-    } else if (cancel && !c->broken && !aio_list_is_empty(&c->ops)) {
-        cancel_on_server(p, c);
+    } else if (cancel) {
+        while (!c->broken && !aio_list_is_empty(&c->ops) && aio_now() < give_up) {
+            cancel_on_server(p, c);
+            aio_timeout_open(&scope, RECANCEL_EVERY);
+            aio_event_wait(&c->drained);
+            aio_timeout_close(&scope);
+        }
     }
     aio_timeout_open_at(&scope, give_up);
     rc = aio_event_wait(&c->drained);
@@ -386,6 +399,7 @@ int db_pool_create(const db_pool_config *cfg, db_pool **out, char *err, size_t e
     db_session_settings s = {.statement_timeout_ms = cfg->statement_timeout_ms,
                              .idle_in_transaction_timeout_ms = cfg->idle_in_transaction_timeout_ms};
     int rc = db_conninfo_parse(cfg->conninfo, cfg->transaction_pooler ? NULL : &s, &p->ci, err, errlen);
+    p->cfg.conninfo = NULL; /* parsed into p->ci: the caller's string is not kept */
     if (rc < 0) {
         free(p);
         return rc;

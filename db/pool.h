@@ -44,8 +44,8 @@ typedef struct db_pool_config {
     bool replica;
 } db_pool_config;
 
-/* Creates the calling thread's pool (one per thread; cfg is copied; the
- * conninfo string must stay valid) and starts its maintenance task, which
+/* Creates the calling thread's pool (one per thread; cfg and its conninfo
+ * string are copied) and starts its maintenance task, which
  * opens min connections in the background. -EINVAL (with err) for a
  * malformed conninfo, -ENOMEM. */
 int db_pool_create(const db_pool_config *cfg, db_pool **out, char *err, size_t errlen);

@@ -98,6 +98,11 @@ int db_tx_run(const db_tx_options *o, db_tx_body body, void *arg, int *attempts,
             break;
         }
     }
+    /* a statement, BEGIN or COMMIT that failed because the connection went
+     * away is not a statement error: the caller must not mistake it for one
+     * (and for COMMIT the outcome is unknown) */
+    if (rc == -EREMOTEIO && (c->broken || strncmp(c->sqlstate, "08", 2) == 0 || strncmp(c->sqlstate, "57P0", 4) == 0))
+        rc = -ECONNRESET;
     if (attempts)
         *attempts = attempt;
     db_pool_release(c);

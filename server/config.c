@@ -68,7 +68,7 @@ static const struct opt_spec options[] = {
     STR("DATABASE_URL", "--database-url", database_url, "", "URL", "libpq's defaults (PG* variables)",
         "PostgreSQL connection string: a libpq URI or key=value conninfo"),
     STR("DATABASE_READ_URL", "--database-read-url", database_read_url, "", "URL", "none",
-        "connection string for read replicas (reserved, not used yet)"),
+        "read replicas: one conninfo, or several URIs separated by spaces; /db, /queries, /fortunes read there"),
     CHOICE("DATABASE_POOLER", "--database-pooler", database_pooler, "none", pooler_choices,
            "use transaction when a transaction-mode pooler such as PgBouncer sits in front of PostgreSQL"),
     STR("HOST", "--host", host, "0.0.0.0", "ADDR", NULL, "address to listen on"),

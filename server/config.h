@@ -31,7 +31,7 @@ typedef enum server_pooler { SERVER_POOLER_NONE, SERVER_POOLER_TRANSACTION } ser
  * setenv/unsetenv on the variable afterwards. */
 typedef struct server_config {
     const char *database_url;      /* "" means libpq's defaults (PG* variables) */
-    const char *database_read_url; /* reserved for read replicas */
+    const char *database_read_url; /* read replicas: one conninfo, or URIs separated by whitespace */
     server_pooler database_pooler;
     const char *host;
     int port;

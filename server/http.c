@@ -877,7 +877,11 @@ void server_respond_db_error(server_req *r, int rc, const PGresult *res, int fk_
             server_respond_problem(r, 503, "the database is unavailable", NULL);
             return;
         }
-        log_error("request %s: database error %s: %s", r->id, st, res ? PQresultErrorMessage(res) : "");
+        if (*st == '\0')
+            log_error("request %s: a database statement failed and left no error result (see the warnings above)",
+                      r->id);
+        else
+            log_error("request %s: database error %s: %s", r->id, st, PQresultErrorMessage(res));
         break;
     }
     default:

@@ -201,12 +201,13 @@ static int start_replicas(server_worker *w, const db_pool_config *primary)
     int rc = w->replicas ? 0 : -1;
     for (size_t i = 0; rc == 0 && i < n; i++) {
         db_pool_config rc_cfg = *primary;
-        rc_cfg.conninfo = strdup(urls[i]); /* lives as long as the process: the pool keeps the pointer */
+        rc_cfg.conninfo = urls[i];
         rc_cfg.min = 0;
         rc_cfg.replica = true;
+        rc_cfg.connect_timeout = AIO_SEC(1); /* a hung replica should leave the rotation soon */
         char err[512];
-        if (rc_cfg.conninfo == NULL || db_pool_create(&rc_cfg, &w->replicas[i], err, sizeof(err)) < 0) {
-            log_error("worker %d: DATABASE_READ_URL entry %zu: %s", w->id, i + 1, rc_cfg.conninfo ? err : "out of memory");
+        if (db_pool_create(&rc_cfg, &w->replicas[i], err, sizeof(err)) < 0) {
+            log_error("worker %d: DATABASE_READ_URL entry %zu: %s", w->id, i + 1, err);
             rc = -1;
         } else {
             w->nreplicas++;
