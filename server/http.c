@@ -878,8 +878,7 @@ void server_respond_db_error(server_req *r, int rc, const PGresult *res, int fk_
             return;
         }
         if (*st == '\0')
-            log_error("request %s: a database statement failed and left no error result (see the warnings above)",
-                      r->id);
+            log_error("request %s: database error (no error result: a Prepare failed; see the warning above)", r->id);
         else
             log_error("request %s: database error %s: %s", r->id, st, PQresultErrorMessage(res));
         break;
