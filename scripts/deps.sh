@@ -8,7 +8,7 @@ set -euo pipefail
 build=(build-essential cmake pkg-config libh2o-evloop-dev libpq-dev libjansson-dev libssl-dev check)
 run=("${build[@]}" postgresql-15 postgresql-client-15 curl ca-certificates)
 test=("${run[@]}" libcurl4-openssl-dev clang libclang-rt-14-dev shellcheck gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
-      nginx iproute2 prometheus pgbouncer)
+      nginx iproute2 prometheus pgbouncer openssl)
 # the compose test (scripts/compose-test.sh) installs podman and friends itself
 
 case "${1:-test}" in

@@ -11,6 +11,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/ssl.h>
+
 #include "db/migrate.h"
 #include "routes/routes.h"
 #include "server/config.h"
@@ -71,7 +73,8 @@ static int migrate(const server_config *cfg)
 }
 
 /* For container HEALTHCHECKs (no curl in the image): GET /readyz on the
- * local port; exit 0 on 200. */
+ * local port, over TLS when the service serves HTTPS (the certificate is
+ * not checked: this is the service asking itself); exit 0 on 200. */
 static int healthcheck(const server_config *cfg)
 {
     char port[16];
@@ -86,10 +89,21 @@ static int healthcheck(const server_config *cfg)
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
     int ok = fd >= 0 && connect(fd, res->ai_addr, res->ai_addrlen) == 0;
     freeaddrinfo(res);
+    SSL_CTX *ctx = NULL;
+    SSL *ssl = NULL;
+    if (ok && cfg->tls_cert_file[0] != '\0') {
+        ok = (ctx = SSL_CTX_new(TLS_client_method())) != NULL && (ssl = SSL_new(ctx)) != NULL &&
+             SSL_set_fd(ssl, fd) == 1 && SSL_connect(ssl) == 1;
+    }
     char req[256];
     int len = snprintf(req, sizeof(req), "GET /readyz HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", host);
     char buf[64] = "";
-    ok = ok && write(fd, req, (size_t)len) == len && read(fd, buf, sizeof(buf) - 1) > 12;
+    if (ok && ssl != NULL)
+        ok = SSL_write(ssl, req, len) == len && SSL_read(ssl, buf, sizeof(buf) - 1) > 12;
+    else if (ok)
+        ok = write(fd, req, (size_t)len) == len && read(fd, buf, sizeof(buf) - 1) > 12;
+    SSL_free(ssl);
+    SSL_CTX_free(ctx);
     if (fd >= 0)
         close(fd);
     if (ok && strncmp(buf + 9, "200", 3) == 0)

@@ -12,6 +12,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
 #include "db/tx.h"
 #include "server/log.h"
 #include "server/server.h"
@@ -22,15 +25,55 @@
 
 static h2o_globalconf_t globalconf;
 static server_proxies *proxies;
+static SSL_CTX *tls_ctx; /* NULL: plain HTTP */
+
+/* TLS_CERT_FILE + TLS_KEY_FILE: HTTPS, with HTTP/2 or HTTP/1.1 chosen by
+ * ALPN. Read once at startup, before any worker runs (blocking file reads
+ * are fine there). Returns NULL with a message naming the file on error. */
+static SSL_CTX *tls_create(const server_config *cfg, char *err, size_t errlen)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (ctx == NULL) {
+        snprintf(err, errlen, "TLS: cannot create a context");
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+    const char *what = NULL, *file = NULL;
+    if (SSL_CTX_use_certificate_chain_file(ctx, cfg->tls_cert_file) != 1)
+        what = "cannot load the certificate chain", file = cfg->tls_cert_file;
+    else if (SSL_CTX_use_PrivateKey_file(ctx, cfg->tls_key_file, SSL_FILETYPE_PEM) != 1)
+        what = "cannot load the private key", file = cfg->tls_key_file;
+    else if (SSL_CTX_check_private_key(ctx) != 1)
+        what = "the private key does not match the certificate", file = cfg->tls_key_file;
+    if (what != NULL) {
+        char reason[160];
+        ERR_error_string_n(ERR_get_error(), reason, sizeof(reason));
+        ERR_clear_error();
+        snprintf(err, errlen, "TLS_CERT_FILE/TLS_KEY_FILE: %s (%s): %s", what, file, reason);
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    h2o_ssl_register_alpn_protocols(ctx, h2o_http2_alpn_protocols);
+    return ctx;
+}
 
 int server_check_config(const server_config *cfg, char *err, size_t errlen)
 {
     server_proxies *p;
     int rc = server_proxies_parse(cfg->trusted_proxies, &p, err, errlen);
-    if (rc == 0)
-        server_proxies_free(p);
-    return rc;
+    if (rc < 0)
+        return rc;
+    server_proxies_free(p);
+    if (cfg->tls_cert_file[0] != '\0') {
+        SSL_CTX *ctx = tls_create(cfg, err, errlen);
+        if (ctx == NULL)
+            return -EINVAL;
+        SSL_CTX_free(ctx);
+    }
+    return 0;
 }
+
 static server_metrics **metric_blocks; /* one per worker, for /metrics */
 static size_t nmetric_blocks;
 
@@ -234,6 +277,7 @@ static void *worker_main(void *arg)
     h2o_context_init(&w->ctx, aio_loop_evloop(w->loop), &globalconf);
     w->accept_ctx.ctx = &w->ctx;
     w->accept_ctx.hosts = globalconf.hosts;
+    w->accept_ctx.ssl_ctx = tls_ctx;
     aio_list_init(&w->requests);
     aio_event_init(&w->idle);
     aio_event_set(&w->idle);
@@ -325,10 +369,17 @@ int server_run(const server_config *cfg, const server_route_def *routes, size_t 
             return 1;
         }
     }
-    char perr[256];
+    char perr[512];
     if (server_proxies_parse(cfg->trusted_proxies, &proxies, perr, sizeof(perr)) < 0) {
         log_error("%s", perr);
         server_router_destroy(router);
+        return 2;
+    }
+    if (cfg->tls_cert_file[0] != '\0' && (tls_ctx = tls_create(cfg, perr, sizeof(perr))) == NULL) {
+        log_error("%s", perr);
+        server_router_destroy(router);
+        server_proxies_free(proxies);
+        proxies = NULL;
         return 2;
     }
     db_tx_set_default_retries(cfg->tx_max_retries);
@@ -389,7 +440,8 @@ int server_run(const server_config *cfg, const server_route_def *routes, size_t 
         started++;
     }
     if (status == 0)
-        log_info("h2pg %s listening on %s:%d with %d thread(s)", PROJECT_VERSION, cfg->host, cfg->port, n);
+        log_info("h2pg %s listening on %s:%d (%s) with %d thread(s)", PROJECT_VERSION, cfg->host, cfg->port,
+                 tls_ctx ? "https, HTTP/2 and HTTP/1.1" : "http", n);
 
     if (started > 0) {
         if (status == 0) {
@@ -424,6 +476,8 @@ int server_run(const server_config *cfg, const server_route_def *routes, size_t 
             server_router_destroy(router);
             server_proxies_free(proxies);
             proxies = NULL;
+            SSL_CTX_free(tls_ctx);
+            tls_ctx = NULL;
         }
     }
     aio_executor_shutdown();

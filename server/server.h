@@ -21,7 +21,8 @@
 int server_run(const server_config *cfg, const server_route_def *routes, size_t nroutes);
 
 /* Checks what server_run would reject in cfg before anything starts
- * (e.g. TRUSTED_PROXIES): 0 or -EINVAL with a message naming the variable. */
+ * (TRUSTED_PROXIES; TLS_CERT_FILE/TLS_KEY_FILE, which it loads): 0 or -EINVAL
+ * with a message naming the variable. */
 int server_check_config(const server_config *cfg, char *err, size_t errlen);
 
 /* Whether this worker is shutting down (readiness reports 503). */

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include <check.h>
+#include <curl/curl.h>
 
 #ifndef H2PG_BINARY
 #error "cmake/parts/test_service.cmake passes H2PG_BINARY"
@@ -285,6 +286,26 @@ static int probe_healthz(int port, int timeout_ms)
     return status;
 }
 
+/* The same over TLS (the certificate is not checked: it is the test's). */
+static int probe_healthz_tls(int port, int timeout_ms)
+{
+    CURL *c = curl_easy_init();
+    if (c == NULL)
+        return -1;
+    char url[64];
+    snprintf(url, sizeof(url), "https://127.0.0.1:%d/healthz", port);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);
+    curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);
+    curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
+    long status = -1;
+    if (curl_easy_perform(c) == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_cleanup(c);
+    return (int)status;
+}
+
 /* ---- servers ---- */
 
 void test_server_start(test_server *s, const char *db_conninfo, const char *const *env)
@@ -294,13 +315,16 @@ void test_server_start(test_server *s, const char *db_conninfo, const char *cons
     ck_assert_msg(snprintf(db_kv, sizeof(db_kv), "DATABASE_URL=%s", db_conninfo) < (int)sizeof(db_kv),
                   "conninfo too long");
     s->port = -1;
-    for (const char *const *p = env; p != NULL && *p != NULL; p++)
+    bool tls = false;
+    for (const char *const *p = env; p != NULL && *p != NULL; p++) {
         if (strncmp(*p, "PORT=", 5) == 0)
             s->port = atoi(*p + 5);
+        tls |= strncmp(*p, "TLS_CERT_FILE=", 14) == 0 && (*p)[14] != '\0';
+    }
     if (s->port <= 0)
         s->port = test_free_port();
     snprintf(port_kv, sizeof(port_kv), "PORT=%d", s->port);
-    snprintf(s->base_url, sizeof(s->base_url), "http://127.0.0.1:%d", s->port);
+    snprintf(s->base_url, sizeof(s->base_url), "%s://127.0.0.1:%d", tls ? "https" : "http", s->port);
     new_log_path(s->log_path, sizeof(s->log_path));
 
     const char *const defaults[] = {db_kv, "HOST=127.0.0.1", port_kv, "THREADS=2", "LOG_LEVEL=info", NULL};
@@ -323,7 +347,7 @@ void test_server_start(test_server *s, const char *db_conninfo, const char *cons
             ck_abort_msg("h2pg serve exited with status %d before it answered /healthz; log:\n%s", exit_status(wstatus),
                          tail_of(log));
         }
-        if (probe_healthz(s->port, 2000) == 200)
+        if ((tls ? probe_healthz_tls(s->port, 2000) : probe_healthz(s->port, 2000)) == 200)
             return;
         if (now_ms() > deadline)
             break;

@@ -18,7 +18,7 @@
 typedef struct test_server {
     pid_t pid; /* 0 once stopped */
     int port;
-    char base_url[64]; /* "http://127.0.0.1:PORT", no trailing slash */
+    char base_url[64]; /* "http://127.0.0.1:PORT" ("https" with TLS_CERT_FILE), no trailing slash */
     char log_path[256];
 } test_server;
 
@@ -29,7 +29,7 @@ int test_free_port(void);
  * PORT=<a free port>, THREADS=2, LOG_LEVEL=info, plus the NULL-terminated
  * "K=V" settings of env (may be NULL; they win over those defaults; a PORT
  * there is used as the port), stdout and stderr to s->log_path. Returns once
- * GET /healthz answers 200; ck_abort with the log's tail if the process
+ * GET /healthz answers 200 (over TLS when env sets TLS_CERT_FILE); ck_abort with the log's tail if the process
  * exits first or that takes over 20 s. */
 void test_server_start(test_server *s, const char *db_conninfo, const char *const *env);
 
