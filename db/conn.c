@@ -3,6 +3,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -247,11 +249,25 @@ static void flush_now(db_conn *c)
     }
 }
 
+/* libpq 15's PQpipelineSync writes to the socket at once, so every
+ * request on a shared connection would be its own packet and its own
+ * wake-up of the server process. When a second op is queued in the same
+ * loop turn the socket is corked, and the end-of-turn flush uncorks it:
+ * everything queued in one turn leaves as one segment, and a lone
+ * request pays no extra system call. */
+static void set_cork(db_conn *c, int on)
+{
+    if (setsockopt(PQsocket(c->pg), IPPROTO_TCP, TCP_CORK, &on, sizeof(on)) == 0)
+        c->corked = on;
+}
+
 static void on_flush(aio_deferred *d)
 {
     db_conn *c = aio_container_of(d, db_conn, flush);
     if (!c->broken)
         flush_now(c);
+    if (c->corked && !c->broken)
+        set_cork(c, 0);
 }
 
 /* ---- sending ---- */
@@ -275,6 +291,8 @@ db_op *db__conn_send(db_conn *c, db_call *calls, size_t n, int flags)
         if (!dup)
             prep[nprep++] = s;
     }
+    if (aio_link_is_linked(&c->flush.link) && !c->corked)
+        set_cork(c, 1); /* not the first op of this turn: hold it for the turn's flush */
     int ntags = 2 * nprep + (begin ? 1 : 0) + (int)n + (atomic ? 1 : (int)n);
     /* one allocation: the op with its tags, then the pointer arrays, then the ints */
     size_t head = (sizeof(db_op) + sizeof(int) * (size_t)ntags + 7) & ~(size_t)7;

@@ -43,6 +43,7 @@ struct db_conn {
     aio_deferred flush;
     aio_event drained;     /* set whenever ops is empty */
     bool write_armed;      /* an h2o write notification is pending */
+    bool corked;           /* TCP_CORK set until this turn's flush */
     bool want_write;       /* PQflush left data unsent */
     bool broken;
     bool retired;          /* was shared, then retired after an interrupted statement */
