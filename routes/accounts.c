@@ -56,16 +56,14 @@ static int create_account(server_req *r)
     if (body == NULL)
         return 0;
     json_t *errors = json_array();
-    int64_t user_id = 0, balance = 0;
-    routes_field_int(body, "user_id", true, 1, INT64_MAX, errors, &user_id);
-    routes_field_int(body, "balance_cents", true, 0, INT64_MAX, errors, &balance);
-    if (json_array_size(errors) > 0) {
+    routes_account_input in;
+    if (!routes_input_account(body, &in, errors)) {
         routes_invalid(r, errors);
         return 0;
     }
     json_decref(errors);
     uint64_t b1, b2;
-    db_param p[] = {db_int8(&b1, user_id), db_int8(&b2, balance)};
+    db_param p[] = {db_int8(&b1, in.user_id), db_int8(&b2, in.balance_cents)};
     PGresult *res;
     int rc = db_exec(NULL, &INSERT_ACCOUNT, p, &res);
     if (rc < 0) {
@@ -247,17 +245,6 @@ static int transfer_body(db_conn *tx, void *arg)
     return 0;
 }
 
-static bool valid_key(const char *k)
-{
-    size_t n = strlen(k);
-    if (n == 0 || n > 255)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (k[i] < 0x21 || k[i] > 0x7e)
-            return false;
-    return true;
-}
-
 static void request_hash(struct transfer *t)
 {
     char canon[96];
@@ -274,7 +261,7 @@ static int create_transfer(server_req *r)
 {
     struct transfer t = {.status = 0};
     t.key = server_req_header(r, "idempotency-key");
-    if (t.key != NULL && !valid_key(t.key)) {
+    if (t.key != NULL && !routes_input_idempotency_key(t.key, strlen(t.key))) {
         server_respond_problem(r, 400, "Idempotency-Key must be 1 to 255 visible ASCII characters", NULL);
         return 0;
     }
@@ -282,16 +269,15 @@ static int create_transfer(server_req *r)
     if (body == NULL)
         return 0;
     json_t *errors = json_array();
-    bool f = routes_field_int(body, "from_account_id", true, 1, INT64_MAX, errors, &t.from);
-    bool to = routes_field_int(body, "to_account_id", true, 1, INT64_MAX, errors, &t.to);
-    routes_field_int(body, "amount_cents", true, 1, INT64_MAX, errors, &t.amount);
-    if (f && to && t.from == t.to)
-        routes_error(errors, "to_account_id", "must differ from from_account_id");
-    if (json_array_size(errors) > 0) {
+    routes_transfer_input in;
+    if (!routes_input_transfer(body, &in, errors)) {
         routes_invalid(r, errors);
         return 0;
     }
     json_decref(errors);
+    t.from = in.from_account_id;
+    t.to = in.to_account_id;
+    t.amount = in.amount_cents;
     request_hash(&t);
 
     int rc = db_tx_run(&(db_tx_options){.isolation = DB_READ_COMMITTED, .max_retries = -1}, transfer_body, &t, NULL,

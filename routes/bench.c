@@ -75,14 +75,20 @@ static int db_route(server_req *r)
     return 0;
 }
 
-/* queries=N: missing or not an integer -> 1; clamped to 1..500. */
+/* queries=N: missing or not an integer -> 1; clamped to 1..500, an integer
+ * of any length included (beyond 64 bits: 500, or 1 when negative). */
 static int query_count(server_req *r)
 {
     size_t qlen, vlen;
     const char *q = server_req_query(r, &qlen);
-    char v[32];
+    char *v = server_arena_alloc(server_req_arena(r), qlen + 1); /* a value is never longer than the query */
     int64_t n;
-    if (server_query_get(q, qlen, "queries", v, sizeof(v), &vlen) < 0 || server_parse_int64(v, vlen, true, &n) < 0)
+    if (v == NULL || server_query_get(q, qlen, "queries", v, qlen + 1, &vlen) < 0)
+        return 1;
+    int rc = server_parse_int64(v, vlen, true, &n);
+    if (rc == -ERANGE)
+        return v[0] == '-' ? 1 : MAX_QUERIES;
+    if (rc < 0)
         return 1;
     return n < 1 ? 1 : n > MAX_QUERIES ? MAX_QUERIES : (int)n;
 }

@@ -1,7 +1,6 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
-#include <strings.h>
 
 #include "db/db.h"
 #include "routes/common.h"
@@ -32,46 +31,18 @@ int routes_json_depth(const char *s, size_t len)
     return max;
 }
 
-static bool is_json_content_type(const char *ct)
-{
-    if (ct == NULL)
-        return false;
-    while (*ct == ' ')
-        ct++;
-    static const char want[] = "application/json";
-    if (strncasecmp(ct, want, sizeof(want) - 1) != 0)
-        return false;
-    ct += sizeof(want) - 1;
-    while (*ct == ' ')
-        ct++;
-    return *ct == '\0' || *ct == ';';
-}
-
 json_t *routes_body_object(server_req *r)
 {
-    if (!is_json_content_type(server_req_header(r, "content-type"))) {
-        server_respond_problem(r, 415, "the request body must be application/json", NULL);
-        return NULL;
-    }
     size_t len;
     const char *body = server_req_body(r, &len);
-    if (routes_json_depth(body, len) > ROUTES_MAX_JSON_DEPTH) {
-        server_respond_problem(r, 400, "the JSON body is nested too deeply", NULL);
-        return NULL;
-    }
-    json_error_t err;
-    json_t *v = json_loadb(body, len, JSON_REJECT_DUPLICATES, &err);
-    if (v == NULL) {
-        char detail[256];
-        snprintf(detail, sizeof(detail), "the body is not valid JSON: %s", err.text);
-        server_respond_problem(r, 400, detail, NULL);
+    json_t *v;
+    char detail[256];
+    int rc = routes_input_body(server_req_header(r, "content-type"), body, len, &v, detail, sizeof(detail));
+    if (rc < 0) {
+        server_respond_problem(r, rc == -ENOTSUP ? 415 : 400, detail, NULL);
         return NULL;
     }
     server_arena_defer(server_req_arena(r), decref, v);
-    if (!json_is_object(v)) {
-        server_respond_problem(r, 400, "the body must be a JSON object", NULL);
-        return NULL;
-    }
     return v;
 }
 
@@ -169,19 +140,10 @@ bool routes_path_id(server_req *r, const char *name, int64_t *id)
 
 bool routes_page_params(server_req *r, int64_t *limit, int64_t *after)
 {
-    size_t qlen, vlen;
+    size_t qlen;
     const char *q = server_req_query(r, &qlen);
     json_t *errors = json_array();
-    char v[64];
-    *limit = 20;
-    *after = 0;
-    int rc = server_query_get(q, qlen, "limit", v, sizeof(v), &vlen);
-    if (rc != -ENOENT && (rc < 0 || server_parse_int64(v, vlen, true, limit) < 0 || *limit < 1 || *limit > 100))
-        routes_error(errors, "limit", "must be an integer between 1 and 100");
-    rc = server_query_get(q, qlen, "after", v, sizeof(v), &vlen);
-    if (rc != -ENOENT && (rc < 0 || server_parse_id(v, vlen, after) < 0))
-        routes_error(errors, "after", "must be a positive 64-bit integer id");
-    if (json_array_size(errors) > 0) {
+    if (!routes_input_page(q, qlen, limit, after, errors)) {
         server_respond_problem(r, 400, "bad query string", errors);
         return false;
     }

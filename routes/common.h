@@ -11,17 +11,14 @@
 #include <jansson.h>
 #include <libpq-fe.h>
 
+#include "routes/input.h"
 #include "server/http.h"
-
-/* Deepest nesting a body may have: checked before parsing, because the
- * parser recurses and a handler runs on a small coroutine stack. */
-#define ROUTES_MAX_JSON_DEPTH 32
 
 /* Checks the Content-Type (application/json, else 415) and parses the body
  * into an object (else 400: malformed JSON, invalid UTF-8, a NUL byte,
  * duplicate keys, nesting deeper than ROUTES_MAX_JSON_DEPTH, not an
- * object). On failure the problem is sent and NULL returned; on success the
- * object belongs to the request's arena. */
+ * object), with routes_input_body. On failure the problem is sent and NULL
+ * returned; on success the object belongs to the request's arena. */
 json_t *routes_body_object(server_req *r);
 
 /* The nesting depth of a JSON text (brackets outside strings). Pure. */
@@ -52,8 +49,8 @@ void routes_invalid(server_req *r, json_t *errors);
  * returns false. */
 bool routes_path_id(server_req *r, const char *name, int64_t *id);
 
-/* ?limit= (1..100, default 20) and ?after= (id, default 0): or sends 400
- * with the errors and returns false. */
+/* ?limit= (1..100, default 20) and ?after= (id, default 0), read with
+ * routes_input_page: or sends 400 with the errors and returns false. */
 bool routes_page_params(server_req *r, int64_t *limit, int64_t *after);
 
 /* Column lists the objects below read, in this order. */

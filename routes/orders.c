@@ -25,24 +25,16 @@ static int create_order(server_req *r)
     if (body == NULL)
         return 0;
     json_t *errors = json_array();
-    const char *item;
-    size_t item_len;
-    int64_t quantity = 0, price = 0;
-    routes_field_string(body, "item", true, 1, 200, errors, &item, &item_len);
-    bool q_ok = routes_field_int(body, "quantity", true, 1, 10000, errors, &quantity);
-    bool p_ok = routes_field_int(body, "price_cents", true, 0, INT64_MAX, errors, &price);
-    int64_t total = 0;
-    if (q_ok && p_ok && __builtin_mul_overflow(quantity, price, &total))
-        routes_error(errors, "price_cents", "quantity times price_cents does not fit in 64 bits");
-    if (json_array_size(errors) > 0) {
+    routes_order_input in;
+    if (!routes_input_order(body, &in, errors)) {
         routes_invalid(r, errors);
         return 0;
     }
     json_decref(errors);
     uint64_t b_user, b_price, b_total;
     uint32_t b_qty;
-    db_param p[] = {db_int8(&b_user, user_id), db_text(item, (int)item_len), db_int4(&b_qty, (int32_t)quantity),
-                    db_int8(&b_price, price), db_int8(&b_total, total)};
+    db_param p[] = {db_int8(&b_user, user_id), db_text(in.item, (int)in.item_len), db_int4(&b_qty, (int32_t)in.quantity),
+                    db_int8(&b_price, in.price_cents), db_int8(&b_total, in.total_cents)};
     PGresult *res;
     int rc = db_exec(NULL, &INSERT_ORDER, p, &res);
     if (rc < 0) {

@@ -31,23 +31,13 @@ static const db_stmt LOCK_USER_ACCOUNTS =
 static const db_stmt DELETE_USER = DB_STMT("user_delete", "DELETE FROM users WHERE id = $1", 1);
 
 /* Reads and checks the body of POST (every field required) or PATCH. */
-static bool user_fields(server_req *r, bool all, const char **name, size_t *name_len, const char **email,
-                        size_t *email_len)
+static bool user_fields(server_req *r, bool all, routes_user_input *in)
 {
     json_t *body = routes_body_object(r);
     if (body == NULL)
         return false;
     json_t *errors = json_array();
-    *name = *email = NULL;
-    routes_field_string(body, "name", all, 1, 200, errors, name, name_len);
-    if (routes_field_string(body, "email", all, 1, 320, errors, email, email_len) &&
-        !routes_valid_email(*email, *email_len)) {
-        routes_error(errors, "email", "must contain exactly one @ with text on both sides");
-        *email = NULL;
-    }
-    if (!all && json_array_size(errors) == 0 && *name == NULL && *email == NULL)
-        routes_error(errors, "name", "give at least one of name and email");
-    if (json_array_size(errors) > 0) {
+    if (!routes_input_user(body, all, in, errors)) {
         routes_invalid(r, errors);
         return false;
     }
@@ -57,11 +47,10 @@ static bool user_fields(server_req *r, bool all, const char **name, size_t *name
 
 static int create_user(server_req *r)
 {
-    const char *name, *email;
-    size_t nl, el;
-    if (!user_fields(r, true, &name, &nl, &email, &el))
+    routes_user_input in;
+    if (!user_fields(r, true, &in))
         return 0;
-    db_param p[] = {db_text(name, (int)nl), db_text(email, (int)el)};
+    db_param p[] = {db_text(in.name, (int)in.name_len), db_text(in.email, (int)in.email_len)};
     PGresult *res;
     int rc = db_exec(NULL, &INSERT_USER, p, &res);
     if (rc < 0) {
@@ -170,12 +159,12 @@ static int patch_user(server_req *r)
     int64_t id;
     if (!routes_path_id(r, "id", &id))
         return 0;
-    const char *name, *email;
-    size_t nl = 0, el = 0;
-    if (!user_fields(r, false, &name, &nl, &email, &el))
+    routes_user_input in;
+    if (!user_fields(r, false, &in))
         return 0;
     uint64_t b;
-    db_param p[] = {db_int8(&b, id), name ? db_text(name, (int)nl) : db_null(), email ? db_text(email, (int)el) : db_null()};
+    db_param p[] = {db_int8(&b, id), in.name ? db_text(in.name, (int)in.name_len) : db_null(),
+                    in.email ? db_text(in.email, (int)in.email_len) : db_null()};
     PGresult *res;
     int rc = db_exec(NULL, &UPDATE_USER, p, &res);
     if (rc < 0) {

@@ -3,19 +3,22 @@
 #   scripts/deps.sh build   compiler, CMake and the -dev libraries
 #   scripts/deps.sh run     build + PostgreSQL 15 (for the private database)
 #   scripts/deps.sh test    run + everything the test suite drives
+#   scripts/deps.sh fuzz    build + clang and its libFuzzer runtime (scripts/fuzz.sh)
 set -euo pipefail
 
 build=(build-essential cmake pkg-config libh2o-evloop-dev libpq-dev libjansson-dev libssl-dev check)
 run=("${build[@]}" postgresql-15 postgresql-client-15 curl ca-certificates)
 test=("${run[@]}" libcurl4-openssl-dev clang libclang-rt-14-dev shellcheck gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
       nginx iproute2 prometheus pgbouncer openssl)
+fuzz=("${build[@]}" clang libclang-rt-14-dev)
 # the compose test (scripts/compose-test.sh) installs podman and friends itself
 
 case "${1:-test}" in
 build) want=("${build[@]}") ;;
 run) want=("${run[@]}") ;;
 test) want=("${test[@]}") ;;
-*) echo "usage: $0 build|run|test" >&2; exit 2 ;;
+fuzz) want=("${fuzz[@]}") ;;
+*) echo "usage: $0 build|run|test|fuzz" >&2; exit 2 ;;
 esac
 
 missing=()

@@ -432,18 +432,38 @@ static void on_send_entry(h2o_timeout_entry_t *e)
     req_unref(r);
 }
 
-/* Sends now when in h2o's own context (an immediate handler), else at
- * h2o's next zero-timeout run, in the same loop turn. */
+/* Answers sent at once from h2o's callbacks per loop turn. h2o takes a
+ * pipelined request as soon as the previous answer is written, within the
+ * same turn: answered at once without a limit, a connection with thousands
+ * of requests queued would hold the thread until they are all through, and
+ * every other connection of the worker would wait (seconds, measured). */
+#define SENDS_PER_TURN 256
+
+static void on_turn_end(aio_deferred *d) { aio_container_of(d, server_worker, turn_end)->turn_sends = 0; }
+
+void server__sends_init(server_worker *w)
+{
+    aio_deferred_init(&w->turn_end, on_turn_end);
+    h2o_timeout_init(w->ctx.loop, &w->next_turn, 1); /* the next millisecond: a later turn, after a poll */
+}
+
+/* Sends now when in h2o's own context (an immediate handler) and within
+ * the turn's budget, else from h2o's timeouts: the zero timeout, in the
+ * same loop turn, for a task; the next turn for an answer over budget. */
 static void schedule_send(server_req *r, int action)
 {
+    server_worker *w = r->worker;
+    bool in_h2o = aio_task_current() == NULL;
     r->send_action = action;
-    if (aio_task_current() == NULL) {
+    if (in_h2o && w->turn_sends < SENDS_PER_TURN) {
+        if (w->turn_sends++ == 0)
+            aio_defer(&w->turn_end);
         perform_send(r);
         return;
     }
     if (!h2o_timeout_is_linked(&r->send_entry)) {
         r->refs++;
-        h2o_timeout_link(r->worker->ctx.loop, &r->worker->ctx.zero_timeout, &r->send_entry);
+        h2o_timeout_link(w->ctx.loop, in_h2o ? &w->next_turn : &w->ctx.zero_timeout, &r->send_entry);
     }
 }
 
@@ -527,13 +547,8 @@ static int request_deadline(h2o_req_t *req, const server_config *cfg, int64_t no
 {
     int64_t ms = cfg->request_timeout_ms;
     const h2o_header_t *h = find_header(req, "request-timeout");
-    if (h != NULL) {
-        int64_t v;
-        if (server_parse_int64(h->value.base, h->value.len, false, &v) < 0 || v <= 0)
-            return -EINVAL;
-        if (v < ms)
-            ms = v;
-    }
+    if (h != NULL && server_parse_request_timeout(h->value.base, h->value.len, cfg->request_timeout_ms, &ms) < 0)
+        return -EINVAL;
     *deadline = now + AIO_MSEC(ms);
     return 0;
 }

@@ -19,32 +19,64 @@ void server_log_init(enum server_log_level level, bool json)
 
 bool server_log_enabled(enum server_log_level level) { return level >= min_level; }
 
+/* The length of the well-formed UTF-8 sequence at s[0..len) (RFC 3629: no
+ * overlong forms, no surrogates, nothing above U+10FFFF), or 0. */
+static int utf8_sequence(const unsigned char *s, int len)
+{
+    unsigned char c = s[0], lo = 0x80, hi = 0xBF;
+    int n;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xC2 && c <= 0xDF)
+        n = 2;
+    else if (c >= 0xE0 && c <= 0xEF)
+        n = 3, lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
+    else if (c >= 0xF0 && c <= 0xF4)
+        n = 4, lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
+    else
+        return 0;
+    if (len < n || s[1] < lo || s[1] > hi)
+        return 0;
+    for (int i = 2; i < n; i++)
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+    return n;
+}
+
 int server_log_json_escape(char *out, int cap, const char *s, int len)
 {
-    int n = 0;
-#define PUT(c)                                                                                                                     \
-    do {                                                                                                                           \
-        if (n + 1 < cap)                                                                                                           \
-            out[n] = (c);                                                                                                          \
-        n++;                                                                                                                       \
-    } while (0)
-    for (int i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '"' || c == '\\') {
-            PUT('\\');
-            PUT((char)c);
-        } else if (c < 0x20 || c == 0x7f) {
-            char esc[8];
-            snprintf(esc, sizeof(esc), "\\u%04x", c);
-            for (int k = 0; esc[k]; k++)
-                PUT(esc[k]);
+    /* Clients choose paths: bytes that are not UTF-8 become U+FFFD, since a
+     * JSON text must be UTF-8, and output is cut only between whole escapes
+     * or characters, so a line stays parseable however long the input. */
+    int n = 0, written = 0;
+    for (int i = 0; i < len;) {
+        const unsigned char *p = (const unsigned char *)s + i;
+        char esc[8];
+        const char *unit = esc;
+        int unit_len, used = 1;
+        if (*p == '"' || *p == '\\') {
+            esc[0] = '\\';
+            esc[1] = (char)*p;
+            unit_len = 2;
+        } else if (*p < 0x20 || *p == 0x7f) {
+            unit_len = snprintf(esc, sizeof(esc), "\\u%04x", *p);
+        } else if ((used = utf8_sequence(p, len - i)) > 0) {
+            unit = (const char *)p;
+            unit_len = used;
         } else {
-            PUT((char)c);
+            unit = "\\ufffd";
+            unit_len = 6;
+            used = 1;
         }
+        if (written == n && n + unit_len < cap) {
+            memcpy(out + n, unit, (size_t)unit_len);
+            written += unit_len;
+        }
+        n += unit_len;
+        i += used;
     }
-#undef PUT
     if (cap > 0)
-        out[n < cap ? n : cap - 1] = '\0';
+        out[written] = '\0';
     return n;
 }
 

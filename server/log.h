@@ -23,8 +23,10 @@ void server_log(enum server_log_level level, const char *fmt, ...) __attribute__
 #define log_error(...) server_log(SERVER_LOG_ERROR, __VA_ARGS__)
 
 /* Appends s to out as the inside of a JSON string (escapes quotes,
- * backslashes and control bytes); returns the length it needs, like
- * snprintf (out is always terminated when cap > 0). */
+ * backslashes and control bytes; a byte that is not part of well-formed
+ * UTF-8 becomes \ufffd); returns the length it needs, like snprintf (out
+ * is always terminated when cap > 0, and cut only between whole escapes
+ * and characters). */
 int server_log_json_escape(char *out, int cap, const char *s, int len);
 
 #endif

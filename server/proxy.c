@@ -77,14 +77,15 @@ int server_proxies_parse(const char *list, server_proxies **out, char *err, size
         if (slash)
             *slash = '\0';
         bool ok = parse_addr(entry, &r->family, r->addr);
-        int max = r->family == AF_INET ? 32 : 128;
-        r->prefix = max;
+        /* an IPv4-mapped range is written with an IPv6 prefix (96..128) */
+        bool mapped = r->family == AF_INET && strchr(entry, ':') != NULL;
+        int max = r->family == AF_INET && !mapped ? 32 : 128;
+        r->prefix = r->family == AF_INET ? 32 : 128;
         if (ok && slash) {
             char *end;
             long v = strtol(slash + 1, &end, 10);
             ok = *(slash + 1) != '\0' && *end == '\0' && v >= 0 && v <= max;
-            /* an IPv4-mapped range is written with an IPv6 prefix */
-            if (ok && strchr(entry, ':') && r->family == AF_INET)
+            if (ok && mapped)
                 ok = (v -= 96) >= 0;
             r->prefix = (int)v;
         }
@@ -131,6 +132,12 @@ bool server_proxies_trusts(const server_proxies *p, const char *addr)
  * obfuscated / "unknown" token, cleaned to [A-Za-z0-9._:-]. */
 static void node_to_addr(const char *node, size_t len, char *out, size_t outlen)
 {
+    /* the whitespace around a hop first: however much of it there is, it
+     * must not push the hop itself out of buf */
+    while (len > 0 && (*node == ' ' || *node == '\t'))
+        node++, len--;
+    while (len > 0 && (node[len - 1] == ' ' || node[len - 1] == '\t'))
+        len--;
     char buf[128];
     if (len >= sizeof(buf))
         len = sizeof(buf) - 1;

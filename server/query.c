@@ -152,3 +152,13 @@ int server_parse_id(const char *s, size_t len, int64_t *out)
     *out = v;
     return 0;
 }
+
+int server_parse_request_timeout(const char *s, size_t len, int64_t max_ms, int64_t *ms)
+{
+    assert(ms != NULL);
+    int64_t v;
+    if (server_parse_int64(s, len, false, &v) < 0 || v <= 0)
+        return -EINVAL;
+    *ms = v < max_ms ? v : max_ms;
+    return 0;
+}

@@ -1,6 +1,7 @@
 /* Query-string parameters and strict decimal numbers, for the values that
- * come from a request line (paths, query strings) or a body. Pure functions:
- * no allocation, no shared state, safe from any thread, never await. */
+ * come from a request line (paths, query strings), a header or a body.
+ * Pure functions: no allocation, no shared state, safe from any thread,
+ * never await. */
 #ifndef H2PG_SERVER_QUERY_H
 #define H2PG_SERVER_QUERY_H
 
@@ -31,5 +32,12 @@ int server_parse_int64(const char *s, size_t len, bool allow_negative, int64_t *
  * anything malformed and for 0 or a negative number, -ERANGE above
  * INT64_MAX. *out is written only on success. */
 int server_parse_id(const char *s, size_t len, int64_t *out);
+
+/* A Request-Timeout header value: strictly decimal milliseconds, at least
+ * 1 (no sign, no spaces). Returns 0 and sets *ms to the value or max_ms,
+ * whichever is smaller (the header may shorten the deadline, never
+ * lengthen it); -EINVAL for anything else, a number beyond int64_t
+ * included. *ms is written only on success. */
+int server_parse_request_timeout(const char *s, size_t len, int64_t max_ms, int64_t *ms);
 
 #endif

@@ -282,6 +282,7 @@ static void *worker_main(void *arg)
     aio_event_init(&w->idle);
     aio_event_set(&w->idle);
     server__log_init(w);
+    server__sends_init(w);
 
     int n = w->cfg->threads;
     db_pool_config pc = {
@@ -332,7 +333,8 @@ static void *worker_main(void *arg)
         h2o_socket_read_stop(w->hup_sock);
         h2o_socket_close(w->hup_sock);
     }
-    if (h2o_context_disposable(w)) {
+    if (h2o_context_disposable(w) && h2o_linklist_is_empty(&w->next_turn._entries)) {
+        h2o_timeout_dispose(w->ctx.loop, &w->next_turn);
         h2o_context_dispose(&w->ctx);
         free(w->ctx.queue); /* the evloop build of h2o closes it but leaves it allocated */
         aio_loop_destroy(w->loop);

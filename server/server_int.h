@@ -51,6 +51,12 @@ typedef struct server_worker {
     h2o_socket_t *hup_sock;
     struct server_hup_slot *hup_slots; /* by fd */
     size_t nhup_slots;
+    /* answers sent at once from h2o's callbacks in this loop turn; past a
+     * budget they wait for next_turn, so that one connection's pipeline
+     * cannot hold the thread (http.c, schedule_send) */
+    unsigned turn_sends;
+    aio_deferred turn_end; /* resets turn_sends */
+    h2o_timeout_t next_turn;
 } server_worker;
 
 struct server_hup_slot {
@@ -66,6 +72,10 @@ int server__on_req(h2o_handler_t *self, h2o_req_t *req);
 void server__register_problem_filter(h2o_pathconf_t *pathconf);
 /* Prepares the worker's access-log buffer (written once per loop turn). */
 void server__log_init(server_worker *w);
+/* Sets up the worker's budget of answers sent at once per loop turn
+ * (after h2o_context_init); h2o_timeout_dispose(w->ctx.loop,
+ * &w->next_turn) undoes it once nothing is linked there. */
+void server__sends_init(server_worker *w);
 /* Starts watching an accepted connection for a hang-up. */
 void server__watch_hangup(server_worker *w, h2o_socket_t *sock);
 /* Sets up the worker's hang-up watcher (0 or -errno). */

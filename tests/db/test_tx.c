@@ -441,9 +441,11 @@ AIO_TEST(a_deadlock_victim_is_retried_and_both_transactions_commit)
     run_pair(c);
     for (int i = 0; i < 2; i++)
         ck_assert_msg(c[i].rc == 0, "task %d: rc %d last %s", i, c[i].rc, c[i].last);
-    /* exactly one was chosen as the victim and ran again */
-    ck_assert_int_eq(c[0].attempts + c[1].attempts, 3);
-    ck_assert_int_eq(c[0].runs + c[1].runs, 3);
+    /* a victim was chosen and ran again (on a loaded machine its retry can
+     * win the freed row lock before the survivor wakes and deadlock once
+     * more: more retries, never fewer); every attempt ran the body */
+    ck_assert_int_ge(c[0].attempts + c[1].attempts, 3);
+    ck_assert_int_eq(c[0].runs + c[1].runs, c[0].attempts + c[1].attempts);
     ck_assert_int_eq(test_pg_int(admin, "SELECT v FROM counter WHERE id = 1"), 2);
     ck_assert_int_eq(test_pg_int(admin, "SELECT v FROM counter WHERE id = 2"), 2);
     assert_pool_clean(p, admin);

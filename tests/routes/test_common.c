@@ -1,5 +1,6 @@
 /* The JSON helpers of the REST handlers: depth checks, character counting,
  * e-mail rule, field validation into an errors list. */
+#include <errno.h>
 #include <string.h>
 
 #include "aio_check.h"
@@ -75,6 +76,29 @@ START_TEST(field_readers_collect_errors_by_field)
 }
 END_TEST
 
+START_TEST(a_body_with_a_nul_byte_is_malformed)
+{
+    /* jansson alone loads these: it skips a NUL after a number or a literal
+     * (found by fuzz/fuzz_body.c) */
+    static const char *bodies[] = {"{\"a\":1\0}", "{\"a\":true\0}", "[1\0]", "{\"a\":\"x\0\"}"};
+    static const size_t lens[] = {8, 11, 4, 10};
+    for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
+        json_t *v = (json_t *)1;
+        char detail[128];
+        ck_assert_int_eq(routes_input_body("application/json", bodies[i], lens[i], &v, detail, sizeof(detail)), -EINVAL);
+        ck_assert_ptr_null(v);
+        ck_assert_msg(strstr(detail, "NUL") != NULL, "%s", detail);
+    }
+    json_t *v;
+    char detail[128];
+    ck_assert_int_eq(routes_input_body("application/json", "{\"a\":1}", 7, &v, detail, sizeof(detail)), 0);
+    json_decref(v);
+    ck_assert_int_eq(routes_input_body("text/plain", "{}", 2, &v, detail, sizeof(detail)), -ENOTSUP);
+    ck_assert_int_eq(routes_input_body(NULL, NULL, 0, &v, detail, sizeof(detail)), -ENOTSUP);
+    ck_assert_int_eq(routes_input_body("application/json", NULL, 0, &v, detail, sizeof(detail)), -EINVAL);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("routes_common");
@@ -83,6 +107,7 @@ int main(void)
     tcase_add_test(tc, length_counts_unicode_characters_not_bytes);
     tcase_add_test(tc, email_needs_exactly_one_at_with_text_around_it);
     tcase_add_test(tc, field_readers_collect_errors_by_field);
+    tcase_add_test(tc, a_body_with_a_nul_byte_is_malformed);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }

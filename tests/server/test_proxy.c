@@ -1,5 +1,6 @@
 /* TRUSTED_PROXIES and forwarded-header resolution. */
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "aio_check.h"
@@ -31,12 +32,21 @@ START_TEST(cidr_ranges_match_v4_v6_and_mapped_addresses)
     ck_assert(server_proxies_trusts(p, "172.31.255.255"));
     ck_assert(!server_proxies_trusts(p, "172.32.0.0"));
     server_proxies_free(p);
+    /* an IPv4-mapped range takes an IPv6 prefix (found by fuzz/fuzz_forwarded.c) */
+    p = parse("::ffff:10.0.0.0/104, ::ffff:192.0.2.1/128");
+    ck_assert(server_proxies_trusts(p, "10.200.0.1"));
+    ck_assert(server_proxies_trusts(p, "::ffff:10.1.1.1"));
+    ck_assert(!server_proxies_trusts(p, "11.0.0.1"));
+    ck_assert(server_proxies_trusts(p, "192.0.2.1"));
+    ck_assert(!server_proxies_trusts(p, "192.0.2.2"));
+    server_proxies_free(p);
 }
 END_TEST
 
 START_TEST(bad_entries_are_rejected_naming_the_variable)
 {
-    const char *bad[] = {"10.0.0.0/33", "1.2.3", "::1/129", "10.0.0.0/", "10.0.0.0/8x", "example.com", "1.2.3.4/-1"};
+    const char *bad[] = {"10.0.0.0/33", "1.2.3", "::1/129", "10.0.0.0/", "10.0.0.0/8x", "example.com", "1.2.3.4/-1",
+                         "::ffff:10.0.0.0/95", "::ffff:10.0.0.0/129"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         server_proxies *p = NULL;
         char err[256] = "";
@@ -79,6 +89,14 @@ START_TEST(x_forwarded_for_is_walked_from_the_right_skipping_trusted_hops)
     /* the nearest proxy's X-Forwarded-Proto wins */
     server_proxies_resolve(p, "10.0.0.2", "http", NULL, "198.51.100.4", "http, https", &c);
     ck_assert_str_eq(c.proto, "https");
+    /* however much space pads a hop, it is read whole (found by fuzz/fuzz_forwarded.c) */
+    char padded[400];
+    snprintf(padded, sizeof(padded), "198.51.100.4,%200s10.0.0.9 ", "");
+    server_proxies_resolve(p, "10.0.0.2", "http", NULL, padded, NULL, &c);
+    ck_assert_str_eq(c.addr, "198.51.100.4");
+    snprintf(padded, sizeof(padded), "%200s198.51.100.77", "");
+    server_proxies_resolve(p, "10.0.0.2", "http", NULL, padded, NULL, &c);
+    ck_assert_str_eq(c.addr, "198.51.100.77");
     server_proxies_free(p);
 }
 END_TEST

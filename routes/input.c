@@ -1,0 +1,139 @@
+#include <assert.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "routes/common.h"
+#include "routes/input.h"
+#include "server/query.h"
+
+bool routes_input_is_json(const char *ct)
+{
+    if (ct == NULL)
+        return false;
+    while (*ct == ' ')
+        ct++;
+    static const char want[] = "application/json";
+    if (strncasecmp(ct, want, sizeof(want) - 1) != 0)
+        return false;
+    ct += sizeof(want) - 1;
+    while (*ct == ' ')
+        ct++;
+    return *ct == '\0' || *ct == ';';
+}
+
+int routes_input_body(const char *content_type, const char *body, size_t len, json_t **out, char *detail,
+                      size_t detail_len)
+{
+    assert(out != NULL && detail != NULL && detail_len >= 1);
+    assert(body != NULL || len == 0);
+    *out = NULL;
+    detail[0] = '\0';
+    if (!routes_input_is_json(content_type)) {
+        snprintf(detail, detail_len, "the request body must be application/json");
+        return -ENOTSUP;
+    }
+    if (body == NULL)
+        body = ""; /* jansson refuses a NULL buffer whatever its length */
+    if (routes_json_depth(body, len) > ROUTES_MAX_JSON_DEPTH) {
+        snprintf(detail, detail_len, "the JSON body is nested too deeply");
+        return -EINVAL;
+    }
+    /* JSON has no place for a raw NUL byte, and jansson (2.14) skips one
+     * that follows a number or a literal: {"a":1<NUL>} would load */
+    const char *nul = memchr(body, '\0', len);
+    if (nul != NULL) {
+        snprintf(detail, detail_len, "the body is not valid JSON: a NUL byte at offset %zu", (size_t)(nul - body));
+        return -EINVAL;
+    }
+    json_error_t err;
+    json_t *v = json_loadb(body, len, JSON_REJECT_DUPLICATES, &err);
+    if (v == NULL) {
+        snprintf(detail, detail_len, "the body is not valid JSON: %s", err.text);
+        return -EINVAL;
+    }
+    if (!json_is_object(v)) {
+        json_decref(v);
+        snprintf(detail, detail_len, "the body must be a JSON object");
+        return -EINVAL;
+    }
+    *out = v;
+    return 0;
+}
+
+bool routes_input_user(json_t *body, bool create, routes_user_input *in, json_t *errors)
+{
+    size_t before = json_array_size(errors);
+    *in = (routes_user_input){0};
+    routes_field_string(body, "name", create, 1, 200, errors, &in->name, &in->name_len);
+    if (routes_field_string(body, "email", create, 1, 320, errors, &in->email, &in->email_len) &&
+        !routes_valid_email(in->email, in->email_len)) {
+        routes_error(errors, "email", "must contain exactly one @ with text on both sides");
+        in->email = NULL;
+    }
+    if (!create && json_array_size(errors) == before && in->name == NULL && in->email == NULL)
+        routes_error(errors, "name", "give at least one of name and email");
+    return json_array_size(errors) == before;
+}
+
+bool routes_input_order(json_t *body, routes_order_input *in, json_t *errors)
+{
+    size_t before = json_array_size(errors);
+    *in = (routes_order_input){0};
+    routes_field_string(body, "item", true, 1, 200, errors, &in->item, &in->item_len);
+    bool q_ok = routes_field_int(body, "quantity", true, 1, 10000, errors, &in->quantity);
+    bool p_ok = routes_field_int(body, "price_cents", true, 0, INT64_MAX, errors, &in->price_cents);
+    if (q_ok && p_ok && __builtin_mul_overflow(in->quantity, in->price_cents, &in->total_cents))
+        routes_error(errors, "price_cents", "quantity times price_cents does not fit in 64 bits");
+    return json_array_size(errors) == before;
+}
+
+bool routes_input_account(json_t *body, routes_account_input *in, json_t *errors)
+{
+    size_t before = json_array_size(errors);
+    *in = (routes_account_input){0};
+    routes_field_int(body, "user_id", true, 1, INT64_MAX, errors, &in->user_id);
+    routes_field_int(body, "balance_cents", true, 0, INT64_MAX, errors, &in->balance_cents);
+    return json_array_size(errors) == before;
+}
+
+bool routes_input_transfer(json_t *body, routes_transfer_input *in, json_t *errors)
+{
+    size_t before = json_array_size(errors);
+    *in = (routes_transfer_input){0};
+    bool f = routes_field_int(body, "from_account_id", true, 1, INT64_MAX, errors, &in->from_account_id);
+    bool t = routes_field_int(body, "to_account_id", true, 1, INT64_MAX, errors, &in->to_account_id);
+    routes_field_int(body, "amount_cents", true, 1, INT64_MAX, errors, &in->amount_cents);
+    if (f && t && in->from_account_id == in->to_account_id)
+        routes_error(errors, "to_account_id", "must differ from from_account_id");
+    return json_array_size(errors) == before;
+}
+
+bool routes_input_idempotency_key(const char *key, size_t len)
+{
+    assert(key != NULL || len == 0);
+    if (len == 0 || len > 255)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)key[i];
+        if (c < 0x21 || c > 0x7e)
+            return false;
+    }
+    return true;
+}
+
+bool routes_input_page(const char *query, size_t query_len, int64_t *limit, int64_t *after, json_t *errors)
+{
+    size_t before = json_array_size(errors), vlen;
+    char v[64];
+    *limit = 20;
+    *after = 0;
+    int rc = server_query_get(query, query_len, "limit", v, sizeof(v), &vlen);
+    if (rc != -ENOENT && (rc < 0 || server_parse_int64(v, vlen, true, limit) < 0 || *limit < 1 || *limit > 100))
+        routes_error(errors, "limit", "must be an integer between 1 and 100");
+    rc = server_query_get(query, query_len, "after", v, sizeof(v), &vlen);
+    if (rc != -ENOENT && (rc < 0 || server_parse_id(v, vlen, after) < 0))
+        routes_error(errors, "after", "must be a positive 64-bit integer id");
+    return json_array_size(errors) == before;
+}
