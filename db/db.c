@@ -8,7 +8,7 @@
 
 /* Type OIDs of the binary results we read (pg_type.h is not in libpq-dev). */
 enum { OID_BOOL = 16, OID_NAME = 19, OID_INT8 = 20, OID_INT2 = 21, OID_INT4 = 23, OID_TEXT = 25, OID_BPCHAR = 1042,
-       OID_VARCHAR = 1043 };
+       OID_VARCHAR = 1043, OID_TIMESTAMP = 1114, OID_TIMESTAMPTZ = 1184 };
 
 db_param db_text(const char *s, int len)
 {
@@ -213,6 +213,21 @@ const char *db_sqlstate(const PGresult *r)
 }
 
 bool db_is_null(const PGresult *r, int row, int col) { return PQgetisnull(r, row, col); }
+
+int64_t db_get_timestamp(const PGresult *r, int row, int col)
+{
+    if (PQgetisnull(r, row, col))
+        return 0;
+    assert(PQfformat(r, col) == 1);
+    assert((PQftype(r, col) == OID_TIMESTAMPTZ || PQftype(r, col) == OID_TIMESTAMP) &&
+           "db_get_timestamp on a column that is not timestamptz/timestamp");
+    uint64_t x;
+    memcpy(&x, PQgetvalue(r, row, col), 8);
+    int64_t pg = (int64_t)be64toh(x); /* microseconds since 2000-01-01 */
+    if (pg == INT64_MAX || pg == INT64_MIN)
+        return pg;
+    return pg + INT64_C(946684800000000); /* 2000-01-01 in Unix microseconds */
+}
 
 int64_t db_get_int(const PGresult *r, int row, int col)
 {

@@ -116,6 +116,10 @@ int64_t db_get_int(const PGresult *r, int row, int col);
 /* text / varchar / name column: bytes (not NUL-terminated: use len) */
 const char *db_get_text(const PGresult *r, int row, int col, int *len);
 bool db_get_bool(const PGresult *r, int row, int col);
+/* timestamptz / timestamp column as microseconds since 1970-01-01 00:00 UTC
+ * (timestamp: its wall-clock value read as UTC); 0 for NULL. PostgreSQL's
+ * infinity and -infinity come back as INT64_MAX and INT64_MIN. */
+int64_t db_get_timestamp(const PGresult *r, int row, int col);
 bool db_is_null(const PGresult *r, int row, int col);
 
 #endif

@@ -1,6 +1,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "db/db.h"
 #include "routes/common.h"
@@ -158,10 +159,34 @@ static json_t *text(const PGresult *res, int row, int col)
     return json_stringn_nocheck(s, (size_t)len); /* the database holds valid UTF-8 */
 }
 
+size_t routes_timestamp(int64_t us, char *out)
+{
+    if (us == INT64_MAX || us == INT64_MIN)
+        return (size_t)sprintf(out, "%s", us > 0 ? "infinity" : "-infinity");
+    int64_t sec = us / 1000000, frac = us % 1000000;
+    if (frac < 0) { /* before 1970: floor, so the fraction counts forward */
+        frac += 1000000;
+        sec -= 1;
+    }
+    time_t t = (time_t)sec;
+    struct tm tm;
+    if (gmtime_r(&t, &tm) == NULL)
+        return (size_t)sprintf(out, "invalid");
+    return (size_t)snprintf(out, 32, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+                            tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)frac);
+}
+
+static json_t *timestamp(const PGresult *res, int row, int col)
+{
+    char buf[32];
+    size_t len = routes_timestamp(db_get_timestamp(res, row, col), buf);
+    return json_stringn_nocheck(buf, len);
+}
+
 json_t *routes_user_json(const PGresult *res, int row)
 {
     return json_pack("{s:I, s:o, s:o, s:o}", "id", (json_int_t)db_get_int(res, row, 0), "name", text(res, row, 1),
-                     "email", text(res, row, 2), "created_at", text(res, row, 3));
+                     "email", text(res, row, 2), "created_at", timestamp(res, row, 3));
 }
 
 json_t *routes_order_json(const PGresult *res, int row)
@@ -169,21 +194,21 @@ json_t *routes_order_json(const PGresult *res, int row)
     return json_pack("{s:I, s:I, s:o, s:I, s:I, s:I, s:o}", "id", (json_int_t)db_get_int(res, row, 0), "user_id",
                      (json_int_t)db_get_int(res, row, 1), "item", text(res, row, 2), "quantity",
                      (json_int_t)db_get_int(res, row, 3), "price_cents", (json_int_t)db_get_int(res, row, 4),
-                     "total_cents", (json_int_t)db_get_int(res, row, 5), "created_at", text(res, row, 6));
+                     "total_cents", (json_int_t)db_get_int(res, row, 5), "created_at", timestamp(res, row, 6));
 }
 
 json_t *routes_account_json(const PGresult *res, int row)
 {
     return json_pack("{s:I, s:I, s:I, s:o}", "id", (json_int_t)db_get_int(res, row, 0), "user_id",
                      (json_int_t)db_get_int(res, row, 1), "balance_cents", (json_int_t)db_get_int(res, row, 2),
-                     "created_at", text(res, row, 3));
+                     "created_at", timestamp(res, row, 3));
 }
 
 json_t *routes_transfer_json(const PGresult *res, int row)
 {
     return json_pack("{s:I, s:I, s:I, s:I, s:o}", "id", (json_int_t)db_get_int(res, row, 0), "from_account_id",
                      (json_int_t)db_get_int(res, row, 1), "to_account_id", (json_int_t)db_get_int(res, row, 2),
-                     "amount_cents", (json_int_t)db_get_int(res, row, 3), "created_at", text(res, row, 4));
+                     "amount_cents", (json_int_t)db_get_int(res, row, 3), "created_at", timestamp(res, row, 4));
 }
 
 json_t *routes_page_json(const PGresult *res, int64_t limit, json_t *(*item)(const PGresult *, int))

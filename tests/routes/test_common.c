@@ -99,6 +99,24 @@ START_TEST(a_body_with_a_nul_byte_is_malformed)
 }
 END_TEST
 
+START_TEST(timestamps_are_utc_with_microseconds)
+{
+    char buf[32];
+    ck_assert_uint_eq(routes_timestamp(0, buf), 27);
+    ck_assert_str_eq(buf, "1970-01-01T00:00:00.000000Z");
+    routes_timestamp(INT64_C(1795337190262000), buf); /* the same instant as date -d @1795337190.262 */
+    ck_assert_str_eq(buf, "2026-11-22T08:46:30.262000Z");
+    routes_timestamp(INT64_C(951782400000001), buf); /* a leap day */
+    ck_assert_str_eq(buf, "2000-02-29T00:00:00.000001Z");
+    routes_timestamp(-1, buf); /* before 1970 the fraction still counts forward */
+    ck_assert_str_eq(buf, "1969-12-31T23:59:59.999999Z");
+    routes_timestamp(INT64_MAX, buf);
+    ck_assert_str_eq(buf, "infinity");
+    routes_timestamp(INT64_MIN, buf);
+    ck_assert_str_eq(buf, "-infinity");
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("routes_common");
@@ -108,6 +126,7 @@ int main(void)
     tcase_add_test(tc, email_needs_exactly_one_at_with_text_around_it);
     tcase_add_test(tc, field_readers_collect_errors_by_field);
     tcase_add_test(tc, a_body_with_a_nul_byte_is_malformed);
+    tcase_add_test(tc, timestamps_are_utc_with_microseconds);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }
