@@ -36,6 +36,7 @@
 #include <jansson.h>
 #include <libpq-fe.h>
 
+#include "support/clock.h"
 #include "support/http.h"
 #include "support/pg.h"
 #include "support/server.h"
@@ -48,22 +49,6 @@
 #define WAIT_MS 15000         /* for things that must happen eventually */
 
 /* ---- time ---- */
-
-static int64_t now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-static double ms_since(int64_t t0_us) { return (double)(now_us() - t0_us) / 1000.0; }
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
 
 static int cmp_double(const void *a, const void *b)
 {

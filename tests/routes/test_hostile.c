@@ -49,6 +49,7 @@
 #include <jansson.h>
 #include <libpq-fe.h>
 
+#include "support/clock.h"
 #include "support/http.h"
 #include "support/pg.h"
 #include "support/server.h"
@@ -78,22 +79,6 @@
 #define STR_(x) #x
 
 /* ---- time and figures ---- */
-
-static int64_t now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-static double ms_since(int64_t t0_us) { return (double)(now_us() - t0_us) / 1000.0; }
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
 
 static void report(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void report(const char *fmt, ...)

@@ -34,6 +34,7 @@
 #include <jansson.h>
 #include <libpq-fe.h>
 
+#include "support/clock.h"
 #include "support/http.h"
 #include "support/pgctl.h"
 #include "support/server.h"
@@ -47,22 +48,6 @@
 #define OUTAGE_MS 2000    /* how long PostgreSQL stays down */
 #define RECOVER_MS 20000  /* "within a few seconds", generously */
 #define WATCH_EVERY_MS 25 /* /readyz and /healthz */
-
-static int64_t now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-static double ms_since(int64_t t0) { return (double)(now_us() - t0) / 1000.0; }
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
 
 /* ---- the world: a PostgreSQL of our own, a database, a server, accounts ---- */
 

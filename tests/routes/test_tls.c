@@ -238,6 +238,19 @@ static bool drive_until(CURLM *m, PGconn *watch, bool want_waiting)
     return false;
 }
 
+/* Drives m until every transfer is done (30 s at most, else ck_abort). */
+static void drive_all(CURLM *m)
+{
+    int running = 1;
+    double until = now_ms() + 30000;
+    while (running > 0 && now_ms() < until) {
+        curl_multi_perform(m, &running);
+        if (running > 0)
+            curl_multi_poll(m, NULL, 0, 100, NULL);
+    }
+    ck_assert_msg(running == 0, "transfers still running after 30 s");
+}
+
 /* ---- tests ---- */
 
 START_TEST(https_speaks_http2_by_alpn_and_http11_and_the_healthcheck_uses_it)
@@ -308,14 +321,7 @@ START_TEST(http2_streams_of_one_connection_are_served_concurrently)
         }
         curl_multi_add_handle(m, calls[i].easy);
     }
-    int running = 1;
-    double until = now_ms() + 30000;
-    while (running > 0 && now_ms() < until) {
-        curl_multi_perform(m, &running);
-        if (running > 0)
-            curl_multi_poll(m, NULL, 0, 100, NULL);
-    }
-    ck_assert_int_eq(running, 0);
+    drive_all(m);
     long connects = 0;
     for (int i = 0; i < N; i++) {
         call_collect(&calls[i]);
@@ -413,12 +419,7 @@ START_TEST(an_http2_stream_past_its_deadline_or_reset_by_the_client_has_its_quer
     call first;
     call_init(&first, &f, "GET", "/json", NULL, CURL_HTTP_VERSION_2TLS, NULL);
     ck_assert_int_eq(curl_multi_add_handle(m, first.easy), CURLM_OK);
-    int running = 1;
-    while (running > 0) {
-        curl_multi_perform(m, &running);
-        if (running > 0)
-            curl_multi_poll(m, NULL, 0, 100, NULL);
-    }
+    drive_all(m);
     call_collect(&first);
     ck_assert_int_eq(first.status, 200);
     curl_multi_remove_handle(m, first.easy);
@@ -440,12 +441,7 @@ START_TEST(an_http2_stream_past_its_deadline_or_reset_by_the_client_has_its_quer
     fprintf(stderr, "RST_STREAM -> query gone on the server in %.1f ms\n", now_ms() - reset_at);
 
     /* the connection is still good for other streams */
-    running = 1;
-    while (running > 0) {
-        curl_multi_perform(m, &running);
-        if (running > 0)
-            curl_multi_poll(m, NULL, 0, 100, NULL);
-    }
+    drive_all(m);
     call_collect(&after);
     long connects = -1;
     curl_easy_getinfo(after.easy, CURLINFO_NUM_CONNECTS, &connects);
