@@ -8,10 +8,15 @@
  * slows the query down instead of filling a buffer. A client that goes away
  * cancels the task, and with it the statement on the server.
  *
- * Deadlines: the request deadline covers everything up to the first batch;
- * after that each batch (send and fetch) gets REQUEST_TIMEOUT_MS, so an
- * export runs as long as the client keeps reading. */
+ * Deadlines: the request deadline covers everything up to the first byte;
+ * after that each FETCH gets REQUEST_TIMEOUT_MS, and each wait for the
+ * client to take a batch gets STREAM_STALL_TIMEOUT_MS (server_stream_write),
+ * so an export runs as long as the client keeps reading, pauses included.
+ * The transaction sits idle while the client pauses, so its
+ * idle_in_transaction_session_timeout is raised above the stall limit for
+ * this transaction alone. */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -30,6 +35,8 @@ static const db_stmt DECLARE =
             " FROM orders WHERE id > $1 ORDER BY id",
             1);
 static const db_stmt FETCH = DB_STMT("export_fetch", "FETCH 1000 FROM export_orders", 0);
+static const db_stmt IDLE_LIMIT =
+    DB_STMT("export_idle_limit", "SELECT set_config('idle_in_transaction_session_timeout', $1, true)", 1);
 
 struct export {
     server_req *r;
@@ -70,19 +77,27 @@ static int export_body(db_conn *tx, void *arg)
     server_req *r = e->r;
     uint64_t b;
     db_param p[] = {db_int8(&b, e->after)};
+    char idle_ms[24];
+    snprintf(idle_ms, sizeof(idle_ms), "%lld", (long long)((server_req_stall_timeout(r) + server_req_timeout(r)) / 1000000));
+    db_param pi[] = {db_text(idle_ms, -1)};
     /* until the first batch: the request's own deadline */
     aio_timeout scope;
     aio_timeout_open_at(&scope, server_req_deadline(r));
-    db_call calls[] = {{.stmt = &DECLARE, .params = p}, {.stmt = &FETCH}};
-    int rc = db_exec_batch(tx, calls, 2, DB_BATCH_ATOMIC);
+    db_call calls[] = {{.stmt = &IDLE_LIMIT, .params = pi}, {.stmt = &DECLARE, .params = p}, {.stmt = &FETCH}};
+    int rc = db_exec_batch(tx, calls, 3, DB_BATCH_ATOMIC);
     aio_timeout_close(&scope);
     if (rc < 0) {
-        e->failed = calls[0].rc == -EREMOTEIO ? calls[0].result : calls[1].result;
-        PQclear(calls[0].rc == -EREMOTEIO ? calls[1].result : calls[0].result);
+        for (int i = 0; i < 3; i++) {
+            if (e->failed == NULL && calls[i].rc == -EREMOTEIO)
+                e->failed = calls[i].result;
+            else
+                PQclear(calls[i].result);
+        }
         return rc;
     }
     PQclear(calls[0].result);
-    PGresult *batch = calls[1].result;
+    PQclear(calls[1].result);
+    PGresult *batch = calls[2].result;
     server_stream_start(r, 200, "application/x-ndjson");
     e->started = true;
     for (;;) {
@@ -92,12 +107,13 @@ static int export_body(db_conn *tx, void *arg)
         batch = NULL;
         if (len < 0)
             return (int)len;
-        aio_timeout_open(&scope, server_req_timeout(r));
         if (len > 0)
-            rc = server_stream_write(r, e->line, (size_t)len);
-        if (rc == 0 && rows == BATCH)
+            rc = server_stream_write(r, e->line, (size_t)len); /* under the stall limit */
+        if (rc == 0 && rows == BATCH) {
+            aio_timeout_open(&scope, server_req_timeout(r));
             rc = db_exec(tx, &FETCH, NULL, &batch);
-        aio_timeout_close(&scope);
+            aio_timeout_close(&scope);
+        }
         if (rc < 0) {
             if (rc == -EREMOTEIO)
                 e->failed = batch;
@@ -108,10 +124,7 @@ static int export_body(db_conn *tx, void *arg)
         if (rows < BATCH)
             break;
     }
-    aio_timeout_open(&scope, server_req_timeout(r));
-    rc = server_stream_end(r);
-    aio_timeout_close(&scope);
-    return rc;
+    return server_stream_end(r);
 }
 
 static int export_orders(server_req *r)

@@ -89,6 +89,8 @@ static const struct opt_spec options[] = {
         "how long a request may wait for a free database connection"),
     INT("REQUEST_TIMEOUT_MS", "--request-timeout-ms", request_timeout_ms, "5000", 1, 3600000, "MS",
         "time budget for handling one request"),
+    INT("STREAM_STALL_TIMEOUT_MS", "--stream-stall-timeout-ms", stream_stall_timeout_ms, "60000", 1, 3600000, "MS",
+        "how long a streamed response (the export) waits for the client to take the next chunk"),
     {.env = "MAX_BODY_BYTES",
      .flag = "--max-body-bytes",
      .kind = OPT_BYTES,

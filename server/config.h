@@ -40,6 +40,7 @@ typedef struct server_config {
     int pool_max; /* connections in total across threads */
     int pool_acquire_timeout_ms;
     int request_timeout_ms;
+    int stream_stall_timeout_ms; /* a streamed response waits this long for the client to take a chunk */
     size_t max_body_bytes;
     int max_inflight; /* per thread */
     int statement_timeout_ms;            /* 0 = off */

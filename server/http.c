@@ -657,6 +657,7 @@ int server__on_req(h2o_handler_t *self, h2o_req_t *req)
 
 int64_t server_req_deadline(const server_req *r) { return r->deadline; }
 int64_t server_req_timeout(const server_req *r) { return AIO_MSEC(r->worker->cfg->request_timeout_ms); }
+int64_t server_req_stall_timeout(const server_req *r) { return AIO_MSEC(r->worker->cfg->stream_stall_timeout_ms); }
 
 const char *server_req_method(const server_req *r) { return r->method; }
 const char *server_req_path(const server_req *r) { return r->path; }
@@ -759,13 +760,20 @@ void server_stream_start(server_req *r, int status, const char *content_type)
     /* h2o_start_response comes with the first chunk (see perform_send) */
 }
 
-/* Awaits h2o's go-ahead for the next chunk. */
+/* Awaits h2o's go-ahead for the next chunk, for at most the stall limit
+ * (STREAM_STALL_TIMEOUT_MS): a client that pauses is normal, one that stops
+ * reading for good must not hold the request (and its transaction)
+ * forever. The limit is separate from the request deadline, which covers
+ * the time up to the first byte only. */
 static int stream_wait(server_req *r)
 {
     struct stream *s = r->stream;
     if (s == NULL || r->finished)
         return -ECANCELED;
+    aio_timeout stall;
+    aio_timeout_open(&stall, server_req_stall_timeout(r));
     int rc = aio_event_wait(&s->ready);
+    aio_timeout_close(&stall);
     if (rc < 0)
         return rc;
     if (s->stopped || r->h2o == NULL)

@@ -62,6 +62,9 @@ const char *server_req_id(const server_req *r);
  * timeout, for streaming handlers. */
 int64_t server_req_deadline(const server_req *r);
 int64_t server_req_timeout(const server_req *r);
+/* STREAM_STALL_TIMEOUT_MS in ns: how long server_stream_write waits for
+ * the client to take a chunk. */
+int64_t server_req_stall_timeout(const server_req *r);
 
 /* ---- answering (once) ---- */
 
@@ -76,8 +79,10 @@ void server_respond_json(server_req *r, int status, const json_t *body);
 void server_respond_problem(server_req *r, int status, const char *detail, json_t *errors);
 /* Streaming a response: start, write chunks, end (chunked encoding).
  * server_stream_write awaits until the client has taken the previous chunk,
- * so a slow reader slows the producer instead of growing a buffer; it
- * returns 0, -ECANCELED when the client is gone, or -ETIMEDOUT. The data is
+ * so a slow reader slows the producer instead of growing a buffer, for at
+ * most STREAM_STALL_TIMEOUT_MS (or the task's own deadline, if it has a
+ * shorter one); it returns 0, -ECANCELED when the client is gone, or
+ * -ETIMEDOUT when the client stalled past the limit. The data is
  * copied. A stream that is not ended is aborted (the client sees a
  * truncated body) when the handler returns. */
 void server_stream_start(server_req *r, int status, const char *content_type);

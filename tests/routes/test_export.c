@@ -39,7 +39,11 @@
 #define LARGE_ROWS 1000000
 #define RSS_BOUND_KIB (32 * 1024)       /* the export's peak over the RSS right before it */
 #define RSS_GROWTH_BOUND_KIB (16 * 1024) /* from a tenth of the way through to the end */
+#define STR_(x) #x
+#define XSTR(x) STR_(x)
 #define STALL_MS 3000
+#define LARGE_REQUEST_TIMEOUT "1500" /* ms: shorter than STALL_MS and the pauses */
+#define STALL_LIMIT_MS 3000      /* STREAM_STALL_TIMEOUT_MS of the stall-limit test's server */
 #define STALL_RSS_BOUND_KIB (16 * 1024)
 #define RELEASE_BOUND_MS 1000
 #define IO_TIMEOUT_MS 30000
@@ -619,8 +623,10 @@ static void large_setup(void)
     test_pg_exec(c, "VACUUM ANALYZE orders");
     large_max_id = test_pg_int(c, "SELECT max(id) FROM orders");
     PQfinish(c);
-    /* a stalled reader may sit for seconds between two chunks */
-    const char *server_env[] = {"REQUEST_TIMEOUT_MS=10000", NULL};
+    /* A request deadline shorter than every pause below: a reader that
+     * pauses (STALL_MS, PAUSE_MS) is bounded by the stall limit
+     * (STREAM_STALL_TIMEOUT_MS, 60 s by default), not by the deadline. */
+    const char *server_env[] = {"REQUEST_TIMEOUT_MS=" LARGE_REQUEST_TIMEOUT, NULL};
     test_server_start(&large, large_db, server_env);
 }
 
@@ -823,6 +829,54 @@ START_TEST(a_client_that_hangs_up_mid_export_releases_its_transaction_within_a_s
 }
 END_TEST
 
+/* A reader that stops for longer than STREAM_STALL_TIMEOUT_MS is cut off:
+ * the body ends without its last chunk, and the transaction is released,
+ * not before the limit and soon after it. */
+START_TEST(a_reader_stalled_past_the_stall_limit_is_cut_off_and_its_transaction_released)
+{
+    test_server s;
+    const char *env[] = {"REQUEST_TIMEOUT_MS=1000", "STREAM_STALL_TIMEOUT_MS=" XSTR(STALL_LIMIT_MS), NULL};
+    test_server_start(&s, large_db, env);
+    PGconn *pg = test_pg_connect(large_db);
+    int fd = connect_small_window(s.port);
+    static const char req[] = "GET /export/orders HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    test_raw_send(fd, req, sizeof(req) - 1);
+    struct ndjson n = {.quick = true};
+    struct raw_export x = {.state = HEADERS, .out = &n};
+    ck_assert_msg(raw_read(fd, &x, 8192), "no first 8 KB of the export");
+    ck_assert_int_eq(x.status, 200);
+    int64_t t0 = now_ms();
+    /* stop reading; watch the export's transaction */
+    int64_t released = -1;
+    long long active, in_tx;
+    while (now_ms() - t0 < STALL_LIMIT_MS + 20000) {
+        backend_states(pg, &active, &in_tx);
+        if (active == 0 && in_tx == 0) {
+            released = now_ms() - t0;
+            break;
+        }
+        sleep_ms(20);
+    }
+    /* what the server had sent before it gave up is still readable; the end is not */
+    bool ended = raw_read(fd, &x, -1) && x.state == DONE && x.error[0] == '\0';
+    close(fd);
+    test_server_stop(&s);
+    fprintf(stderr,
+            "stall limit %d ms: the export's transaction was released %lld ms after the reader stopped; the body "
+            "had %lld lines, %s\n",
+            STALL_LIMIT_MS, (long long)released, n.lines, x.state == DONE ? "complete" : "cut off");
+    ck_assert_msg(released >= 0, "the stalled export's transaction was still open after %d ms",
+                  STALL_LIMIT_MS + 20000);
+    /* the server's wait began a moment before the reader's last read */
+    ck_assert_msg(released >= STALL_LIMIT_MS - 500, "the export was cut after %lld ms, before the stall limit (%d ms)",
+                  (long long)released, STALL_LIMIT_MS);
+    ck_assert_msg(!ended, "the stalled export ended as if complete (%lld lines)", n.lines);
+    ck_assert_msg(n.lines < LARGE_ROWS, "every row arrived although the reader stalled");
+    ndjson_free(&n);
+    PQfinish(pg);
+}
+END_TEST
+
 /* Every pause of a reader ends with the server's socket going from full to
  * writable while the export's task may be between two chunks; many readers
  * pausing at once make many such moments. */
@@ -889,6 +943,7 @@ static Suite *export_suite(void)
     tcase_add_test(big, a_client_that_hangs_up_mid_export_releases_its_transaction_within_a_second);
     tcase_add_test(big, a_stalled_reader_holds_the_query_back_without_buffering_and_then_gets_everything);
     tcase_add_test(big, readers_that_pause_and_resume_get_the_whole_export_and_the_server_survives);
+    tcase_add_test(big, a_reader_stalled_past_the_stall_limit_is_cut_off_and_its_transaction_released);
     suite_add_tcase(s, big);
     return s;
 }
