@@ -11,9 +11,11 @@
 #
 # No Docker engine is needed (nor any container registry): as root on
 # Debian bookworm, it installs podman and Debian's docker-compose 1.29 and
-# runs `podman system service` as the Docker API. Set up here, idempotently:
-#   - /etc/containers/containers.conf: runc, cgroupfs, file events, and
-#     ulimits that fit (the defaults and crun fail on some machines);
+# runs `podman system service` as the Docker API. Set up here, idempotently
+# (the packages, containers.conf and debian:bookworm-slim by
+# scripts/lib/podman.sh, shared with scripts/fresh-test.sh):
+#   - /etc/containers/containers.conf: runc, cgroupfs, file events, netavark
+#     and ulimits that fit (the defaults and crun fail on some machines);
 #   - the base images, made locally, never pulled: debian:bookworm-slim from
 #     debootstrap --variant=minbase, and stand-ins for postgres:15 and nginx
 #     built from Debian's packages (docker/postgres/, docker/nginx/). They
@@ -65,44 +67,12 @@ export COMPOSE_DOCKER_CLI_BUILD=0 DOCKER_BUILDKIT=0
 export COMPOSE_HTTP_TIMEOUT=600
 compose=(docker-compose -f docker/compose.yaml -p "$project" --ansi never)
 
-# ---- packages ----
+# ---- packages, containers.conf (scripts/lib/podman.sh) ----
 
-packages=(podman runc netavark aardvark-dns iptables docker-compose debootstrap curl ca-certificates python3)
-missing=()
-for p in "${packages[@]}"; do
-    if [[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" != "install ok installed" ]]; then
-        missing+=("$p")
-    fi
-done
-if [[ ${#missing[@]} -gt 0 ]]; then
-    log "installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q
-    apt-get install -y -q --no-install-recommends "${missing[@]}"
-fi
-
-# ---- /etc/containers/containers.conf ----
-
-conf=/etc/containers/containers.conf
-want_conf='# Written by h2pg scripts/compose-test.sh (podman as a Docker engine here).
-# The default limits and crun fail on such machines; there is no systemd,
-# so cgroups are managed directly and events go to a file.
-[containers]
-default_ulimits = ["nofile=16384:16384", "nproc=16384:16384"]
-
-[engine]
-runtime = "runc"
-cgroup_manager = "cgroupfs"
-events_logger = "file"'
-if [[ ! -f "$conf" || "$(cat "$conf")" != "$want_conf" ]]; then
-    mkdir -p /etc/containers
-    if [[ -s "$conf" ]] && ! grep -q "h2pg scripts/compose-test.sh" "$conf"; then
-        log "keeping the previous $conf as $conf.before-h2pg"
-        cp -n "$conf" "$conf.before-h2pg"
-    fi
-    printf '%s\n' "$want_conf" >"$conf"
-    log "wrote $conf"
-fi
+# shellcheck source=scripts/lib/podman.sh
+source scripts/lib/podman.sh
+podman_install_packages docker-compose curl ca-certificates python3
+podman_containers_conf
 
 # ---- cleanup, from here on ----
 
@@ -176,52 +146,6 @@ fi
 
 # ---- base images, made here ----
 
-debian_tag=docker.io/library/debian:bookworm-slim
-
-# debootstrap --variant=minbase, made to look like the official image where
-# it matters to a Dockerfile: apt sources with updates and security, no
-# daemons started by package installs, no package cache.
-make_debian() {
-    local tarball="$cache/debian-bookworm-minbase.tar"
-    if [[ ! -s "$tarball" ]]; then
-        local dir="$cache/rootfs.tmp"
-        rm -rf "$dir"
-        log "debootstrap --variant=minbase bookworm (once; kept in $tarball)"
-        nice -n 10 debootstrap --variant=minbase bookworm "$dir" "$mirror" >"$tmp/debootstrap.log" 2>&1 || {
-            tail -n 30 "$tmp/debootstrap.log" >&2
-            die "debootstrap failed"
-        }
-        rm -f "$dir/etc/apt/sources.list"
-        cat >"$dir/etc/apt/sources.list.d/debian.sources" <<EOF
-Types: deb
-URIs: $mirror
-Suites: bookworm bookworm-updates
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-
-Types: deb
-URIs: ${mirror%/debian}/debian-security
-Suites: bookworm-security
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-EOF
-        printf '#!/bin/sh\n# no daemons start while an image is built\nexit 101\n' >"$dir/usr/sbin/policy-rc.d"
-        chmod 755 "$dir/usr/sbin/policy-rc.d"
-        rm -rf "$dir"/var/cache/apt/archives/*.deb "$dir"/var/lib/apt/lists/* "$dir"/var/log/* "$dir"/tmp/*
-        tar --numeric-owner -C "$dir" -cf "$tarball.tmp" .
-        mv "$tarball.tmp" "$tarball"
-        rm -rf "$dir"
-    fi
-    log "importing $tarball as $debian_tag"
-    podman import \
-        --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-        --change 'CMD ["bash"]' \
-        "$tarball" "$debian_tag" >"$tmp/import.log" 2>&1 || {
-        cat "$tmp/import.log" >&2
-        die "podman import failed"
-    }
-}
-
 # make_standin TAG DIR: builds DIR's Dockerfile as TAG unless TAG is already
 # a stand-in built from the same files, or an image that is not ours.
 make_standin() {
@@ -245,12 +169,7 @@ make_standin() {
     }
 }
 
-mkdir -p "$cache"
-if podman image exists "$debian_tag"; then
-    log "$debian_tag: cached"
-else
-    make_debian
-fi
+podman_debian_image
 make_standin docker.io/library/postgres:15 docker/postgres
 make_standin docker.io/library/nginx:latest docker/nginx
 
