@@ -13,10 +13,12 @@
 #      /readyz turns 503 (every probe answered in time: no hang) once its
 #      orphaned backends have gone;
 #   3. the standby is promoted (pg_ctl promote) FAILOVER_OUTAGE_S (1) s
-#      later, as a failover manager would; /readyz must be 200
-#      again within FAILOVER_READY_BOUND_S (15) s of the promotion (the
-#      measured figure is printed), the service's sessions are on the new
-#      primary and transfers are answered 201 again;
+#      later, as a failover manager would; /readyz must be 200 again
+#      within FAILOVER_READY_BOUND_S (15) s of the promotion, and 20 times
+#      in a row (so on both threads, each with its own pool) within that
+#      bound too, as must the load's last 503 (the measured figures are
+#      printed); the service's sessions are on the new primary and
+#      transfers are answered 201 again;
 #   4. the load stopped: every request got 201, 422 or 503, none took
 #      longer than twice REQUEST_TIMEOUT_MS (scale_transfers' per-request
 #      limit: a hang fails the test); every transfer answered 201 is in the
@@ -190,9 +192,11 @@ done
 ready_at="$(now)"
 ready_s="$(since "$promoted_at" "$ready_at")"
 [[ $ready -eq 1 ]] || die "/readyz was not 200 within $ready_bound_s s of the promotion: the service did not follow it"
-# Each thread has a pool of its own (and its own reconnect back-off): ready
-# on every one when 20 probes in a row, on fresh connections spread over
-# the threads, answer 200.
+# Each thread has a pool of its own (and its own reconnect back-off): 20
+# probes in a row, on fresh connections spread over the threads, must
+# answer 200. (How long this takes says more about curl on a loaded machine
+# than about the service: the last 503 the load saw is the figure for
+# "every thread is back".)
 streak=0
 while ((streak < 20)); do
     awk -v a="$promoted_at" -v b="$(now)" -v lim="$ready_bound_s" 'BEGIN {exit !(b - a < lim)}' ||
@@ -201,8 +205,7 @@ while ((streak < 20)); do
     [[ "$code" == 200 || "$code" == 503 ]] || die "/readyz during the failover: got ${code/000/no answer within $hang_ms ms}"
     if [[ "$code" == 200 ]]; then streak=$((streak + 1)); else streak=0; fi
 done
-steady_s="$(since "$promoted_at")"
-ok "/readyz 503 ${unready_s} s after the kill; 200 again ${ready_s} s after the promotion (20 in a row after ${steady_s} s)"
+ok "/readyz 503 ${unready_s} s after the kill; 200 again ${ready_s} s after the promotion (then 20 in a row)"
 
 # transfers commit again, on the new primary
 committed_at_ready="$(sql "$standby" "SELECT count(*) FROM transfers")"
@@ -230,6 +233,9 @@ log "scale_transfers: $(cat "$tmp/transfers.out")"
     die "$(stat hung) hung, $(stat lost) lost, $(stat status_other) other statuses"
 awk -v s="$(stat slowest_ms)" -v m="$hang_ms" 'BEGIN {exit !(s < m)}' ||
     die "the slowest request took $(stat slowest_ms) ms, the limit is $hang_ms ms"
+# every thread back: the load's last 503 within the bound too
+awk -v a="$promoted_at" -v b="$(stat last_503)" -v lim="$ready_bound_s" 'BEGIN {exit !(b - a < lim)}' ||
+    die "a transfer was answered 503 $(since "$promoted_at" "$(stat last_503)") s after the promotion (bound $ready_bound_s s)"
 
 # every acknowledged transfer, by the ids scale_transfers wrote, on the new primary
 acked="$(wc -l <"$tmp/acked")"
@@ -249,8 +255,8 @@ ok "the service stopped on SIGTERM with status 0"
 window="$(since "$(stat first_503)" "$(stat last_503)")"
 last_after="$(since "$promoted_at" "$(stat last_503)")"
 log "failover: THREADS=2, REQUEST_TIMEOUT_MS=$request_ms; promoted ${promote_s} s after SIGKILL to the primary;" \
-    "/readyz 200 ${ready_s} s after the promotion (20 in a row after ${steady_s} s);" \
-    "$(stat status_503) transfers answered 503 over ${window} s (the last ${last_after} s after the promotion)," \
+    "/readyz 200 ${ready_s} s after the promotion;" \
+    "$(stat status_503) transfers answered 503 over ${window} s, the last ${last_after} s after the promotion;" \
     "0 other non-2xx, 0 hung (slowest $(stat slowest_ms) ms, limit $hang_ms ms);" \
     "$(stat requests) requests, $acked acknowledged (201), $found found on the new primary" \
     "(+$(stat extra) committed whose answer was a 503); books balanced"
