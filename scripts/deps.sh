@@ -4,11 +4,17 @@
 #   scripts/deps.sh run     build + PostgreSQL 15 (for the private database)
 #   scripts/deps.sh test    run + everything the test suite drives
 #   scripts/deps.sh fuzz    build + clang and its libFuzzer runtime (scripts/fuzz.sh)
+# scripts/fresh-test.sh proves on a fresh bookworm container that `run` is
+# enough for scripts/run.sh and `test` for building what scripts/test.sh runs.
 set -euo pipefail
 
-build=(build-essential cmake pkg-config libh2o-evloop-dev libpq-dev libjansson-dev libssl-dev check)
+# pkg-config modules of CMakeLists.txt and cmake/parts/*.cmake: libh2o-evloop,
+# libpq, jansson, openssl, libcurl, check (the tests' framework)
+build=(build-essential cmake pkg-config libh2o-evloop-dev libpq-dev libjansson-dev libssl-dev libcurl4-openssl-dev check)
+# initdb, pg_ctl, pg_isready (scripts/with-postgres.sh; runuser is in
+# util-linux, which every Debian has); curl for the README's examples
 run=("${build[@]}" postgresql-15 postgresql-client-15 curl ca-certificates)
-test=("${run[@]}" libcurl4-openssl-dev clang libclang-rt-14-dev shellcheck gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
+test=("${run[@]}" clang libclang-rt-14-dev shellcheck gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
       nginx iproute2 prometheus pgbouncer openssl)
 fuzz=("${build[@]}" clang libclang-rt-14-dev)
 # the compose test (scripts/compose-test.sh) installs podman and friends itself

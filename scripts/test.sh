@@ -5,23 +5,53 @@
 #   2. the same suite built with AddressSanitizer + UndefinedBehaviorSanitizer
 #      (build-asan/, clang): any report, leaks at exit included, fails it;
 #   3. the Docker Compose stack, run with podman (scripts/compose-test.sh).
-# SKIP_SANITIZERS=1 or SKIP_COMPOSE=1 leave a stage out (for quick local runs).
+# SKIP_SANITIZERS=1 or SKIP_COMPOSE=1 leave a stage out (for quick local
+# runs). H2PG_BUILD_ONLY=1 installs and builds what stages 1 and 2 need (and
+# the OpenAPI test's npm packages) and runs no test; stage 3 is left out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+build_only="${H2PG_BUILD_ONLY:-}"
 scripts/deps.sh test
-scripts/build.sh
+# ON explicitly: scripts/run.sh configures build/ without the tests.
+scripts/build.sh -DBUILD_TESTING=ON
 
-echo "== tests (build/)"
-scripts/with-postgres.sh ctest --test-dir build --output-on-failure -j2
+if [ -n "$build_only" ]; then
+    echo "== built build/ (H2PG_BUILD_ONLY: no test runs)"
+    # what test_openapi installs when it runs, from the node and npm that
+    # deps.sh installed (tests/openapi/run.sh would install them itself)
+    if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+        echo "test: node or npm is missing after scripts/deps.sh test" >&2
+        exit 1
+    fi
+    tests/openapi/run.sh --prepare
+else
+    echo "== tests (build/)"
+    scripts/with-postgres.sh ctest --test-dir build --output-on-failure -j2
+fi
 
 if [ -z "${SKIP_SANITIZERS:-}" ]; then
     echo "== tests under ASan + UBSan (build-asan/)"
-    cmake -S . -B build-asan -DCMAKE_C_COMPILER=clang -DH2PG_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
+    out="$(mktemp "${TMPDIR:-/tmp}/h2pg-configure.XXXXXX")"
+    if ! cmake -S . -B build-asan -DCMAKE_C_COMPILER=clang -DH2PG_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug -DBUILD_TESTING=ON >"$out"; then
+        echo "---- cmake's configure output (last 25 lines)" >&2
+        tail -n 25 "$out" >&2
+        rm -f "$out"
+        exit 1
+    fi
+    rm -f "$out"
     cmake --build build-asan -j"$(nproc)"
-    # a small quarantine keeps memory figures meaningful for the RSS tests
-    ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:quarantine_size_mb=16:malloc_context_size=10 \
-        UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-        scripts/with-postgres.sh ctest --test-dir build-asan --output-on-failure -j2 -E test_aio_ctx_aarch64
+    if [ -n "$build_only" ]; then
+        echo "== built build-asan/ (H2PG_BUILD_ONLY: no test runs)"
+    else
+        # a small quarantine keeps memory figures meaningful for the RSS tests
+        ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:quarantine_size_mb=16:malloc_context_size=10 \
+            UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+            scripts/with-postgres.sh ctest --test-dir build-asan --output-on-failure -j2 -E test_aio_ctx_aarch64
+    fi
+fi
+if [ -n "$build_only" ]; then
+    echo "== built everything the tests need"
+    exit 0
 fi
 
 if [ -z "${SKIP_COMPOSE:-}" ]; then

@@ -11,15 +11,23 @@
 # dropped afterwards. Installs Node.js and npm from Debian when they are
 # missing, and the validators (package-lock.json) when node_modules is
 # missing or older than the lock file.
+#
+# tests/openapi/run.sh --prepare does only that install (H2PG_BUILD_ONLY=1
+# scripts/test.sh), without a server or a database.
 set -euo pipefail
 
 if [[ $# -ne 1 ]]; then
-    echo "usage: $0 PATH/TO/h2pg" >&2
+    echo "usage: $0 PATH/TO/h2pg | --prepare" >&2
     exit 2
 fi
-bin="$(realpath "$1")"
-[[ -x "$bin" ]] || { echo "openapi: $1 is not an executable" >&2; exit 2; }
-[[ -n "${DATABASE_URL:-}" ]] || { echo "openapi: DATABASE_URL is not set (run under scripts/with-postgres.sh)" >&2; exit 2; }
+prepare_only=0
+if [[ "$1" == --prepare ]]; then
+    prepare_only=1
+else
+    bin="$(realpath "$1")"
+    [[ -x "$bin" ]] || { echo "openapi: $1 is not an executable" >&2; exit 2; }
+    [[ -n "${DATABASE_URL:-}" ]] || { echo "openapi: DATABASE_URL is not set (run under scripts/with-postgres.sh)" >&2; exit 2; }
+fi
 
 here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here"
@@ -47,6 +55,7 @@ if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
     npm ci --no-audit --no-fund --loglevel=error
     echo "$want" >"$stamp"
 fi
+[[ $prepare_only -eq 0 ]] || exit 0
 
 node validate.mjs
 
