@@ -24,7 +24,7 @@ struct db_pool {
     db_conn *shared;  /* the connection lag-tolerant reads share, pipelined */
     bool shared_opening;
     size_t nopen, nidle, nconnecting, ncleaning, nwaiting;
-    int64_t backoff, backoff_until;
+    int64_t backoff, backoff_until, backoff_since; /* since: when a failure last set them */
     char last_error[256];
     bool closing;
     int refs; /* the owner plus every live pool task */
@@ -115,6 +115,7 @@ static void checkin(db_pool *p, db_conn *c)
 static int connector(void *arg)
 {
     db_pool *p = arg;
+    int64_t started = aio_now();
     char err[256] = "";
     db_conn *c = NULL;
     aio_timeout scope;
@@ -135,8 +136,12 @@ static int connector(void *arg)
         size_t n = strlen(p->last_error);
         while (n > 0 && p->last_error[n - 1] == '\n')
             p->last_error[--n] = '\0';
-        p->backoff = p->backoff ? (p->backoff * 2 > BACKOFF_MAX ? BACKOFF_MAX : p->backoff * 2) : BACKOFF_FIRST;
-        p->backoff_until = aio_now() + p->backoff;
+        /* attempts under way together fail together: one step of back-off for them all */
+        if (p->backoff == 0 || started >= p->backoff_since) {
+            p->backoff = p->backoff ? (p->backoff * 2 > BACKOFF_MAX ? BACKOFF_MAX : p->backoff * 2) : BACKOFF_FIRST;
+            p->backoff_until = p->backoff_since = aio_now();
+            p->backoff_until += p->backoff;
+        }
         log_warn("cannot connect to the database (retrying in %lld ms): %s", (long long)(p->backoff / 1000000),
                  p->last_error);
         /* with no live connection nobody would serve the waiters: fail them now */
