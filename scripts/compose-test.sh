@@ -69,7 +69,7 @@ compose=(docker-compose -f docker/compose.yaml -p "$project" --ansi never)
 
 # ---- packages, containers.conf (scripts/lib/podman.sh) ----
 
-# shellcheck source=scripts/lib/podman.sh
+# shellcheck source=SCRIPTDIR/lib/podman.sh
 source scripts/lib/podman.sh
 podman_install_packages docker-compose curl ca-certificates python3
 podman_containers_conf

@@ -4,10 +4,14 @@
 #   1. the normal build (build/);
 #   2. the same suite built with AddressSanitizer + UndefinedBehaviorSanitizer
 #      (build-asan/, clang): any report, leaks at exit included, fails it;
-#   3. the Docker Compose stack, run with podman (scripts/compose-test.sh).
-# SKIP_SANITIZERS=1 or SKIP_COMPOSE=1 leave a stage out (for quick local
-# runs). H2PG_BUILD_ONLY=1 installs and builds what stages 1 and 2 need (and
-# the OpenAPI test's npm packages) and runs no test; stage 3 is left out.
+#   3. the Docker Compose stack, run with podman (scripts/compose-test.sh);
+#   4. a fresh Debian bookworm container (scripts/fresh-test.sh): the README's
+#      two commands work there from nothing, scripts/run.sh serves and this
+#      script installs and builds everything stages 1 and 2 run.
+# SKIP_SANITIZERS=1, SKIP_COMPOSE=1 or SKIP_FRESH=1 leave a stage out (for
+# quick local runs). H2PG_BUILD_ONLY=1 installs and builds what stages 1 and
+# 2 need (and the OpenAPI test's npm packages) and runs no test; stages 3
+# and 4 are left out (stage 4 runs this so inside its container).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build_only="${H2PG_BUILD_ONLY:-}"
@@ -57,5 +61,16 @@ fi
 if [ -z "${SKIP_COMPOSE:-}" ]; then
     echo "== docker compose stack (podman)"
     scripts/compose-test.sh
+fi
+
+# Last: it checks how the project is installed and built, not how it
+# behaves, so the stages that test the behaviour report first (code that
+# does not build fails stage 1 already, in a minute); it spends minutes
+# installing every package again in a container; and after stage 3,
+# podman, its configuration and the debian:bookworm-slim image it starts
+# from (scripts/lib/podman.sh) are in place already.
+if [ -z "${SKIP_FRESH:-}" ]; then
+    echo "== the README's commands on a fresh Debian bookworm (podman)"
+    scripts/fresh-test.sh
 fi
 echo "== all tests passed"
