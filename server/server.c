@@ -444,6 +444,11 @@ int server_run(const server_config *cfg, const server_route_def *routes, size_t 
     if (status == 0)
         log_info("h2pg %s listening on %s:%d (%s) with %d thread(s)", PROJECT_VERSION, cfg->host, cfg->port,
                  tls_ctx ? "https, HTTP/2 and HTTP/1.1" : "http", n);
+    if (status == 0 && cfg->idle_in_transaction_timeout_ms > 0 &&
+        cfg->idle_in_transaction_timeout_ms <= cfg->stream_stall_timeout_ms)
+        log_warn("IDLE_IN_TRANSACTION_TIMEOUT_MS (%d) is not above STREAM_STALL_TIMEOUT_MS (%d): PostgreSQL will end "
+                 "an export whose reader pauses for %d ms",
+                 cfg->idle_in_transaction_timeout_ms, cfg->stream_stall_timeout_ms, cfg->idle_in_transaction_timeout_ms);
 
     if (started > 0) {
         if (status == 0) {

@@ -82,7 +82,7 @@ START_TEST(defaults_apply_when_nothing_is_set)
     ck_assert_uint_eq(cfg.max_body_bytes, 1048576);
     ck_assert_int_eq(cfg.max_inflight, 4096);
     ck_assert_int_eq(cfg.statement_timeout_ms, 30000);
-    ck_assert_int_eq(cfg.idle_in_transaction_timeout_ms, 60000);
+    ck_assert_int_eq(cfg.idle_in_transaction_timeout_ms, 120000);
     ck_assert_int_eq(cfg.keepalive_timeout_ms, 75000);
     ck_assert_int_eq(cfg.shutdown_grace_ms, 10000);
     ck_assert_int_eq(cfg.tx_max_retries, 10);
