@@ -12,8 +12,8 @@
 #include <stdlib.h>
 #include <sys/mman.h>
 
-#include "server/aio/aio.h"
-#include "server/aio/ctx.h"
+#include "aio/aio.h"
+#include "aio/ctx.h"
 
 static long iterations = 2000000;
 

@@ -1,5 +1,6 @@
 #include <arpa/inet.h>
 #include <assert.h>
+#include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -12,7 +13,7 @@
 
 #include "db/conn_int.h"
 #include "db/conninfo.h"
-#include "server/log.h"
+#include "base/log.h"
 
 /* ---- the set of statements prepared on a connection ---- */
 
@@ -124,10 +125,57 @@ static void conn_break(db_conn *c, const char *why)
 
 /* ---- results ---- */
 
+/* The server rejected something: remember why on the connection. */
+static void note_failure(db_conn *c, db_op *op, const PGresult *r)
+{
+    set_error(c, PQresultErrorMessage(r));
+    snprintf(c->sqlstate, sizeof(c->sqlstate), "%s", db_sqlstate(r));
+    if (op->rc == 0)
+        op->rc = -EREMOTEIO;
+}
+
+/* A Prepare's result: the op starts with its Prepares, each followed by a
+ * Sync. A failed one is forgotten, so that its next use prepares again,
+ * and its reason kept for the call that needed it. */
+static void on_prepare(db_conn *c, db_op *op, PGresult *r)
+{
+    int k = op->pos / 2;
+    if (PQresultStatus(r) == PGRES_COMMAND_OK) {
+        PQclear(r);
+        return;
+    }
+    note_failure(c, op, r);
+    set_prepared(c, op->prepped[k], false);
+    op->prep_errors[k] = r;
+}
+
+static void on_call(db_conn *c, db_op *op, int call, PGresult *r)
+{
+    ExecStatusType st = PQresultStatus(r);
+    op->results[call] = r;
+    if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
+        op->call_rc[call] = 0;
+    } else if (st == PGRES_PIPELINE_ABORTED) {
+        op->call_rc[call] = -ECANCELED;
+        if (op->rc == 0)
+            op->rc = -EREMOTEIO;
+    } else {
+        /* "prepared statement does not exist" after a failed Prepare says
+         * nothing new: keep the Prepare's reason */
+        if (!(op_prepare_failed(op) && strcmp(db_sqlstate(r), "26000") == 0))
+            note_failure(c, op, r);
+        else if (op->rc == 0)
+            op->rc = -EREMOTEIO;
+        op->call_rc[call] = -EREMOTEIO;
+    }
+}
+
+/* Hands a result to the op at the head, in the order the op expects them
+ * (its tags); anything else means the pipeline is out of step and the
+ * connection cannot be trusted. */
 static void dispatch(db_conn *c, PGresult *r)
 {
     if (aio_list_is_empty(&c->ops)) {
-        /* nothing asked for it: a protocol surprise; the connection cannot be trusted */
         PQclear(r);
         conn_break(c, "unexpected result from the server");
         return;
@@ -135,59 +183,20 @@ static void dispatch(db_conn *c, PGresult *r)
     db_op *op = aio_container_of(c->ops.next, db_op, link);
     ExecStatusType st = PQresultStatus(r);
     int tag = op->tags[op->pos];
-    if (st == PGRES_PIPELINE_SYNC) {
-        PQclear(r);
-        if (tag != DB_TAG_SYNC) {
-            conn_break(c, "pipeline out of step");
-            return;
-        }
-    } else if (tag == DB_TAG_BEGIN) {
-        if (st != PGRES_COMMAND_OK) {
-            set_error(c, PQresultErrorMessage(r));
-            snprintf(c->sqlstate, sizeof(c->sqlstate), "%s", db_sqlstate(r));
-            if (op->rc == 0)
-                op->rc = -EREMOTEIO;
-        }
-        PQclear(r);
-    } else if (tag == DB_TAG_PREPARE) {
-        /* the op starts with its Prepares, each followed by a Sync */
-        int k = op->pos / 2;
-        if (st != PGRES_COMMAND_OK) {
-            /* forget only this one, so its next use prepares again; keep
-             * the server's reason for the call that needed it */
-            set_error(c, PQresultErrorMessage(r));
-            snprintf(c->sqlstate, sizeof(c->sqlstate), "%s", db_sqlstate(r));
-            set_prepared(c, op->prepped[k], false);
-            op->prep_errors[k] = r;
-            r = NULL;
-            if (op->rc == 0)
-                op->rc = -EREMOTEIO;
-        }
-        PQclear(r);
-    } else if (tag >= 0) {
-        op->results[tag] = r;
-        if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
-            op->call_rc[tag] = 0;
-        } else if (st == PGRES_PIPELINE_ABORTED) {
-            op->call_rc[tag] = -ECANCELED;
-            if (op->rc == 0)
-                op->rc = -EREMOTEIO;
-        } else {
-            /* "prepared statement does not exist" after a failed Prepare
-             * says nothing new: keep the Prepare's reason */
-            if (!(op_prepare_failed(op) && strcmp(db_sqlstate(r), "26000") == 0)) {
-                set_error(c, PQresultErrorMessage(r));
-                snprintf(c->sqlstate, sizeof(c->sqlstate), "%s", db_sqlstate(r));
-            }
-            op->call_rc[tag] = -EREMOTEIO;
-            if (op->rc == 0)
-                op->rc = -EREMOTEIO;
-        }
-    } else {
+    bool in_step = st == PGRES_PIPELINE_SYNC ? tag == DB_TAG_SYNC : tag != DB_TAG_SYNC;
+    if (!in_step) {
         PQclear(r);
         conn_break(c, "pipeline out of step");
         return;
     }
+    if (tag == DB_TAG_BEGIN && st != PGRES_COMMAND_OK)
+        note_failure(c, op, r);
+    if (tag == DB_TAG_PREPARE)
+        on_prepare(c, op, r);
+    else if (tag >= 0)
+        on_call(c, op, tag, r);
+    else
+        PQclear(r); /* a Sync, or BEGIN */
     if (++op->pos == op->ntags)
         op_complete(c, op);
 }
@@ -272,77 +281,104 @@ static void on_flush(aio_deferred *d)
 
 /* ---- sending ---- */
 
-db_op *db__conn_send(db_conn *c, db_call *calls, size_t n, int flags)
+/* One allocation: the op with room for its tags, then the pointer arrays,
+ * then the ints; sized for the worst case (every statement and BEGIN to
+ * prepare), which costs a few bytes per call and no second pass. */
+static db_op *op_alloc(size_t n)
 {
-    assert(n > 0);
-    bool atomic = flags & DB_BATCH_ATOMIC;
-    const db_stmt *begin = c->begin;
-    c->begin = NULL;
-    const db_stmt *prep[n + 1];
-    int nprep = 0;
-    bool unnamed = db__pool_unnamed(c->pool);
-    for (size_t i = 0; !unnamed && i <= n; i++) {
-        const db_stmt *s = i < n ? calls[i].stmt : begin;
-        if (s == NULL || is_prepared(c, s))
-            continue;
-        bool dup = false;
-        for (int k = 0; k < nprep; k++)
-            dup |= prep[k] == s;
-        if (!dup)
-            prep[nprep++] = s;
-    }
-    if (aio_link_is_linked(&c->flush.link) && !c->corked)
-        set_cork(c, 1); /* not the first op of this turn: hold it for the turn's flush */
-    int ntags = 2 * nprep + (begin ? 1 : 0) + (int)n + (atomic ? 1 : (int)n);
-    /* one allocation: the op with its tags, then the pointer arrays, then the ints */
-    size_t head = (sizeof(db_op) + sizeof(int) * (size_t)ntags + 7) & ~(size_t)7;
-    size_t size = head + sizeof(PGresult *) * (n + (size_t)nprep) + sizeof(db_stmt *) * (size_t)nprep + sizeof(int) * n;
+    size_t max_prep = n + 1;
+    size_t max_tags = 2 * max_prep + 1 + 2 * n;
+    size_t head = (sizeof(db_op) + sizeof(int) * max_tags + 7) & ~(size_t)7;
+    size_t size = head + sizeof(PGresult *) * (n + max_prep) + sizeof(db_stmt *) * max_prep + sizeof(int) * n;
     db_op *op = calloc(1, size);
     if (op == NULL)
         return NULL;
     op->results = (PGresult **)(void *)((char *)op + head);
     op->prep_errors = &op->results[n];
-    op->prepped = (const db_stmt **)(void *)&op->prep_errors[nprep];
-    op->call_rc = (int *)(void *)&op->prepped[nprep];
+    op->prepped = (const db_stmt **)(void *)&op->prep_errors[max_prep];
+    op->call_rc = (int *)(void *)&op->prepped[max_prep];
     op->ncalls = (int)n;
-    op->ntags = ntags;
     aio_future_init(&op->done);
     aio_link_init(&op->link);
+    return op;
+}
 
-    if (c->broken) {
-        op->rc = -ECONNRESET;
-        aio_future_set(&op->done, op->rc);
-        return op;
+/* The statements of the op (and BEGIN) not yet prepared on c, each once,
+ * into op->prepped. */
+static void collect_prepares(const db_conn *c, db_op *op, const db_call *calls, size_t n, const db_stmt *begin)
+{
+    if (db__pool_unnamed(c->pool))
+        return;
+    for (size_t i = 0; i <= n; i++) {
+        const db_stmt *s = i < n ? calls[i].stmt : begin;
+        if (s == NULL || is_prepared(c, s))
+            continue;
+        bool dup = false;
+        for (int k = 0; k < op->nprep && !dup; k++)
+            dup = op->prepped[k] == s;
+        if (!dup)
+            op->prepped[op->nprep++] = s;
     }
+}
 
+/* Queues one statement with its parameters (binary integers, text). */
+static bool send_statement(db_conn *c, const db_stmt *s, db_params params, bool unnamed)
+{
+    assert(params.n == s->nparams && "parameter count differs from the statement's");
+    assert(s->nparams <= DB_MAX_PARAMS);
+    const char *values[DB_MAX_PARAMS];
+    int lengths[DB_MAX_PARAMS], formats[DB_MAX_PARAMS];
+    char bin[DB_MAX_PARAMS][8];
+    for (int k = 0; k < params.n; k++) {
+        const db_param *p = &params.v[k];
+        formats[k] = p->type == DB_PARAM_INT4 || p->type == DB_PARAM_INT8;
+        switch (p->type) {
+        case DB_PARAM_NULL: values[k] = NULL, lengths[k] = 0; break;
+        case DB_PARAM_TEXT:
+            /* libpq sends text up to its NUL, whatever the length says */
+            assert(p->len < 0 || p->v.s[p->len] == '\0');
+            values[k] = p->v.s, lengths[k] = p->len < 0 ? (int)strlen(p->v.s) : p->len;
+            break;
+        case DB_PARAM_BOOL: values[k] = p->v.i ? "t" : "f", lengths[k] = 1; break;
+        case DB_PARAM_INT4: {
+            uint32_t be = htonl((uint32_t)(int32_t)p->v.i);
+            memcpy(bin[k], &be, 4);
+            values[k] = bin[k], lengths[k] = 4;
+            break;
+        }
+        case DB_PARAM_INT8: {
+            uint64_t be = htobe64((uint64_t)p->v.i);
+            memcpy(bin[k], &be, 8);
+            values[k] = bin[k], lengths[k] = 8;
+            break;
+        }
+        }
+    }
+    return unnamed ? PQsendQueryParams(c->pg, s->sql, s->nparams, NULL, values, lengths, formats, 1)
+                   : PQsendQueryPrepared(c->pg, s->name, s->nparams, values, lengths, formats, 1);
+}
+
+/* Prepares in front, each followed by a Sync so that a failing Prepare
+ * cannot abort the next one; then BEGIN (no Sync: if it fails, the first
+ * statement is skipped); then the statements, a Sync after each or one at
+ * the end (atomic). Fills op->tags; false when libpq refused to queue. */
+static bool send_op(db_conn *c, db_op *op, const db_call *calls, size_t n, const db_stmt *begin, bool atomic)
+{
+    bool unnamed = db__pool_unnamed(c->pool), ok = true;
     int t = 0;
-    bool ok = true;
-    for (int k = 0; k < nprep && ok; k++) {
-        /* a Sync after each: a failing Prepare must not abort the next one */
-        ok = PQsendPrepare(c->pg, prep[k]->name, prep[k]->sql, prep[k]->nparams, NULL);
-        set_prepared(c, prep[k], true);
-        op->prepped[op->nprep++] = prep[k];
+    for (int k = 0; k < op->nprep && ok; k++) {
+        ok = PQsendPrepare(c->pg, op->prepped[k]->name, op->prepped[k]->sql, op->prepped[k]->nparams, NULL);
+        set_prepared(c, op->prepped[k], true);
         op->tags[t++] = DB_TAG_PREPARE;
         ok = ok && PQpipelineSync(c->pg);
         op->tags[t++] = DB_TAG_SYNC;
     }
     if (begin != NULL && ok) {
-        /* no Sync after it: if BEGIN fails, the first statement is skipped */
-        ok = unnamed ? PQsendQueryParams(c->pg, begin->sql, 0, NULL, NULL, NULL, NULL, 1)
-                     : PQsendQueryPrepared(c->pg, begin->name, 0, NULL, NULL, NULL, 1);
+        ok = send_statement(c, begin, DB_NO_PARAMS, unnamed);
         op->tags[t++] = DB_TAG_BEGIN;
     }
     for (size_t i = 0; i < n && ok; i++) {
-        const db_stmt *s = calls[i].stmt;
-        const char *values[s->nparams > 0 ? s->nparams : 1];
-        int lengths[s->nparams > 0 ? s->nparams : 1], formats[s->nparams > 0 ? s->nparams : 1];
-        for (int k = 0; k < s->nparams; k++) {
-            values[k] = calls[i].params[k].value;
-            lengths[k] = calls[i].params[k].len;
-            formats[k] = calls[i].params[k].format;
-        }
-        ok = unnamed ? PQsendQueryParams(c->pg, s->sql, s->nparams, NULL, values, lengths, formats, 1)
-                     : PQsendQueryPrepared(c->pg, s->name, s->nparams, values, lengths, formats, 1);
+        ok = send_statement(c, calls[i].stmt, calls[i].params, unnamed);
         op->tags[t++] = (int)i;
         op->call_rc[i] = -ECANCELED;
         if (!atomic) {
@@ -354,7 +390,29 @@ db_op *db__conn_send(db_conn *c, db_call *calls, size_t n, int flags)
         ok = PQpipelineSync(c->pg);
         op->tags[t++] = DB_TAG_SYNC;
     }
-    assert(!ok || t == ntags);
+    assert(!ok || t == op->ntags);
+    return ok;
+}
+
+db_op *db__conn_send(db_conn *c, db_call *calls, size_t n, int flags)
+{
+    assert(n > 0);
+    bool atomic = flags & DB_BATCH_ATOMIC;
+    const db_stmt *begin = c->begin;
+    c->begin = NULL;
+    db_op *op = op_alloc(n);
+    if (op == NULL)
+        return NULL;
+    if (c->broken) {
+        op->rc = -ECONNRESET;
+        aio_future_set(&op->done, op->rc);
+        return op;
+    }
+    collect_prepares(c, op, calls, n, begin);
+    op->ntags = 2 * op->nprep + (begin ? 1 : 0) + (int)n + (atomic ? 1 : (int)n);
+    if (aio_link_is_linked(&c->flush.link) && !c->corked)
+        set_cork(c, 1); /* not the first op of this turn: hold it for the turn's flush */
+    bool ok = send_op(c, op, calls, n, begin, atomic);
     aio_list_push_back(&c->ops, &op->link);
     aio_event_clear(&c->drained);
     if (!ok) {

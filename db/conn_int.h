@@ -17,7 +17,7 @@
 #include <h2o.h>
 
 #include "db/pool.h"
-#include "server/aio/aio.h"
+#include "aio/aio.h"
 
 /* Statements prepared per connection, at most (a power of two, with room). */
 #define DB_PREPARED_SLOTS 512

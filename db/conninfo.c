@@ -10,7 +10,7 @@
 #include <libpq-fe.h>
 
 #include "db/conninfo.h"
-#include "server/aio/aio.h"
+#include "aio/aio.h"
 
 void db_conninfo_free(db_conninfo *ci)
 {
@@ -228,81 +228,88 @@ static int append(char *buf, size_t cap, size_t *len, const char *s)
     return 0;
 }
 
+/* Writes host, hostaddr (and port) into ci: one entry per address, in the
+ * order given, a name's port repeated for each of its addresses. */
+static int set_resolved(db_conninfo *ci, const db_conninfo *base, const struct lookup *l)
+{
+    const char *port = db_conninfo_get(base, "port");
+    char *ports[MAX_HOSTS] = {0};
+    int nports = 0;
+    int rc = port ? split_list(port, ports, MAX_HOSTS, &nports) : 0;
+    char hosts_out[4096], addrs_out[4096], ports_out[1024];
+    size_t hl = 0, al = 0, pl = 0;
+    hosts_out[0] = addrs_out[0] = ports_out[0] = '\0';
+    rc = rc < 0 ? rc : 0;
+    for (int i = 0; rc == 0 && i < l->n; i++) {
+        const char *p = nports == 0 ? "" : nports == 1 ? ports[0] : i < nports ? ports[i] : ports[nports - 1];
+        int copies = needs_lookup(l->hosts[i]) ? l->naddrs[i] : 1;
+        for (int k = 0; rc == 0 && k < copies; k++) {
+            rc = append(hosts_out, sizeof(hosts_out), &hl, l->hosts[i]);
+            if (rc == 0)
+                rc = append(addrs_out, sizeof(addrs_out), &al, needs_lookup(l->hosts[i]) ? l->addrs[i][k] : "");
+            if (rc == 0 && nports > 0)
+                rc = append(ports_out, sizeof(ports_out), &pl, p);
+        }
+    }
+    for (int i = 0; i < nports; i++)
+        free(ports[i]);
+    if (rc == 0)
+        rc = ci_set(ci, "host", hosts_out);
+    if (rc == 0)
+        rc = ci_set(ci, "hostaddr", addrs_out);
+    if (rc == 0 && nports > 0)
+        rc = ci_set(ci, "port", ports_out);
+    return rc;
+}
+
+/* Looks the host names of base up (on a helper thread) and sets their
+ * addresses in ci. l belongs to the caller, except when the lookup was
+ * interrupted (then to lookup_abandon; *abandoned is set). */
+static int resolve_hosts(db_conninfo *ci, const db_conninfo *base, struct lookup *l, bool *abandoned, char *err,
+                         size_t errlen)
+{
+    *abandoned = false;
+    int rc = split_list(db_conninfo_get(base, "host"), l->hosts, MAX_HOSTS, &l->n);
+    if (rc == -EINVAL)
+        snprintf(err, errlen, "DATABASE_URL: more than %d hosts", MAX_HOSTS);
+    bool any = false;
+    for (int i = 0; rc > 0 && i < l->n; i++)
+        any |= needs_lookup(l->hosts[i]);
+    if (rc <= 0 || !any)
+        return rc < 0 ? rc : 0;
+    rc = aio_to_thread_abandonable(lookup_run, l, lookup_abandon);
+    if (rc == -ECANCELED || rc == -ETIMEDOUT) {
+        *abandoned = true;
+        snprintf(err, errlen, "host name lookup interrupted");
+        return rc;
+    }
+    if (rc == 0) {
+        snprintf(err, errlen, "%s", l->failed[0] ? l->failed : "no address for the database host");
+        return -EHOSTUNREACH;
+    }
+    rc = set_resolved(ci, base, l);
+    if (rc == -E2BIG) {
+        snprintf(err, errlen, "DATABASE_URL: too many hosts");
+        rc = -EINVAL;
+    }
+    return rc;
+}
+
 int db_conninfo_resolve(const db_conninfo *base, db_conninfo **out, char *err, size_t errlen)
 {
-    const char *host = db_conninfo_get(base, "host");
     db_conninfo *ci = ci_new(base->n + 2);
     if (ci == NULL)
         return -ENOMEM;
     int rc = 0;
     for (size_t i = 0; rc == 0 && i < base->n; i++)
         rc = ci_set(ci, base->keywords[i], base->values[i]);
-    if (rc < 0 || host == NULL || db_conninfo_get(base, "hostaddr") != NULL) {
-        if (rc < 0)
-            db_conninfo_free(ci);
-        else
-            *out = ci;
-        return rc;
+    if (rc == 0 && db_conninfo_get(base, "host") != NULL && db_conninfo_get(base, "hostaddr") == NULL) {
+        struct lookup *l = calloc(1, sizeof(*l));
+        bool abandoned = false;
+        rc = l != NULL ? resolve_hosts(ci, base, l, &abandoned, err, errlen) : -ENOMEM;
+        if (l != NULL && !abandoned)
+            lookup_free(l);
     }
-
-    struct lookup *l = calloc(1, sizeof(*l));
-    if (l == NULL) {
-        db_conninfo_free(ci);
-        return -ENOMEM;
-    }
-    rc = split_list(host, l->hosts, MAX_HOSTS, &l->n);
-    bool any = false;
-    for (int i = 0; rc > 0 && i < l->n; i++)
-        any |= needs_lookup(l->hosts[i]);
-    if (rc > 0 && any) {
-        rc = aio_to_thread_abandonable(lookup_run, l, lookup_abandon);
-        if (rc == -ECANCELED || rc == -ETIMEDOUT) {
-            db_conninfo_free(ci); /* l now belongs to lookup_abandon */
-            snprintf(err, errlen, "host name lookup interrupted");
-            return rc;
-        }
-        if (rc == 0) {
-            snprintf(err, errlen, "%s", l->failed[0] ? l->failed : "no address for the database host");
-            rc = -EHOSTUNREACH;
-        }
-    }
-    if (rc > 0 && any) {
-        /* one host/hostaddr/port entry per address, in the order given */
-        const char *port = db_conninfo_get(base, "port");
-        char *ports[MAX_HOSTS] = {0};
-        int nports = 0;
-        int prc = port ? split_list(port, ports, MAX_HOSTS, &nports) : 0;
-        char hosts_out[4096], addrs_out[4096], ports_out[1024];
-        size_t hl = 0, al = 0, pl = 0;
-        hosts_out[0] = addrs_out[0] = ports_out[0] = '\0';
-        rc = prc < 0 ? prc : 0;
-        for (int i = 0; rc == 0 && i < l->n; i++) {
-            const char *p = nports == 0 ? "" : nports == 1 ? ports[0] : i < nports ? ports[i] : ports[nports - 1];
-            int copies = needs_lookup(l->hosts[i]) ? l->naddrs[i] : 1;
-            for (int k = 0; rc == 0 && k < copies; k++) {
-                rc = append(hosts_out, sizeof(hosts_out), &hl, l->hosts[i]);
-                if (rc == 0)
-                    rc = append(addrs_out, sizeof(addrs_out), &al, needs_lookup(l->hosts[i]) ? l->addrs[i][k] : "");
-                if (rc == 0 && nports > 0)
-                    rc = append(ports_out, sizeof(ports_out), &pl, p);
-            }
-        }
-        for (int i = 0; i < nports; i++)
-            free(ports[i]);
-        if (rc == 0)
-            rc = ci_set(ci, "host", hosts_out);
-        if (rc == 0)
-            rc = ci_set(ci, "hostaddr", addrs_out);
-        if (rc == 0 && nports > 0)
-            rc = ci_set(ci, "port", ports_out);
-        if (rc == -E2BIG) {
-            snprintf(err, errlen, "DATABASE_URL: too many hosts");
-            rc = -EINVAL;
-        }
-    } else if (rc == -EINVAL) {
-        snprintf(err, errlen, "DATABASE_URL: more than %d hosts", MAX_HOSTS);
-    }
-    lookup_free(l);
     if (rc < 0) {
         db_conninfo_free(ci);
         return rc;

@@ -2,34 +2,12 @@
 #include <assert.h>
 #include <endian.h>
 #include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "db/conn_int.h"
-
-/* Type OIDs of the binary results we read (pg_type.h is not in libpq-dev). */
-enum { OID_BOOL = 16, OID_NAME = 19, OID_INT8 = 20, OID_INT2 = 21, OID_INT4 = 23, OID_TEXT = 25, OID_BPCHAR = 1042,
-       OID_VARCHAR = 1043, OID_TIMESTAMP = 1114, OID_TIMESTAMPTZ = 1184 };
-
-db_param db_text(const char *s, int len)
-{
-    /* libpq sends text parameters up to their NUL, whatever the length says */
-    assert(len < 0 || s[len] == '\0');
-    return (db_param){s, len < 0 ? (int)strlen(s) : len, 0};
-}
-
-db_param db_int4(uint32_t *buf, int32_t v)
-{
-    *buf = htonl((uint32_t)v);
-    return (db_param){(const char *)buf, 4, 1};
-}
-
-db_param db_int8(uint64_t *buf, int64_t v)
-{
-    *buf = htobe64((uint64_t)v);
-    return (db_param){(const char *)buf, 8, 1};
-}
-
-db_param db_bool(bool v) { return (db_param){v ? "t" : "f", 1, 0}; }
+#include "db/oid.h"
 
 void db_calls_clear(db_call *calls, size_t n)
 {
@@ -43,8 +21,62 @@ static _Thread_local db_counters counters;
 
 void db_counters_get(db_counters *out) { *out = counters; }
 
-static int count(int rc, size_t n)
+/* ---- failure records (task locals) ---- */
+
+static int failure_key = -1;
+static pthread_once_t failure_once = PTHREAD_ONCE_INIT;
+
+static void failure_key_init(void) { failure_key = aio_task_local_key(); }
+
+void db_failure_open(db_failure *f)
 {
+    pthread_once(&failure_once, failure_key_init);
+    memset(f, 0, sizeof(*f));
+    f->outer = aio_task_local(failure_key);
+    aio_task_set_local(failure_key, f);
+}
+
+void db_failure_close(db_failure *f)
+{
+    if (aio_task_current() == NULL)
+        return; /* outside a task nothing was recorded (and no call could await) */
+    assert(aio_task_local(failure_key) == f && "failure records close in reverse order");
+    aio_task_set_local(failure_key, f->outer);
+}
+
+const db_failure *db_failure_current(void)
+{
+    pthread_once(&failure_once, failure_key_init);
+    return aio_task_local(failure_key);
+}
+
+bool db_failed_with(const char *sqlstate)
+{
+    const db_failure *f = db_failure_current();
+    return f != NULL && strcmp(f->sqlstate, sqlstate) == 0;
+}
+
+/* Keeps the server's reason for the first failed call in the current record. */
+static void record(int rc, const db_call *calls, size_t n)
+{
+    if (rc != -EREMOTEIO)
+        return;
+    db_failure *f = (db_failure *)db_failure_current();
+    for (size_t i = 0; i < n; i++) {
+        if (calls[i].rc != -EREMOTEIO || calls[i].result == NULL)
+            continue;
+        const char *primary = PQresultErrorField(calls[i].result, PG_DIAG_MESSAGE_PRIMARY);
+        if (f != NULL) {
+            snprintf(f->sqlstate, sizeof(f->sqlstate), "%s", db_sqlstate(calls[i].result));
+            snprintf(f->message, sizeof(f->message), "%s", primary ? primary : PQresultErrorMessage(calls[i].result));
+        }
+        return;
+    }
+}
+
+static int count(int rc, const db_call *calls, size_t n)
+{
+    record(rc, calls, n);
     counters.statements += n;
     if (rc < 0) {
         counters.failures++;
@@ -60,7 +92,7 @@ static int exec_batch(db_pool *pool, db_conn *conn, db_call *calls, size_t n, in
 
 int db_exec_batch(db_conn *conn, db_call *calls, size_t n, int flags)
 {
-    return count(exec_batch(db_pool_current(), conn, calls, n, flags), n);
+    return count(exec_batch(db_pool_current(), conn, calls, n, flags), calls, n);
 }
 
 static _Thread_local db_pool **replicas;
@@ -143,17 +175,17 @@ int db_exec_batch_read(db_call *calls, size_t n, int flags)
         db_pool *p = replicas[next_replica++ % nreplicas];
         if (!db_pool_usable(p))
             continue;
-        int rc = count(exec_shared(p, calls, n, flags), n);
+        int rc = count(exec_shared(p, calls, n, flags), calls, n);
         if (!unreachable(rc, calls, n))
             return rc;
         db_calls_clear(calls, n); /* that replica is gone: try the next, then the primary */
     }
     db_pool *primary = db_pool_current();
     assert(primary != NULL && "no database pool on this thread");
-    return count(exec_shared(primary, calls, n, flags), n);
+    return count(exec_shared(primary, calls, n, flags), calls, n);
 }
 
-int db_exec_read(const db_stmt *stmt, const db_param *params, PGresult **res)
+int db_exec_read(const db_stmt *stmt, db_params params, PGresult **res)
 {
     db_call call = {.stmt = stmt, .params = params};
     int rc = db_exec_batch_read(&call, 1, 0);
@@ -196,7 +228,7 @@ static int exec_batch(db_pool *pool, db_conn *conn, db_call *calls, size_t n, in
     return rc;
 }
 
-int db_exec(db_conn *conn, const db_stmt *stmt, const db_param *params, PGresult **res)
+int db_exec(db_conn *conn, const db_stmt *stmt, db_params params, PGresult **res)
 {
     db_call call = {.stmt = stmt, .params = params};
     int rc = db_exec_batch(conn, &call, 1, 0);
@@ -219,7 +251,7 @@ int64_t db_get_timestamp(const PGresult *r, int row, int col)
     if (PQgetisnull(r, row, col))
         return 0;
     assert(PQfformat(r, col) == 1);
-    assert((PQftype(r, col) == OID_TIMESTAMPTZ || PQftype(r, col) == OID_TIMESTAMP) &&
+    assert((PQftype(r, col) == DB_OID_TIMESTAMPTZ || PQftype(r, col) == DB_OID_TIMESTAMP) &&
            "db_get_timestamp on a column that is not timestamptz/timestamp");
     uint64_t x;
     memcpy(&x, PQgetvalue(r, row, col), 8);
@@ -236,17 +268,17 @@ int64_t db_get_int(const PGresult *r, int row, int col)
     const unsigned char *v = (const unsigned char *)PQgetvalue(r, row, col);
     assert(PQfformat(r, col) == 1);
     switch (PQftype(r, col)) {
-    case OID_INT2: {
+    case DB_OID_INT2: {
         uint16_t x;
         memcpy(&x, v, 2);
         return (int16_t)ntohs(x);
     }
-    case OID_INT4: {
+    case DB_OID_INT4: {
         uint32_t x;
         memcpy(&x, v, 4);
         return (int32_t)ntohl(x);
     }
-    case OID_INT8: {
+    case DB_OID_INT8: {
         uint64_t x;
         memcpy(&x, v, 8);
         return (int64_t)be64toh(x);
@@ -261,13 +293,56 @@ const char *db_get_text(const PGresult *r, int row, int col, int *len)
 {
     Oid t = PQftype(r, col);
     (void)t;
-    assert(t == OID_TEXT || t == OID_VARCHAR || t == OID_NAME || t == OID_BPCHAR);
+    assert(t == DB_OID_TEXT || t == DB_OID_VARCHAR || t == DB_OID_NAME || t == DB_OID_BPCHAR);
     *len = PQgetlength(r, row, col);
     return PQgetvalue(r, row, col);
 }
 
 bool db_get_bool(const PGresult *r, int row, int col)
 {
-    assert(PQftype(r, col) == OID_BOOL);
+    assert(PQftype(r, col) == DB_OID_BOOL);
     return !PQgetisnull(r, row, col) && PQgetvalue(r, row, col)[0] != 0;
+}
+
+/* ---- gather ---- */
+
+struct gathered {
+    db_call *call;
+    db_conn *conn;
+};
+
+static int gather_one(void *arg)
+{
+    struct gathered *g = arg;
+    int rc = db_exec_batch(g->conn, g->call, 1, 0);
+    if (rc == 0 && g->call->required && PQntuples(g->call->result) == 0)
+        return -ENOENT; /* the group cancels the others, on the server too */
+    return rc;
+}
+
+/* The calls share one borrowed connection: queued in the same loop turn,
+ * they leave in one write and come back pipelined, in one round trip. */
+int db_gather(db_call *calls, size_t n)
+{
+    assert(n <= DB_MAX_GATHER && "db_gather of more calls than DB_MAX_GATHER");
+    for (size_t i = 0; i < n; i++) {
+        calls[i].result = NULL;
+        calls[i].rc = -ECANCELED;
+    }
+    db_conn *conn;
+    int rc = db_pool_acquire(db_pool_current(), &conn);
+    if (rc < 0)
+        return count(rc, calls, 0);
+    struct gathered g[DB_MAX_GATHER];
+    aio_group group;
+    aio_group_init(&group);
+    for (size_t i = 0; i < n; i++) {
+        g[i] = (struct gathered){.call = &calls[i], .conn = conn};
+        aio_group_spawn(&group, gather_one, &g[i]);
+    }
+    rc = aio_group_join(&group);
+    /* if a call was interrupted, the connection went to the janitor (which
+     * cancels what is left on the server) and this release is a no-op */
+    db_pool_release(conn);
+    return rc;
 }

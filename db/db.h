@@ -1,10 +1,8 @@
 /* Running SQL from a task: prepared statements, parameters, results.
  *
- *     static db_stmt WORLD = DB_STMT("world_by_id", "SELECT id, randomnumber FROM world WHERE id = $1", 1);
- *     uint32_t buf;
- *     db_param p[] = {db_int4(&buf, id)};
+ *     static const db_stmt WORLD = DB_STMT("world_by_id", "SELECT id, randomnumber FROM world WHERE id = $1", 1);
  *     PGresult *r;
- *     int rc = db_exec(NULL, &WORLD, p, &r);   // awaits; any pool connection
+ *     int rc = db_exec(NULL, &WORLD, DB_PARAMS(DB_INT4(id)), &r);   // awaits; any pool connection
  *
  * Every statement is a prepared statement with out-of-line parameters: no
  * SQL text is ever built from input. Statements are prepared once per
@@ -13,7 +11,8 @@
  *
  * Errors (negative errno):
  *   -EREMOTEIO    the server rejected the statement: the PGresult is still
- *                 returned, see db_sqlstate()
+ *                 returned, see db_sqlstate(), and the failure is recorded
+ *                 (db_failure below)
  *   -ETIMEDOUT    the task's deadline passed (the statement is cancelled on
  *                 the server; its connection is drained and reused or closed)
  *   -ECANCELED    the task was cancelled (same clean-up)
@@ -29,6 +28,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
 #include <libpq-fe.h>
 
 /* A statement, defined once (usually static) and shared by every thread. */
@@ -40,39 +40,65 @@ typedef struct db_stmt {
 
 #define DB_STMT(name_, sql_, nparams_) {.name = (name_), .sql = (sql_), .nparams = (nparams_)}
 
-/* One parameter: bytes plus their format (0 text, 1 binary). NULL value: SQL NULL. */
+/* One parameter, by value: the handler keeps no scratch buffers. Integers
+ * travel in binary; text is sent up to its length (and must be
+ * NUL-terminated there: libpq sends text up to the NUL) and must stay valid
+ * until the call that sends it returns. */
+typedef enum db_param_type { DB_PARAM_NULL, DB_PARAM_TEXT, DB_PARAM_INT4, DB_PARAM_INT8, DB_PARAM_BOOL } db_param_type;
+
 typedef struct db_param {
-    const char *value;
-    int len;
-    int format;
+    db_param_type type;
+    int len; /* text: bytes, -1 for strlen */
+    union {
+        const char *s;
+        int64_t i;
+    } v;
 } db_param;
 
-static inline db_param db_null(void) { return (db_param){NULL, 0, 0}; }
-/* Text (also for numbers given as text): s must be NUL-terminated at len
- * (libpq sends text up to the NUL) and stay valid until the exec call
- * returns or suspends. len -1: strlen. */
-db_param db_text(const char *s, int len);
-/* Binary integers; buf holds the network-order bytes and must outlive the call. */
-db_param db_int4(uint32_t *buf, int32_t v);
-db_param db_int8(uint64_t *buf, int64_t v);
-/* A bool as text ("t"/"f"). */
-db_param db_bool(bool v);
+#define DB_NULL ((db_param){.type = DB_PARAM_NULL})
+#define DB_INT4(x) ((db_param){.type = DB_PARAM_INT4, .v.i = (int32_t)(x)})
+#define DB_INT8(x) ((db_param){.type = DB_PARAM_INT8, .v.i = (int64_t)(x)})
+#define DB_BOOL(b) ((db_param){.type = DB_PARAM_BOOL, .v.i = (b) ? 1 : 0})
+#define DB_TEXT(str) ((db_param){.type = DB_PARAM_TEXT, .len = -1, .v.s = (str)})
+#define DB_TEXTN(str, n) ((db_param){.type = DB_PARAM_TEXT, .len = (int)(n), .v.s = (str)})
+/* Text, or SQL NULL when str is NULL. */
+#define DB_TEXT_OR_NULL(str, n) ((str) != NULL ? DB_TEXTN(str, n) : DB_NULL)
+
+/* A parameter list that knows its length: every call asserts it equals
+ * the statement's declared count. */
+typedef struct db_params {
+    const db_param *v;
+    int n;
+} db_params;
+
+#define DB_PARAMS(...)                                                                                                 \
+    ((db_params){.v = (const db_param[]){__VA_ARGS__},                                                                 \
+                 .n = (int)(sizeof((db_param[]){__VA_ARGS__}) / sizeof(db_param))})
+#define DB_NO_PARAMS ((db_params){.v = NULL, .n = 0})
+
+/* Most parameters a statement may declare. */
+#define DB_MAX_PARAMS 32
 
 /* Opaque: a pooled, non-blocking connection (see pool.h). */
 typedef struct db_conn db_conn;
 
 /* Runs one statement and awaits its result, which the caller frees with
  * PQclear (also on -EREMOTEIO; NULL on other errors). conn NULL: borrows a
- * connection from the thread's pool for this statement (autocommit). */
-int db_exec(db_conn *conn, const db_stmt *stmt, const db_param *params, PGresult **res);
+ * connection from the thread's pool for this statement (autocommit).
+ * params.n must equal stmt->nparams (asserted). */
+int db_exec(db_conn *conn, const db_stmt *stmt, db_params params, PGresult **res);
 
-/* One statement of a batch. */
+/* One statement of a batch or a gather. */
 typedef struct db_call {
     const db_stmt *stmt;
-    const db_param *params;
-    PGresult *result; /* set by db_exec_batch: success or error result, or NULL */
+    db_params params;
+    bool required;    /* db_gather: no row fails the gather with -ENOENT */
+    PGresult *result; /* set by the call: success or error result, or NULL */
     int rc;           /* 0, -EREMOTEIO, or -ECANCELED if skipped after an earlier error (atomic batches) */
 } db_call;
+
+#define DB_CALL(stmt_, ...) ((db_call){.stmt = (stmt_), .params = DB_PARAMS(__VA_ARGS__)})
+#define DB_CALL0(stmt_) ((db_call){.stmt = (stmt_), .params = DB_NO_PARAMS})
 
 enum {
     /* All statements in one implicit transaction: the first failure aborts
@@ -86,6 +112,18 @@ enum {
  * db_calls_clear). */
 int db_exec_batch(db_conn *conn, db_call *calls, size_t n, int flags);
 
+/* asyncio.gather over reads (autocommit, the calling task's pool): each
+ * call awaits in a task of its own, under the caller's deadline, and they
+ * leave together, pipelined on one connection: one round trip, which the
+ * server runs in order. A call marked required that returns no row fails
+ * the gather with -ENOENT as soon as its result arrives; that, or any
+ * other failure, cancels the calls still running, on the server too. Put
+ * the required call first. Returns 0, -ENOENT or the first failure (as
+ * db_exec). Every call's result is set if it completed; the caller frees
+ * them (db_calls_clear). */
+int db_gather(db_call *calls, size_t n);
+#define DB_MAX_GATHER 16
+
 /* Like db_exec / db_exec_batch (autocommit), for short reads that
  * tolerate replica lag: sent to one of this thread's read replicas in turn
  * (db_pool_set_replicas), skipping replicas that are down; if the replica
@@ -94,11 +132,37 @@ int db_exec_batch(db_conn *conn, db_call *calls, size_t n, int flags);
  * pipelined with other tasks' reads; one that is interrupted retires that
  * connection, whose janitor cancels it on the server when it reaches the
  * head of the pipeline. */
-int db_exec_read(const db_stmt *stmt, const db_param *params, PGresult **res);
+int db_exec_read(const db_stmt *stmt, db_params params, PGresult **res);
 int db_exec_batch_read(db_call *calls, size_t n, int flags);
 
 /* PQclear of every call's result. */
 void db_calls_clear(db_call *calls, size_t n);
+
+/* ---- why a call failed: errors by return value ----
+ *
+ * Every call above returns a negative errno. For -EREMOTEIO the server's
+ * SQLSTATE and message are kept in a failure record: the innermost one the
+ * current task opened, or that a task it was spawned from had open (task
+ * locals), so a failure in a gathered or grouped child reaches its
+ * parent's record. A handler returns the code; whoever opened the record
+ * (the routes layer, around every handler) turns it into an answer. */
+typedef struct db_failure {
+    char sqlstate[6]; /* of the last statement that failed on the server ("" when only a Prepare failed) */
+    char message[240]; /* the server's primary message: for logs, never for clients */
+    struct db_failure *outer;
+} db_failure;
+
+/* Starts recording into f (caller's memory; zeroed here) for this task and
+ * the tasks it spawns from now on; close it before f goes, in reverse
+ * order of opening. Never awaits. */
+void db_failure_open(db_failure *f);
+void db_failure_close(db_failure *f);
+
+/* The record in force for the current task, or NULL. */
+const db_failure *db_failure_current(void);
+
+/* Whether the last server error recorded for this task had that SQLSTATE. */
+bool db_failed_with(const char *sqlstate);
 
 /* Statements run by this thread so far, and how many failed (any error). */
 typedef struct db_counters {
@@ -121,5 +185,21 @@ bool db_get_bool(const PGresult *r, int row, int col);
  * infinity and -infinity come back as INT64_MAX and INT64_MIN. */
 int64_t db_get_timestamp(const PGresult *r, int row, int col);
 bool db_is_null(const PGresult *r, int row, int col);
+
+/* Unix microseconds as an RFC 3339 UTC timestamp with microseconds,
+ * "2026-11-22T08:46:30.262000Z", into out (at least 32 bytes); returns the
+ * length. INT64_MAX / INT64_MIN give "infinity" / "-infinity". Pure. */
+size_t db_format_timestamp(int64_t us, char *out);
+
+/* ---- rows as JSON, by column name ----
+ *
+ * A row becomes an object whose keys are the column names (so the SQL's
+ * column list, or its aliases, say what the client sees): int2/int4/int8
+ * as integers, text/varchar/name as strings, bool, timestamptz/timestamp
+ * as db_format_timestamp strings, NULL as null; any other type is an
+ * assert. New references; NULL on ENOMEM. */
+json_t *db_row_json(const PGresult *r, int row);
+/* Every row, as an array. */
+json_t *db_rows_json(const PGresult *r);
 
 #endif

@@ -1,4 +1,4 @@
-#include "migrate.h"
+#include "db/migrate.h"
 
 #include <assert.h>
 #include <dirent.h>
@@ -18,9 +18,9 @@
 #include <libpq-fe.h>
 #include <openssl/evp.h>
 
-#include "server/log.h"
+#include "base/log.h"
 
-/* Defined by the source that cmake/parts/migrate.cmake generates from
+/* Defined by the source that db/CMakeLists.txt generates from
  * migrations/ *.sql. */
 extern const db_migration db_migrate__embedded[];
 extern const size_t db_migrate__embedded_count;
@@ -159,82 +159,83 @@ static int by_version(const void *a, const void *b)
     return (va > vb) - (va < vb);
 }
 
-int db_migrate_load_dir(const char *dir, db_migration **out, size_t *count, char *err, size_t errlen)
-{
-    assert(dir != NULL && out != NULL && count != NULL);
-    int rc = 0;
-    db_migration *list = NULL;
-    size_t n = 0, cap = 0;
+/* A growing list of migrations read from a directory. */
+struct loading {
+    const char *dir;
+    db_migration *list;
+    size_t n, cap;
+};
 
-    DIR *d = opendir(dir);
-    if (d == NULL) {
-        rc = -errno;
-        return fail(err, errlen, rc, "cannot open migrations directory %s: %s", dir, strerror(-rc));
+/* Adds the file e of the directory (a migration, or skipped); 0 or a
+ * negative errno with err set. */
+static int load_entry(struct loading *ld, DIR *d, const struct dirent *e, char *err, size_t errlen)
+{
+    int version;
+    int kind = parse_file_name(e->d_name, &version);
+    if (kind == 0)
+        return 0;
+    if (kind < 0)
+        return fail(err, errlen, -EINVAL,
+                    "malformed migration file name %s/%s: expected NNNN_name.sql with a version in 1..%d", ld->dir,
+                    e->d_name, INT_MAX);
+    if (ld->n == ld->cap) {
+        size_t ncap = ld->cap ? ld->cap * 2 : 8;
+        db_migration *bigger = realloc(ld->list, ncap * sizeof(*ld->list));
+        if (bigger == NULL)
+            return fail(err, errlen, -ENOMEM, "out of memory loading migrations");
+        ld->list = bigger;
+        ld->cap = ncap;
     }
+    db_migration *m = &ld->list[ld->n];
+    *m = (db_migration){.version = version};
+    if ((m->name = strdup(e->d_name)) == NULL)
+        return fail(err, errlen, -ENOMEM, "out of memory loading migrations");
+    ld->n++; /* from here db_migrate_free owns m's strings */
+    int rc = read_file_at(dirfd(d), e->d_name, &m->sql, &m->sql_len);
+    if (rc != 0)
+        fail(err, errlen, rc, "cannot read migration %s/%s: %s", ld->dir, e->d_name,
+             rc == -EINVAL ? "not a regular file" : strerror(-rc));
+    return rc;
+}
+
+static int load_all(struct loading *ld, DIR *d, char *err, size_t errlen)
+{
     for (;;) {
         errno = 0;
         struct dirent *e = readdir(d);
-        if (e == NULL) {
-            if (errno != 0) {
-                rc = -errno;
-                fail(err, errlen, rc, "cannot read migrations directory %s: %s", dir, strerror(-rc));
-                goto fail_scan;
-            }
-            break;
-        }
-        int version;
-        int kind = parse_file_name(e->d_name, &version);
-        if (kind == 0)
-            continue;
-        if (kind < 0) {
-            rc = fail(err, errlen, -EINVAL,
-                      "malformed migration file name %s/%s: expected NNNN_name.sql with a version in 1..%d", dir,
-                      e->d_name, INT_MAX);
-            goto fail_scan;
-        }
-        if (n == cap) {
-            size_t ncap = cap ? cap * 2 : 8;
-            db_migration *bigger = realloc(list, ncap * sizeof(*list));
-            if (bigger == NULL) {
-                rc = fail(err, errlen, -ENOMEM, "out of memory loading migrations");
-                goto fail_scan;
-            }
-            list = bigger;
-            cap = ncap;
-        }
-        db_migration *m = &list[n];
-        *m = (db_migration){.version = version};
-        if ((m->name = strdup(e->d_name)) == NULL) {
-            rc = fail(err, errlen, -ENOMEM, "out of memory loading migrations");
-            goto fail_scan;
-        }
-        n++; /* from here db_migrate_free owns m's strings */
-        if ((rc = read_file_at(dirfd(d), e->d_name, &m->sql, &m->sql_len)) != 0) {
-            fail(err, errlen, rc, "cannot read migration %s/%s: %s", dir, e->d_name,
-                 rc == -EINVAL ? "not a regular file" : strerror(-rc));
-            goto fail_scan;
-        }
+        if (e == NULL)
+            return errno == 0 ? 0
+                              : fail(err, errlen, -errno, "cannot read migrations directory %s: %s", ld->dir,
+                                     strerror(errno));
+        int rc = load_entry(ld, d, e, err, errlen);
+        if (rc < 0)
+            return rc;
     }
-    closedir(d);
+}
 
-    if (n > 1)
-        qsort(list, n, sizeof(*list), by_version);
-    for (size_t i = 1; i < n; i++) {
-        if (list[i].version == list[i - 1].version) {
-            rc = fail(err, errlen, -EINVAL, "duplicate migration version %d in %s: %s and %s", list[i].version, dir,
-                      list[i - 1].name, list[i].name);
-            goto fail_sorted;
-        }
+int db_migrate_load_dir(const char *dir, db_migration **out, size_t *count, char *err, size_t errlen)
+{
+    assert(dir != NULL && out != NULL && count != NULL);
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return fail(err, errlen, -errno, "cannot open migrations directory %s: %s", dir, strerror(errno));
+    struct loading ld = {.dir = dir};
+    int rc = load_all(&ld, d, err, errlen);
+    closedir(d);
+    if (rc == 0 && ld.n > 1)
+        qsort(ld.list, ld.n, sizeof(*ld.list), by_version);
+    for (size_t i = 1; rc == 0 && i < ld.n; i++) {
+        if (ld.list[i].version == ld.list[i - 1].version)
+            rc = fail(err, errlen, -EINVAL, "duplicate migration version %d in %s: %s and %s", ld.list[i].version, dir,
+                      ld.list[i - 1].name, ld.list[i].name);
     }
-    *out = list;
-    *count = n;
+    if (rc < 0) {
+        db_migrate_free(ld.list, ld.n);
+        return rc;
+    }
+    *out = ld.list;
+    *count = ld.n;
     return 0;
-
-fail_scan:
-    closedir(d);
-fail_sorted:
-    db_migrate_free(list, n);
-    return rc;
 }
 
 void db_migrate_free(db_migration *m, size_t count)
@@ -416,18 +417,12 @@ static double now_ms(void)
 
 /* Applies m and records it in one transaction. On failure the caller closes
  * the connection, which also rolls back whatever is left open. */
-static int apply_one(PGconn *c, const db_migration *m, const char *checksum, char *err, size_t errlen)
+/* Whether another runner applied m since this one looked: 1 (and the
+ * transaction committed), 0, or a negative errno. */
+static int applied_meanwhile(PGconn *c, const db_migration *m, const char *version, const char *checksum, char *err,
+                             size_t errlen)
 {
     char why[768];
-    double t0 = now_ms();
-    if (exec_ok(c, "BEGIN", why, sizeof(why)) != 0)
-        return fail(err, errlen, -EIO, "migration %s: cannot begin a transaction: %s", m->name, why);
-    if (take_lock(c, why, sizeof(why)) != 0)
-        return fail(err, errlen, -EIO, "cannot take the migration lock: %s", why);
-
-    /* Another runner may have applied it since this one looked. */
-    char version[16];
-    snprintf(version, sizeof(version), "%d", m->version);
     const char *vparam[] = {version};
     PGresult *r = PQexecParams(c, "SELECT checksum FROM schema_migrations WHERE version = $1::integer", 1, NULL, vparam,
                                NULL, NULL, 0);
@@ -436,21 +431,21 @@ static int apply_one(PGconn *c, const db_migration *m, const char *checksum, cha
         PQclear(r);
         return fail(err, errlen, -EIO, "cannot read schema_migrations: %s", why);
     }
-    if (PQntuples(r) == 1) {
-        bool same = strcmp(PQgetvalue(r, 0, 0), checksum) == 0;
-        PQclear(r);
-        if (!same)
-            return fail(err, errlen, -EINVAL, "migration %s was applied meanwhile with another checksum", m->name);
-        if (exec_ok(c, "COMMIT", why, sizeof(why)) != 0)
-            return fail(err, errlen, -EIO, "migration %s: %s", m->name, why);
-        return 1;
-    }
+    bool found = PQntuples(r) == 1, same = found && strcmp(PQgetvalue(r, 0, 0), checksum) == 0;
     PQclear(r);
+    if (found && !same)
+        return fail(err, errlen, -EINVAL, "migration %s was applied meanwhile with another checksum", m->name);
+    if (found && exec_ok(c, "COMMIT", why, sizeof(why)) != 0)
+        return fail(err, errlen, -EIO, "migration %s: %s", m->name, why);
+    return found ? 1 : 0;
+}
 
-    /* Constant SQL from the file, possibly several statements: the simple
-     * query protocol runs them all and returns the first error or the last
-     * result. */
-    r = PQexec(c, m->sql);
+/* The file's SQL: constant, possibly several statements. The simple query
+ * protocol runs them all and returns the first error or the last result. */
+static int run_file(PGconn *c, const db_migration *m, char *err, size_t errlen)
+{
+    char why[768];
+    PGresult *r = PQexec(c, m->sql);
     ExecStatusType st = PQresultStatus(r);
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && st != PGRES_EMPTY_QUERY) {
         const char *pos = r ? PQresultErrorField(r, PG_DIAG_STATEMENT_POSITION) : NULL;
@@ -465,7 +460,6 @@ static int apply_one(PGconn *c, const db_migration *m, const char *checksum, cha
         return fail(err, errlen, -EIO, "migration %s failed%s: %s", m->name, where, why);
     }
     PQclear(r);
-
     /* A COMMIT or ROLLBACK in the file would end the runner's transaction
      * early and leave the rest unrecorded; say so rather than record it. */
     if (PQtransactionStatus(c) != PQTRANS_INTRANS)
@@ -473,17 +467,35 @@ static int apply_one(PGconn *c, const db_migration *m, const char *checksum, cha
                     "migration %s ended the runner's transaction itself (COMMIT or ROLLBACK in the file); "
                     "statements before it may be committed without being recorded",
                     m->name);
+    return 0;
+}
 
+/* Applies m in a transaction of its own, under the lock: 0, 1 when another
+ * runner applied it first, or a negative errno. */
+static int apply_one(PGconn *c, const db_migration *m, const char *checksum, char *err, size_t errlen)
+{
+    char why[768];
+    double t0 = now_ms();
+    if (exec_ok(c, "BEGIN", why, sizeof(why)) != 0)
+        return fail(err, errlen, -EIO, "migration %s: cannot begin a transaction: %s", m->name, why);
+    if (take_lock(c, why, sizeof(why)) != 0)
+        return fail(err, errlen, -EIO, "cannot take the migration lock: %s", why);
+    char version[16];
+    snprintf(version, sizeof(version), "%d", m->version);
+    int rc = applied_meanwhile(c, m, version, checksum, err, errlen);
+    if (rc == 0)
+        rc = run_file(c, m, err, errlen);
+    if (rc != 0)
+        return rc;
     const char *params[] = {version, m->name, checksum};
-    r = PQexecParams(c, "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1::integer, $2, $3)", 3,
-                     NULL, params, NULL, NULL, 0);
+    PGresult *r = PQexecParams(c, "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1::integer, $2, $3)",
+                               3, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_COMMAND_OK) {
         describe_error(c, r, why, sizeof(why));
         PQclear(r);
         return fail(err, errlen, -EIO, "migration %s: cannot record it in schema_migrations: %s", m->name, why);
     }
     PQclear(r);
-
     if (exec_ok(c, "COMMIT", why, sizeof(why)) != 0)
         return fail(err, errlen, -EIO, "migration %s failed at commit: %s", m->name, why);
     log_info("migrate: applied %s in %.1f ms", m->name, now_ms() - t0);
@@ -531,95 +543,86 @@ static int check_applied(PGconn *c, const db_migration *m, size_t count, char (*
     return rc;
 }
 
-int db_migrate_run(const char *conninfo, const db_migration *m, size_t count, db_migrate_report *report, char *err,
-                   size_t errlen)
+/* The list is in strictly increasing version order and holds no NUL
+ * byte; each migration's checksum into sums. */
+static int check_given(const db_migration *m, size_t count, char (*sums)[SHA256_HEX_LEN + 1], char *err, size_t errlen)
 {
-    assert(conninfo != NULL && (m != NULL || count == 0));
-    db_migrate_report rep = {0};
-    char why[768];
-    int rc = 0;
-    if (report != NULL)
-        *report = rep;
-    if (errlen > 0)
-        err[0] = '\0';
-
     for (size_t i = 0; i < count; i++) {
         if (i > 0 && m[i].version <= m[i - 1].version)
             return fail(err, errlen, -EINVAL, "migrations are not in strictly increasing version order (%s after %s)",
                         m[i].name, m[i - 1].name);
         if (memchr(m[i].sql, '\0', m[i].sql_len) != NULL)
             return fail(err, errlen, -EINVAL, "migration %s contains a NUL byte", m[i].name);
+        if (sha256_hex(m[i].sql, m[i].sql_len, sums[i]) != 0)
+            return fail(err, errlen, -EIO, "cannot compute the SHA-256 of migration %s", m[i].name);
     }
+    return 0;
+}
 
-    /* calloc(0) may return NULL; one spare element keeps NULL meaning OOM */
-    char(*sums)[SHA256_HEX_LEN + 1] = calloc(count + 1, sizeof(*sums));
-    bool *applied = calloc(count + 1, sizeof(*applied));
-    if (sums == NULL || applied == NULL) {
-        rc = fail(err, errlen, -ENOMEM, "out of memory");
-        goto fail_alloc;
-    }
-    for (size_t i = 0; i < count; i++) {
-        if (sha256_hex(m[i].sql, m[i].sql_len, sums[i]) != 0) {
-            rc = fail(err, errlen, -EIO, "cannot compute the SHA-256 of migration %s", m[i].name);
-            goto fail_alloc;
-        }
-    }
-
-    PGconn *c = connect_db(conninfo, err, errlen, &rc);
-    if (c == NULL)
-        goto fail_alloc;
-    if (exec_ok(c, "BEGIN", why, sizeof(why)) != 0) {
-        rc = fail(err, errlen, -EIO, "cannot begin a transaction: %s", why);
-        goto fail_conn;
-    }
-    if (take_lock(c, why, sizeof(why)) != 0) {
-        rc = fail(err, errlen, -EIO, "cannot take the migration lock: %s", why);
-        goto fail_conn;
-    }
-    /* Under the lock: two runners creating it at once could otherwise both
-     * pass IF NOT EXISTS and one would fail on the catalog's unique index. */
+/* Under the lock, in one transaction: schema_migrations made if needed
+ * (two runners creating it at once could otherwise both pass IF NOT
+ * EXISTS and one would fail on the catalog's unique index), and every
+ * check of what was applied passes before anything is applied, so a
+ * rejected run changes nothing. */
+static int prepare_run(PGconn *c, const db_migration *m, size_t count, char (*sums)[SHA256_HEX_LEN + 1],
+                       bool *applied, int *already, char *err, size_t errlen)
+{
+    char why[768];
+    if (exec_ok(c, "BEGIN", why, sizeof(why)) != 0)
+        return fail(err, errlen, -EIO, "cannot begin a transaction: %s", why);
+    if (take_lock(c, why, sizeof(why)) != 0)
+        return fail(err, errlen, -EIO, "cannot take the migration lock: %s", why);
     if (exec_ok(c,
                 "CREATE TABLE IF NOT EXISTS schema_migrations ("
                 " version integer PRIMARY KEY,"
                 " name text NOT NULL,"
                 " checksum text NOT NULL,"
                 " applied_at timestamptz NOT NULL DEFAULT now())",
-                why, sizeof(why)) != 0) {
-        rc = fail(err, errlen, -EIO, "cannot create schema_migrations: %s", why);
-        goto fail_conn;
-    }
-    /* Every check passes before anything is applied, so a rejected run
-     * changes nothing. */
-    if ((rc = check_applied(c, m, count, sums, applied, &rep.already, err, errlen)) != 0)
-        goto fail_conn;
-    if (exec_ok(c, "COMMIT", why, sizeof(why)) != 0) {
-        rc = fail(err, errlen, -EIO, "cannot commit: %s", why);
-        goto fail_conn;
-    }
+                why, sizeof(why)) != 0)
+        return fail(err, errlen, -EIO, "cannot create schema_migrations: %s", why);
+    int rc = check_applied(c, m, count, sums, applied, already, err, errlen);
+    if (rc != 0)
+        return rc;
+    if (exec_ok(c, "COMMIT", why, sizeof(why)) != 0)
+        return fail(err, errlen, -EIO, "cannot commit: %s", why);
+    return 0;
+}
+
+int db_migrate_run(const char *conninfo, const db_migration *m, size_t count, db_migrate_report *report, char *err,
+                   size_t errlen)
+{
+    assert(conninfo != NULL && (m != NULL || count == 0));
+    db_migrate_report rep = {0};
     if (report != NULL)
         *report = rep;
-
-    for (size_t i = 0; i < count; i++) {
+    if (errlen > 0)
+        err[0] = '\0';
+    /* calloc(0) may return NULL; one spare element keeps NULL meaning OOM */
+    char(*sums)[SHA256_HEX_LEN + 1] = calloc(count + 1, sizeof(*sums));
+    bool *applied = calloc(count + 1, sizeof(*applied));
+    int rc = sums != NULL && applied != NULL ? check_given(m, count, sums, err, errlen)
+                                             : fail(err, errlen, -ENOMEM, "out of memory");
+    PGconn *c = rc == 0 ? connect_db(conninfo, err, errlen, &rc) : NULL;
+    if (c != NULL)
+        rc = prepare_run(c, m, count, sums, applied, &rep.already, err, errlen);
+    if (report != NULL && rc == 0)
+        *report = rep;
+    for (size_t i = 0; c != NULL && rc == 0 && i < count; i++) {
         if (applied[i])
             continue;
         int one = apply_one(c, &m[i], sums[i], err, errlen);
-        if (one < 0) {
+        if (one < 0)
             rc = one;
-            goto fail_conn;
-        }
-        if (one == 1)
+        else if (one == 1)
             rep.already++; /* another runner was first */
         else
             rep.applied++;
         if (report != NULL)
             *report = rep;
     }
-
-fail_conn:
     /* Also the rollback of a failed migration and the release of the lock
      * on every error path: the server ends both with the session. */
     PQfinish(c);
-fail_alloc:
     free(applied);
     free(sums);
     return rc;

@@ -6,7 +6,7 @@
 
 #include "db/conn_int.h"
 #include "db/conninfo.h"
-#include "server/log.h"
+#include "base/log.h"
 
 #define BACKOFF_FIRST AIO_MSEC(100)
 #define BACKOFF_MAX AIO_SEC(5)
@@ -253,7 +253,7 @@ static int janitor(void *arg)
     rc = aio_event_wait(&c->drained);
     if (rc == 0 && !c->broken && PQtransactionStatus(c->pg) != PQTRANS_IDLE) {
         PGresult *r = NULL;
-        rc = db_exec(c, &ROLLBACK, NULL, &r);
+        rc = db_exec(c, &ROLLBACK, DB_NO_PARAMS, &r);
         PQclear(r);
     }
     aio_timeout_close(&scope);
@@ -530,3 +530,46 @@ void db_pool_stats_get(const db_pool *p, db_pool_stats *st)
 }
 
 const char *db_pool_last_error(const db_pool *p) { return p->last_error; }
+
+/* DATABASE_READ_URL holds one conninfo, or several URIs separated by
+ * whitespace. */
+static size_t split_replicas(char *list, char **urls, size_t max)
+{
+    size_t n = 0;
+    if (strstr(list, "://") == NULL) {
+        urls[n++] = list;
+        return n;
+    }
+    char *save = NULL;
+    for (char *tok = strtok_r(list, " \t\n", &save); tok && n < max; tok = strtok_r(NULL, " \t\n", &save))
+        urls[n++] = tok;
+    return n;
+}
+
+int db_pool_create_replicas(const char *list, const db_pool_config *primary, db_pool ***out, size_t *nout, char *err,
+                            size_t errlen)
+{
+    *out = NULL;
+    *nout = 0;
+    if (list == NULL || *list == '\0')
+        return 0;
+    char *copy = strdup(list), *urls[DB_MAX_REPLICAS];
+    size_t n = copy != NULL ? split_replicas(copy, urls, DB_MAX_REPLICAS) : 0;
+    db_pool **pools = calloc(n ? n : 1, sizeof(*pools));
+    int rc = copy != NULL && pools != NULL ? 0 : -ENOMEM;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        db_pool_config cfg = *primary;
+        cfg.conninfo = urls[i];
+        cfg.min = 0;
+        cfg.replica = true;
+        cfg.connect_timeout = AIO_SEC(1); /* a hung replica should leave the rotation soon */
+        char why[400];
+        if ((rc = db_pool_create(&cfg, &pools[i], why, sizeof(why))) < 0)
+            snprintf(err, errlen, "DATABASE_READ_URL entry %zu: %s", i + 1, why);
+        else
+            (*nout)++;
+    }
+    free(copy);
+    *out = pools;
+    return rc;
+}

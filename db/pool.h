@@ -50,6 +50,16 @@ typedef struct db_pool_config {
  * malformed conninfo, -ENOMEM. */
 int db_pool_create(const db_pool_config *cfg, db_pool **out, char *err, size_t errlen);
 
+/* Read-replica pools for a DATABASE_READ_URL list (one conninfo, or
+ * several URIs separated by whitespace; at most DB_MAX_REPLICAS), each
+ * like primary but opening nothing until used and giving up connecting
+ * after a second. *out (malloc'd, with *n pools) belongs to the caller,
+ * also on failure (destroy the *n pools, then free it). 0, -EINVAL (with
+ * err) or -ENOMEM. */
+#define DB_MAX_REPLICAS 16
+int db_pool_create_replicas(const char *list, const db_pool_config *primary, db_pool ***out, size_t *n, char *err,
+                            size_t errlen);
+
 /* Closes every connection and frees the pool. Called from a task at
  * shutdown, after request tasks ended; never awaits. */
 void db_pool_destroy(db_pool *p);

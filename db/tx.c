@@ -4,7 +4,7 @@
 
 #include "db/conn_int.h"
 #include "db/tx.h"
-#include "server/log.h"
+#include "base/log.h"
 
 static int default_retries = 10;
 
@@ -36,17 +36,59 @@ static bool retryable(const char *sqlstate) { return strcmp(sqlstate, "40001") =
 
 static bool interrupted(int rc) { return rc == -ETIMEDOUT || rc == -ECANCELED; }
 
+/* Ends one run of the body: COMMIT if it succeeded (a statement that
+ * failed while the body went on makes it -EREMOTEIO: COMMIT would only
+ * roll back). Returns the body's result once committed, else the failure. */
+static int commit(db_conn *c, int result)
+{
+    if (result < 0 || c->broken)
+        return result;
+    if (PQtransactionStatus(c->pg) == PQTRANS_INERROR)
+        return -EREMOTEIO;
+    PGresult *r = NULL;
+    int rc = db_exec(c, &COMMIT, DB_NO_PARAMS, &r);
+    PQclear(r);
+    return rc == 0 ? result : rc;
+}
+
+/* After a failed run: ROLLBACK if a transaction is open. Returns rc, or
+ * the interruption that cut the ROLLBACK short (then the janitor has the
+ * connection), with *stop set when nothing more may run on c. */
+static int roll_back(db_conn *c, int rc, bool *stop)
+{
+    *stop = false;
+    if (PQtransactionStatus(c->pg) == PQTRANS_IDLE)
+        return rc;
+    PGresult *r = NULL;
+    int rb = db_exec(c, &ROLLBACK, DB_NO_PARAMS, &r);
+    PQclear(r);
+    if (rb < 0) {
+        *stop = true;
+        return interrupted(rb) ? rb : rc;
+    }
+    return rc;
+}
+
+/* A statement, BEGIN or COMMIT that failed because the connection went
+ * away is not a statement error: the caller must not mistake it for one
+ * (and for COMMIT the outcome is unknown). */
+static int connection_loss(const db_conn *c, int rc)
+{
+    if (rc == -EREMOTEIO && (c->broken || strncmp(c->sqlstate, "08", 2) == 0 || strncmp(c->sqlstate, "57P0", 4) == 0))
+        return -ECONNRESET;
+    return rc;
+}
+
 int db_tx_run(const db_tx_options *o, db_tx_body body, void *arg, int *attempts, char last[6])
 {
     int max_retries = o->max_retries >= 0 ? o->max_retries : default_retries;
-    db_pool *p = db_pool_current();
     db_conn *c;
     int attempt = 0;
     if (last)
         last[0] = '\0';
     if (attempts)
         *attempts = 0;
-    int rc = db_pool_acquire(p, &c);
+    int rc = db_pool_acquire(db_pool_current(), &c);
     if (rc < 0)
         return rc;
     for (;;) {
@@ -54,57 +96,35 @@ int db_tx_run(const db_tx_options *o, db_tx_body body, void *arg, int *attempts,
         c->sqlstate[0] = '\0';
         c->begin = begin_stmt(o);
         int result = body(c, arg);
-        if (c->begin != NULL) {
-            /* the body sent nothing: there is no transaction to end */
+        if (c->begin != NULL) { /* the body sent nothing: there is no transaction to end */
             c->begin = NULL;
             rc = result;
             break;
         }
-        if (result >= 0 && !c->broken && PQtransactionStatus(c->pg) == PQTRANS_INERROR) {
-            /* a statement failed and the body went on: COMMIT would only roll back */
-            rc = -EREMOTEIO;
-        } else if (result >= 0 && !c->broken) {
-            PGresult *r = NULL;
-            rc = db_exec(c, &COMMIT, NULL, &r);
-            PQclear(r);
-            if (rc == 0) {
-                rc = result;
-                break;
-            }
-        } else {
-            rc = result;
-        }
-        if (interrupted(rc) || c->broken)
-            break; /* the janitor has the connection, or it is gone */
-        bool again = rc == -EREMOTEIO && retryable(c->sqlstate) && attempt <= max_retries;
+        if ((rc = commit(c, result)) >= 0 || interrupted(rc) || c->broken)
+            break; /* done; or the janitor has the connection, or it is gone */
+        bool again = rc == -EREMOTEIO && retryable(c->sqlstate) && attempt <= max_retries, stop;
         if (last)
             memcpy(last, c->sqlstate, 6);
-        if (PQtransactionStatus(c->pg) != PQTRANS_IDLE) {
-            PGresult *r = NULL;
-            int rb = db_exec(c, &ROLLBACK, NULL, &r);
-            PQclear(r);
-            if (rb < 0) {
-                rc = interrupted(rb) ? rb : rc;
-                break;
-            }
-        }
-        if (!again)
+        rc = roll_back(c, rc, &stop);
+        if (stop || !again)
             break;
         log_debug("transaction retry %d after SQLSTATE %s", attempt, c->sqlstate);
-        /* randomised pause so that the transactions that collided do not collide again */
+        /* a randomised pause, so that the transactions that collided do not collide again */
         int pause = aio_sleep(AIO_USEC(200 + rand() % (500 * attempt)));
         if (pause < 0) {
             rc = pause;
             break;
         }
     }
-    /* a statement, BEGIN or COMMIT that failed because the connection went
-     * away is not a statement error: the caller must not mistake it for one
-     * (and for COMMIT the outcome is unknown) */
-    if (rc == -EREMOTEIO && (c->broken || strncmp(c->sqlstate, "08", 2) == 0 || strncmp(c->sqlstate, "57P0", 4) == 0))
-        rc = -ECONNRESET;
+    rc = connection_loss(c, rc);
     if (attempts)
         *attempts = attempt;
     db_pool_release(c);
     return rc;
+}
+
+int db_tx(db_tx_body body, void *arg)
+{
+    return db_tx_run(&(db_tx_options){.isolation = DB_READ_COMMITTED, .max_retries = -1}, body, arg, NULL, NULL);
 }

@@ -37,6 +37,10 @@ typedef int (*db_tx_body)(db_conn *tx, void *arg);
  * *attempts (if given) counts the runs of body. */
 int db_tx_run(const db_tx_options *o, db_tx_body body, void *arg, int *attempts, char last[6]);
 
+/* db_tx_run with READ COMMITTED, the default retries and no reporting:
+ * what most handlers want. */
+int db_tx(db_tx_body body, void *arg);
+
 /* The process default for max_retries (set once at start). */
 void db_tx_set_default_retries(int n);
 

@@ -25,7 +25,6 @@
 #include <jansson.h>
 
 #include "fuzz/fuzz.h"
-#include "routes/common.h"
 #include "routes/input.h"
 
 enum { USER_CREATE, USER_PATCH, ORDER, ACCOUNT, TRANSFER, NBODIES };

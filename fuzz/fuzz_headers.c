@@ -1,5 +1,5 @@
 /* Request headers the service reads itself: Request-Timeout
- * (server_parse_request_timeout, what request_deadline in server/http.c
+ * (server_parse_request_timeout, what request_deadline in server/request.c
  * uses), Idempotency-Key (routes_input_idempotency_key) and Content-Type
  * (routes_input_is_json).
  *
@@ -18,7 +18,7 @@
 
 #include "fuzz/fuzz.h"
 #include "routes/input.h"
-#include "server/query.h"
+#include "server/parse.h"
 
 static const int64_t configured[4] = {1, 5000, 3600000, INT64_MAX};
 

@@ -1,9 +1,9 @@
-/* Query strings: server_query_get, the strict number parsers and the
+/* Query strings: server_parse_query_param, the strict number parsers and the
  * paging parameters the list endpoints read (routes_input_page).
  *
  * Input: one byte choosing the parameter name (low 3 bits) and the output
  * buffer's size (the rest, 1..32), then the raw query string. Checks:
- * - server_query_get agrees with a reference decoder (first pair whose
+ * - server_parse_query_param agrees with a reference decoder (first pair whose
  *   decoded name is the name wins; '+' is a space; a bad escape or a
  *   decoded NUL in the value is -EINVAL), whatever the buffer's size: only
  *   -E2BIG depends on it, exactly when the value does not fit;
@@ -24,7 +24,7 @@
 
 #include "fuzz/fuzz.h"
 #include "routes/input.h"
-#include "server/query.h"
+#include "server/parse.h"
 
 static const char *const names[8] = {"limit", "after", "queries", "id", "a b", "", "x=y", "\xc3\xa9"};
 
@@ -168,7 +168,7 @@ static void check_round_trip(const char *name, const char *value, size_t len)
     }
     char *out = malloc(len + 1);
     size_t got;
-    FUZZ_CHECK(server_query_get(q, (size_t)(p - q), name, out, len + 1, &got) == 0);
+    FUZZ_CHECK(server_parse_query_param(q, (size_t)(p - q), name, out, len + 1, &got) == 0);
     FUZZ_CHECK(got == len && memcmp(out, value, len) == 0 && out[len] == '\0');
     free(out);
     free(q);
@@ -186,7 +186,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* a buffer that always fits (decoding never grows a value) */
     char *big = malloc(q_len + 1), *want = malloc(q_len + 1);
     size_t big_len = 12345, want_len = 0;
-    int rc_big = server_query_get(q, q_len, name, big, q_len + 1, &big_len);
+    int rc_big = server_parse_query_param(q, q_len, name, big, q_len + 1, &big_len);
     int ref = ref_get(q, q_len, name, want, &want_len);
     FUZZ_CHECK(rc_big == ref);
     if (ref == 0)
@@ -197,7 +197,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* the chosen size: only -E2BIG differs */
     char *out = malloc(outlen);
     size_t len = 12345;
-    int rc = server_query_get(q, q_len, name, out, outlen, &len);
+    int rc = server_parse_query_param(q, q_len, name, out, outlen, &len);
     FUZZ_CHECK(memchr(out, '\0', outlen) != NULL);
     if (ref == 0 && want_len >= outlen) {
         FUZZ_CHECK(rc == -E2BIG && out[0] == '\0' && len == 12345);
@@ -209,7 +209,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             FUZZ_CHECK(out[0] == '\0' && len == 12345);
     }
     /* len may be NULL */
-    FUZZ_CHECK(server_query_get(q, q_len, name, out, outlen, NULL) == rc);
+    FUZZ_CHECK(server_parse_query_param(q, q_len, name, out, outlen, NULL) == rc);
 
     if (ref == 0) {
         check_round_trip(name, want, want_len);

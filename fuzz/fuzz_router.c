@@ -12,16 +12,18 @@
  *   into the pattern gives back the path byte for byte;
  * - a 405's Allow list is the reference's, a match's data is the route of
  *   that pattern and method; server_route_param agrees with the match;
- * - a path parameter read as an id (what routes_path_id does) agrees with
- *   a strtoll-based reference. */
+ * - a path parameter read as an id agrees with a strtoll-based reference:
+ *   server_parse_id on the parameter as a C string, which is what
+ *   routes_path_id (routes/handler.h) does with the request's copy of it
+ *   (server_req_param) before it answers 404 for a bad one. */
 #include <errno.h>
 #include <limits.h>
 #include <stdbool.h>
 #include <string.h>
 
 #include "fuzz/fuzz.h"
-#include "routes/routes.h"
-#include "server/query.h"
+#include "routes/handler.h"
+#include "server/parse.h"
 #include "server/router.h"
 
 static server_router *router;
@@ -158,7 +160,8 @@ static void check_params(const server_route_match *m, const char *path, size_t p
             size_t got_len;
             FUZZ_CHECK(server_route_param(m, name, &got_len) == value && got_len == m->params[k].len);
 
-            /* what routes_path_id does with it (http.c copies it into a C string) */
+            /* what routes_path_id does with it: server_parse_id on the
+             * request's NUL-terminated copy (server_req_param) */
             char *c = fuzz_strndup(value, m->params[k].len);
             int64_t id = 0, want = 0;
             int rc = server_parse_id(c, m->params[k].len, &id), ref = ref_id(c, m->params[k].len, &want);

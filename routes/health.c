@@ -2,9 +2,8 @@
 #include <errno.h>
 #include <stdlib.h>
 
-#include "db/db.h"
-#include "routes/routes.h"
-#include "server/aio/aio.h"
+#include "aio/aio.h"
+#include "routes/handler.h"
 #include "server/server.h"
 
 static int healthz(server_req *r)
@@ -26,7 +25,7 @@ static int readyz(server_req *r)
     aio_timeout scope;
     aio_timeout_open(&scope, AIO_SEC(1));
     PGresult *res = NULL;
-    int rc = db_exec(NULL, &READY, NULL, &res);
+    int rc = db_exec(NULL, &READY, DB_NO_PARAMS, &res);
     bool expired = aio_timeout_close(&scope) < 0;
     PQclear(res);
     if (rc == 0) {
@@ -52,14 +51,6 @@ static int metrics(server_req *r)
     return 0;
 }
 
-static const server_route_def table[] = {
-    {"GET", "/healthz", healthz, true},
-    {"GET", "/metrics", metrics, true},
-    {"GET", "/readyz", readyz, false},
-};
-
-const server_route_def *routes_health(size_t *n)
-{
-    *n = sizeof(table) / sizeof(table[0]);
-    return table;
-}
+ROUTES({.method = "GET", .pattern = "/healthz", .handler = healthz, .immediate = true},
+       {.method = "GET", .pattern = "/metrics", .handler = metrics, .immediate = true},
+       {.method = "GET", .pattern = "/readyz", .handler = readyz});

@@ -4,9 +4,112 @@
 #include <string.h>
 #include <strings.h>
 
-#include "routes/common.h"
 #include "routes/input.h"
-#include "server/query.h"
+#include "server/parse.h"
+
+/* ---- primitives ---- */
+
+int routes_json_depth(const char *s, size_t len)
+{
+    int depth = 0, max = 0;
+    bool in_string = false;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (in_string) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_string = false;
+        } else if (c == '"') {
+            in_string = true;
+        } else if (c == '[' || c == '{') {
+            if (++depth > max)
+                max = depth;
+        } else if (c == ']' || c == '}') {
+            depth--;
+        }
+    }
+    return max;
+}
+
+size_t routes_utf8_chars(const char *s, size_t len)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++)
+        n += ((unsigned char)s[i] & 0xC0) != 0x80; /* count lead bytes, not continuations */
+    return n;
+}
+
+bool routes_valid_email(const char *s, size_t len)
+{
+    const char *at = memchr(s, '@', len);
+    if (at == NULL || at == s || at == s + len - 1)
+        return false;
+    if (memchr(at + 1, '@', len - (size_t)(at - s) - 1) != NULL)
+        return false;
+    return routes_utf8_chars(s, len) <= 320;
+}
+
+void routes_error(json_t *errors, const char *field, const char *message)
+{
+    json_array_append_new(errors, json_pack("{s:s, s:s}", "field", field, "message", message));
+}
+
+bool routes_field_string(json_t *obj, const char *field, bool required, size_t min_chars, size_t max_chars,
+                         json_t *errors, const char **out, size_t *len)
+{
+    json_t *v = json_object_get(obj, field);
+    if (v == NULL || (json_is_null(v) && !required)) {
+        if (required)
+            routes_error(errors, field, "is required");
+        return false;
+    }
+    if (!json_is_string(v)) {
+        routes_error(errors, field, "must be a string");
+        return false;
+    }
+    *out = json_string_value(v);
+    *len = json_string_length(v);
+    size_t chars = routes_utf8_chars(*out, *len);
+    char msg[96];
+    if (chars < min_chars || chars > max_chars) {
+        if (min_chars == 1 && chars == 0)
+            snprintf(msg, sizeof(msg), "must not be empty");
+        else
+            snprintf(msg, sizeof(msg), "must be %zu to %zu characters long", min_chars, max_chars);
+        routes_error(errors, field, msg);
+        return false;
+    }
+    return true;
+}
+
+bool routes_field_int(json_t *obj, const char *field, bool required, int64_t min, int64_t max, json_t *errors,
+                      int64_t *out)
+{
+    json_t *v = json_object_get(obj, field);
+    if (v == NULL || (json_is_null(v) && !required)) {
+        if (required)
+            routes_error(errors, field, "is required");
+        return false;
+    }
+    if (!json_is_integer(v)) {
+        routes_error(errors, field, "must be an integer");
+        return false;
+    }
+    *out = json_integer_value(v);
+    if (*out < min || *out > max) {
+        char msg[96];
+        if (max == INT64_MAX)
+            snprintf(msg, sizeof(msg), "must be at least %lld", (long long)min);
+        else
+            snprintf(msg, sizeof(msg), "must be between %lld and %lld", (long long)min, (long long)max);
+        routes_error(errors, field, msg);
+        return false;
+    }
+    return true;
+}
+
+/* ---- the contract's inputs ---- */
 
 bool routes_input_is_json(const char *ct)
 {
@@ -129,10 +232,10 @@ bool routes_input_page(const char *query, size_t query_len, int64_t *limit, int6
     char v[64];
     *limit = 20;
     *after = 0;
-    int rc = server_query_get(query, query_len, "limit", v, sizeof(v), &vlen);
+    int rc = server_parse_query_param(query, query_len, "limit", v, sizeof(v), &vlen);
     if (rc != -ENOENT && (rc < 0 || server_parse_int64(v, vlen, true, limit) < 0 || *limit < 1 || *limit > 100))
         routes_error(errors, "limit", "must be an integer between 1 and 100");
-    rc = server_query_get(query, query_len, "after", v, sizeof(v), &vlen);
+    rc = server_parse_query_param(query, query_len, "after", v, sizeof(v), &vlen);
     if (rc != -ENOENT && (rc < 0 || server_parse_id(v, vlen, after) < 0))
         routes_error(errors, "after", "must be a positive 64-bit integer id");
     return json_array_size(errors) == before;

@@ -20,6 +20,31 @@
  * parser recurses and a handler runs on a small coroutine stack. */
 #define ROUTES_MAX_JSON_DEPTH 32
 
+/* ---- primitives ---- */
+
+/* The nesting depth of a JSON text (brackets outside strings). */
+int routes_json_depth(const char *s, size_t len);
+
+/* Unicode characters in valid UTF-8 (what "str 1..200" counts). */
+size_t routes_utf8_chars(const char *s, size_t len);
+
+/* Exactly one '@', something on both sides, at most 320 characters. */
+bool routes_valid_email(const char *s, size_t len);
+
+/* Appends {field, message} to an "errors" list. */
+void routes_error(json_t *errors, const char *field, const char *message);
+
+/* Field readers: on a problem they append to errors and return false.
+ * required false: an absent field is fine (returns false with nothing
+ * appended). JSON null counts as absent for optional fields and as the
+ * wrong type for required ones. */
+bool routes_field_string(json_t *obj, const char *field, bool required, size_t min_chars, size_t max_chars,
+                         json_t *errors, const char **out, size_t *len);
+bool routes_field_int(json_t *obj, const char *field, bool required, int64_t min, int64_t max, json_t *errors,
+                      int64_t *out);
+
+/* ---- the contract's inputs ---- */
+
 /* Reads a request body as a JSON object. content_type is the header's value
  * (NULL when absent); body may be NULL only when len is 0. Returns 0 and
  * sets *out to a new object (the caller decrefs it); -ENOTSUP when the

@@ -1,10 +1,10 @@
 /* GET /openapi.json: the OpenAPI 3.1 document of the whole API. It is
- * openapi/openapi.json, embedded at build time (cmake/parts/openapi.cmake)
+ * openapi/openapi.json, embedded at build time (routes/CMakeLists.txt)
  * and served byte for byte, so what clients fetch is what the repository
  * holds and what tests/openapi validates. */
 #include <stddef.h>
 
-#include "routes/routes.h"
+#include "routes/handler.h"
 
 /* Defined by the generated openapi_embedded.c: the document's bytes (plus a
  * NUL that the length leaves out). */
@@ -17,12 +17,4 @@ static int openapi_json(server_req *r)
     return 0;
 }
 
-static const server_route_def table[] = {
-    {"GET", "/openapi.json", openapi_json, true},
-};
-
-const server_route_def *routes_openapi(size_t *n)
-{
-    *n = sizeof(table) / sizeof(table[0]);
-    return table;
-}
+ROUTES({.method = "GET", .pattern = "/openapi.json", .handler = openapi_json, .immediate = true});

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 for opt in -O0 -O2; do
-    aarch64-linux-gnu-gcc "$opt" -static -D_GNU_SOURCE -I. tests/server/aio/ctx_selftest.c server/aio/ctx.c \
+    aarch64-linux-gnu-gcc "$opt" -static -D_GNU_SOURCE -I. tests/aio/ctx_selftest.c aio/ctx.c \
         -o "$out/ctx_selftest"
     qemu-aarch64 "$out/ctx_selftest"
 done

@@ -1,4 +1,4 @@
-#include "config.h"
+#include "server/config.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -46,7 +46,7 @@ static const struct choice pooler_choices[] = {
 };
 
 static const struct choice level_choices[] = {
-    {"debug", SERVER_LOG_DEBUG}, {"info", SERVER_LOG_INFO}, {"warn", SERVER_LOG_WARN}, {"error", SERVER_LOG_ERROR}, {NULL, 0},
+    {"debug", BASE_LOG_DEBUG}, {"info", BASE_LOG_INFO}, {"warn", BASE_LOG_WARN}, {"error", BASE_LOG_ERROR}, {NULL, 0},
 };
 
 static const struct choice format_choices[] = {

@@ -12,7 +12,7 @@
 #include <stddef.h>
 #include <stdio.h>
 
-#include "log.h"
+#include "base/log.h"
 
 typedef enum server_command {
     SERVER_CMD_SERVE,
@@ -50,7 +50,7 @@ typedef struct server_config {
     int tx_max_retries;
     bool migrate_on_start;
     const char *migrations_dir; /* "" means the migrations embedded in the binary */
-    enum server_log_level log_level;
+    enum base_log_level log_level;
     bool log_json;
     const char *trusted_proxies; /* CIDR list, unparsed */
     const char *tls_cert_file;   /* "" with tls_key_file "": plain HTTP */

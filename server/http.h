@@ -12,28 +12,34 @@
 #ifndef H2PG_SERVER_HTTP_H
 #define H2PG_SERVER_HTTP_H
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include <jansson.h>
-#include <libpq-fe.h>
 
-#include "server/arena.h"
+#include "base/arena.h"
 
 typedef struct server_req server_req;
 
 /* Returns 0 or a negative errno (answered for, as above, if not answered). */
 typedef int (*server_handler_fn)(server_req *r);
 
+/* A handler helper that answered the request itself (a 4xx for bad input)
+ * returns this, so that the handler can stop with `if (rc < 0) return rc;`. */
+#define SERVER_ANSWERED (-EALREADY)
+
+/* A route; tables use designated initializers:
+ *     {.method = "GET", .pattern = "/users/{id}", .handler = get_user} */
 typedef struct server_route_def {
     const char *method;
     const char *pattern; /* "/users/{id}" */
-    server_handler_fn fn;
+    server_handler_fn handler;
     bool immediate;      /* never awaits: runs without a task of its own */
     bool streaming;      /* no deadline scope around the handler: it opens its
-                          * own (server_req_deadline until the response starts,
-                          * then one per chunk) */
+                          * own (server_req_deadline until the response starts;
+                          * server_stream_write waits under the stall limit) */
 } server_route_def;
 
 /* ---- reading the request (valid for the request's whole life) ---- */
@@ -52,7 +58,7 @@ const char *server_req_body(const server_req *r, size_t *len);
  * arena; NULL if absent or the client is gone. */
 const char *server_req_header(server_req *r, const char *name);
 /* This request's arena. */
-server_arena *server_req_arena(server_req *r);
+base_arena *server_req_arena(server_req *r);
 /* Whether the client is still there to answer. */
 bool server_req_alive(const server_req *r);
 /* The request id (from X-Request-Id or generated). */
@@ -93,12 +99,7 @@ int server_stream_end(server_req *r);
  * consumed); malloc'd, the caller frees; NULL on ENOMEM. */
 char *server_problem_json(int status, const char *detail, json_t *errors, size_t *len);
 
-/* Answers for a failed database call (rc and, for -EREMOTEIO, its result):
- * 409 unique violation, 404/422 foreign key (fk_status), 422 check
- * violation, 503 + Retry-After when unreachable or the pool is exhausted,
- * 504 when the deadline passed, 500 otherwise (the detail never carries
- * SQL or server messages; those are logged). */
-void server_respond_db_error(server_req *r, int rc, const PGresult *res, int fk_status);
+/* Whether the response has started (server_respond* was called). */
 bool server_responded(const server_req *r);
 
 /* The reason phrase of a status code. */

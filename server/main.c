@@ -1,6 +1,6 @@
-/* h2pg: the process entry point. Subcommands: serve (default), migrate,
- * healthcheck; --help; --version. A bad setting is a startup error naming
- * the variable, with exit status 2. */
+/* The process entry point (server_main): subcommands serve (default),
+ * migrate, healthcheck; --help; --version. A bad setting is a startup error
+ * naming the variable, with exit status 2. */
 #include <errno.h>
 #include <netdb.h>
 #include <poll.h>
@@ -13,13 +13,9 @@
 
 #include <openssl/ssl.h>
 
-#include "db/migrate.h"
-#include "routes/routes.h"
 #include "server/config.h"
-#include "server/log.h"
+#include "base/log.h"
 #include "server/server.h"
-
-#define MIGRATE_RETRY_FOR 30 /* seconds to wait for the database at start */
 
 #if defined(__SANITIZE_ADDRESS__)
 #define H2PG_LSAN 1
@@ -36,41 +32,6 @@
 const char *__lsan_default_suppressions(void);
 const char *__lsan_default_suppressions(void) { return "leak:h2o_mem_alloc_recycle\n"; }
 #endif
-
-/* Applies pending migrations (blocking libpq: no event loop runs yet).
- * A database that is not up yet is retried for a while, as containers
- * often start together. */
-static int migrate(const server_config *cfg)
-{
-    db_migration *loaded = NULL;
-    const db_migration *m;
-    size_t n;
-    char err[1024];
-    if (cfg->migrations_dir[0] != '\0') {
-        if (db_migrate_load_dir(cfg->migrations_dir, &loaded, &n, err, sizeof(err)) < 0) {
-            log_error("migrations: %s", err);
-            return 1;
-        }
-        m = loaded;
-    } else {
-        m = db_migrate_embedded(&n);
-    }
-    db_migrate_report rep = {0};
-    int rc;
-    time_t give_up = time(NULL) + MIGRATE_RETRY_FOR;
-    while ((rc = db_migrate_run(cfg->database_url, m, n, &rep, err, sizeof(err))) == -ECONNREFUSED &&
-           time(NULL) < give_up) {
-        log_warn("migrations: database not reachable yet, retrying: %s", err);
-        sleep(1);
-    }
-    db_migrate_free(loaded, n);
-    if (rc < 0) {
-        log_error("migrations failed: %s", err);
-        return 1;
-    }
-    log_info("migrations: %d applied, %d already applied", rep.applied, rep.already);
-    return 0;
-}
 
 /* For container HEALTHCHECKs (no curl in the image): GET /readyz on the
  * local port, over TLS when the service serves HTTPS (the certificate is
@@ -112,16 +73,13 @@ static int healthcheck(const server_config *cfg)
     return 1;
 }
 
-int main(int argc, char **argv)
+int server_main(int argc, char **argv, const server_app *app)
 {
     server_config cfg;
     server_command cmd;
     char err[512];
-    if (server_config_load(&cfg, argc, argv, &cmd, err, sizeof(err)) < 0) {
-        fprintf(stderr, "h2pg: %s\nTry 'h2pg --help'.\n", err);
-        return 2;
-    }
-    if ((cmd == SERVER_CMD_SERVE) && server_check_config(&cfg, err, sizeof(err)) < 0) {
+    if (server_config_load(&cfg, argc, argv, &cmd, err, sizeof(err)) < 0 ||
+        (cmd == SERVER_CMD_SERVE && server_check_config(&cfg, err, sizeof(err)) < 0)) {
         fprintf(stderr, "h2pg: %s\nTry 'h2pg --help'.\n", err);
         return 2;
     }
@@ -135,17 +93,16 @@ int main(int argc, char **argv)
     case SERVER_CMD_HEALTHCHECK:
         return healthcheck(&cfg);
     case SERVER_CMD_MIGRATE:
-        server_log_init(cfg.log_level, cfg.log_json);
-        return migrate(&cfg);
+        base_log_init(cfg.log_level, cfg.log_json);
+        return app->migrate != NULL ? app->migrate(&cfg) : 0;
     case SERVER_CMD_SERVE:
         break;
     }
-    server_log_init(cfg.log_level, cfg.log_json);
-    if (cfg.migrate_on_start && migrate(&cfg) != 0)
-        return 1;
-    size_t n;
-    const server_route_def *routes = routes_all(&n);
-    if (routes == NULL)
-        return 1;
-    return server_run(&cfg, routes, n);
+    base_log_init(cfg.log_level, cfg.log_json);
+    if (cfg.migrate_on_start && app->migrate != NULL) {
+        int status = app->migrate(&cfg);
+        if (status != 0)
+            return status;
+    }
+    return server_run(&cfg, app);
 }

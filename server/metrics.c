@@ -1,12 +1,12 @@
+#include <assert.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "db/db.h"
-#include "db/pool.h"
 #include "server/metrics.h"
 
 /* Status codes tracked one by one; anything else is counted as its class. */
@@ -29,11 +29,22 @@ struct route_metrics {
 struct server_metrics {
     struct route_metrics *routes; /* nroutes + 1: the last is "no route" */
     counter rejected;
-    /* sampled */
-    counter inflight, pool_open, pool_idle, pool_in_use, pool_connecting, pool_waiting, pool_cleaning;
-    counter acquired, acquire_timeouts, connect_failures, cancels_sent, closed_dirty;
-    counter statements, statement_failures, statement_timeouts, statement_cancellations;
+    counter inflight; /* sampled */
+    counter *app;     /* the application's metrics, napp of them */
 };
+
+static const server_metric_def *app_defs;
+static size_t napp;
+static _Thread_local server_metrics *current;
+
+void server_metrics_define(const server_metric_def *defs, size_t n)
+{
+    app_defs = defs;
+    napp = n;
+}
+
+server_metrics *server_metrics_current(void) { return current; }
+void server_metrics_set_current(server_metrics *m) { current = m; }
 
 static const server_route_def *route_table;
 static size_t route_count;
@@ -49,8 +60,10 @@ server_metrics *server_metrics_create(void)
     server_metrics *m = calloc(1, sizeof(*m));
     if (m == NULL)
         return NULL;
-    if ((m->routes = calloc(route_count + 1, sizeof(*m->routes))) == NULL) {
-        free(m);
+    m->routes = calloc(route_count + 1, sizeof(*m->routes));
+    m->app = calloc(napp + 1, sizeof(*m->app));
+    if (m->routes == NULL || m->app == NULL) {
+        server_metrics_destroy(m);
         return NULL;
     }
     return m;
@@ -61,6 +74,7 @@ void server_metrics_destroy(server_metrics *m)
     if (m == NULL)
         return;
     free(m->routes);
+    free(m->app);
     free(m);
 }
 
@@ -93,31 +107,13 @@ void server_metrics_request(server_metrics *m, const server_route_def *route, in
 
 void server_metrics_rejected(server_metrics *m) { bump(&m->rejected, 1); }
 
-void server_metrics_sample(server_metrics *m, int64_t inflight)
+void server_metrics_sample(server_metrics *m, int64_t inflight) { set(&m->inflight, (uint64_t)inflight); }
+
+void server_metric_set(size_t index, uint64_t value)
 {
-    set(&m->inflight, (uint64_t)inflight);
-    db_pool *p = db_pool_current();
-    if (p != NULL) {
-        db_pool_stats st;
-        db_pool_stats_get(p, &st);
-        set(&m->pool_open, st.open);
-        set(&m->pool_idle, st.idle);
-        set(&m->pool_in_use, st.in_use);
-        set(&m->pool_connecting, st.connecting);
-        set(&m->pool_waiting, st.waiting);
-        set(&m->pool_cleaning, st.cleaning);
-        set(&m->acquired, st.acquired);
-        set(&m->acquire_timeouts, st.acquire_timeouts);
-        set(&m->connect_failures, st.connect_failures);
-        set(&m->cancels_sent, st.cancels_sent);
-        set(&m->closed_dirty, st.closed_dirty);
-    }
-    db_counters c;
-    db_counters_get(&c);
-    set(&m->statements, c.statements);
-    set(&m->statement_failures, c.failures);
-    set(&m->statement_timeouts, c.timeouts);
-    set(&m->statement_cancellations, c.cancellations);
+    assert(index < napp);
+    if (current != NULL)
+        set(&current->app[index], value);
 }
 
 /* ---- rendering ---- */
@@ -185,13 +181,10 @@ static long resident_bytes(void)
     return rss * sysconf(_SC_PAGESIZE);
 }
 
-char *server_metrics_render(server_metrics *const *m, size_t n, size_t *len)
+static void render_requests(struct out *o, server_metrics *const *m, size_t n)
 {
-    struct out o = {.cap = 16384};
-    if ((o.buf = malloc(o.cap)) == NULL)
-        return NULL;
-    put(&o, "# HELP h2pg_http_requests_total HTTP requests answered, by route, method and status.\n"
-            "# TYPE h2pg_http_requests_total counter\n");
+    put(o, "# HELP h2pg_http_requests_total HTTP requests answered, by route, method and status.\n"
+           "# TYPE h2pg_http_requests_total counter\n");
     for (size_t ri = 0; ri <= route_count; ri++) {
         for (size_t si = 0; si < NSTATUS + NCLASS; si++) {
             uint64_t c = 0;
@@ -204,69 +197,72 @@ char *server_metrics_render(server_metrics *const *m, size_t n, size_t *len)
                 snprintf(status, sizeof(status), "%d", STATUSES[si]);
             else
                 snprintf(status, sizeof(status), "%zuxx", si - NSTATUS + 1);
-            put(&o, "h2pg_http_requests_total{route=\"%s\",method=\"%s\",status=\"%s\"} %llu\n", route_label(ri),
+            put(o, "h2pg_http_requests_total{route=\"%s\",method=\"%s\",status=\"%s\"} %llu\n", route_label(ri),
                 method_label(ri), status, (unsigned long long)c);
         }
     }
+}
+
+static void render_route_durations(struct out *o, server_metrics *const *m, size_t n, size_t ri)
+{
+    uint64_t total = 0, buckets[NBUCKET + 1] = {0}, ns = 0;
+    for (size_t w = 0; w < n; w++) {
+        for (size_t b = 0; b <= NBUCKET; b++)
+            buckets[b] += get(&m[w]->routes[ri].bucket[b]);
+        ns += get(&m[w]->routes[ri].sum_ns);
+    }
+    for (size_t b = 0; b <= NBUCKET; b++)
+        total += buckets[b];
+    if (total == 0)
+        return;
+    const char *route = route_label(ri), *method = method_label(ri);
+    uint64_t cum = 0;
+    for (size_t b = 0; b < NBUCKET; b++) {
+        cum += buckets[b];
+        put(o, "h2pg_http_request_duration_seconds_bucket{route=\"%s\",method=\"%s\",le=\"%g\"} %llu\n", route,
+            method, BUCKETS[b], (unsigned long long)cum);
+    }
+    put(o, "h2pg_http_request_duration_seconds_bucket{route=\"%s\",method=\"%s\",le=\"+Inf\"} %llu\n", route, method,
+        (unsigned long long)total);
+    put(o, "h2pg_http_request_duration_seconds_sum{route=\"%s\",method=\"%s\"} %.9f\n", route, method,
+        (double)ns / 1e9);
+    put(o, "h2pg_http_request_duration_seconds_count{route=\"%s\",method=\"%s\"} %llu\n", route, method,
+        (unsigned long long)total);
+}
+
+/* The application's metrics, a family per run of equal names. */
+static void render_app(struct out *o, server_metrics *const *m, size_t n)
+{
+    for (size_t i = 0; i < napp; i++) {
+        const server_metric_def *d = &app_defs[i];
+        if (i == 0 || strcmp(app_defs[i - 1].name, d->name) != 0)
+            put(o, "# HELP %s %s\n# TYPE %s %s\n", d->name, d->help, d->name, d->type);
+        uint64_t v = 0;
+        for (size_t w = 0; w < n; w++)
+            v += get(&m[w]->app[i]);
+        if (d->labels != NULL)
+            put(o, "%s{%s} %llu\n", d->name, d->labels, (unsigned long long)v);
+        else
+            put(o, "%s %llu\n", d->name, (unsigned long long)v);
+    }
+}
+
+char *server_metrics_render(server_metrics *const *m, size_t n, size_t *len)
+{
+    struct out o = {.cap = 16384};
+    if ((o.buf = malloc(o.cap)) == NULL)
+        return NULL;
+    render_requests(&o, m, n);
     put(&o, "# HELP h2pg_http_request_duration_seconds Time from routing to the response being handed to the "
             "connection.\n# TYPE h2pg_http_request_duration_seconds histogram\n");
-    for (size_t ri = 0; ri <= route_count; ri++) {
-        uint64_t total = 0, buckets[NBUCKET + 1] = {0}, ns = 0;
-        for (size_t w = 0; w < n; w++) {
-            for (size_t b = 0; b <= NBUCKET; b++)
-                buckets[b] += get(&m[w]->routes[ri].bucket[b]);
-            ns += get(&m[w]->routes[ri].sum_ns);
-        }
-        for (size_t b = 0; b <= NBUCKET; b++)
-            total += buckets[b];
-        if (total == 0)
-            continue;
-        uint64_t cum = 0;
-        for (size_t b = 0; b < NBUCKET; b++) {
-            cum += buckets[b];
-            put(&o, "h2pg_http_request_duration_seconds_bucket{route=\"%s\",method=\"%s\",le=\"%g\"} %llu\n",
-                route_label(ri), method_label(ri), BUCKETS[b], (unsigned long long)cum);
-        }
-        put(&o, "h2pg_http_request_duration_seconds_bucket{route=\"%s\",method=\"%s\",le=\"+Inf\"} %llu\n",
-            route_label(ri), method_label(ri), (unsigned long long)total);
-        put(&o, "h2pg_http_request_duration_seconds_sum{route=\"%s\",method=\"%s\"} %.9f\n", route_label(ri),
-            method_label(ri), (double)ns / 1e9);
-        put(&o, "h2pg_http_request_duration_seconds_count{route=\"%s\",method=\"%s\"} %llu\n", route_label(ri),
-            method_label(ri), (unsigned long long)total);
-    }
-#define F(field) offsetof(struct server_metrics, field)
+    for (size_t ri = 0; ri <= route_count; ri++)
+        render_route_durations(&o, m, n, ri);
     simple(&o, m, n, "h2pg_http_requests_in_flight", "gauge", "Requests being handled (sampled each second).",
-           F(inflight));
+           offsetof(struct server_metrics, inflight));
     simple(&o, m, n, "h2pg_http_requests_rejected_total", "counter",
-           "Requests answered 503 at once: over MAX_INFLIGHT or shutting down.", F(rejected));
-    put(&o, "# HELP h2pg_db_pool_connections Database connections by state (sampled each second).\n"
-            "# TYPE h2pg_db_pool_connections gauge\n");
-    put(&o, "h2pg_db_pool_connections{state=\"idle\"} %llu\n", (unsigned long long)sum(m, n, F(pool_idle)));
-    put(&o, "h2pg_db_pool_connections{state=\"in_use\"} %llu\n", (unsigned long long)sum(m, n, F(pool_in_use)));
-    put(&o, "h2pg_db_pool_connections{state=\"connecting\"} %llu\n",
-        (unsigned long long)sum(m, n, F(pool_connecting)));
-    put(&o, "h2pg_db_pool_connections{state=\"cleaning\"} %llu\n", (unsigned long long)sum(m, n, F(pool_cleaning)));
-    simple(&o, m, n, "h2pg_db_pool_open", "gauge", "Open database connections (sampled each second).", F(pool_open));
-    simple(&o, m, n, "h2pg_db_pool_waiting", "gauge", "Requests waiting for a pool connection (sampled each second).",
-           F(pool_waiting));
-    simple(&o, m, n, "h2pg_db_pool_acquired_total", "counter", "Connections handed out by the pools.", F(acquired));
-    simple(&o, m, n, "h2pg_db_pool_acquire_timeouts_total", "counter",
-           "Acquires that found no connection within POOL_ACQUIRE_TIMEOUT_MS.", F(acquire_timeouts));
-    simple(&o, m, n, "h2pg_db_connect_failures_total", "counter", "Failed attempts to open a database connection.",
-           F(connect_failures));
-    simple(&o, m, n, "h2pg_db_cancels_sent_total", "counter",
-           "Cancel requests sent to the server for interrupted statements.", F(cancels_sent));
-    simple(&o, m, n, "h2pg_db_connections_discarded_total", "counter",
-           "Connections closed because they could not be cleaned in time.", F(closed_dirty));
-    simple(&o, m, n, "h2pg_db_queries_total", "counter", "SQL statements sent.", F(statements));
-    simple(&o, m, n, "h2pg_db_query_errors_total", "counter", "Statement calls that failed, for any reason.",
-           F(statement_failures));
-    simple(&o, m, n, "h2pg_db_query_timeouts_total", "counter", "Statement calls cut short by a deadline.",
-           F(statement_timeouts));
-    simple(&o, m, n, "h2pg_db_query_cancellations_total", "counter",
-           "Statement calls cut short by cancellation (client gone, sibling failed, shutdown).",
-           F(statement_cancellations));
-#undef F
+           "Requests answered 503 at once: over MAX_INFLIGHT or shutting down.",
+           offsetof(struct server_metrics, rejected));
+    render_app(&o, m, n);
     put(&o, "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
             "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes %ld\n",
         resident_bytes());

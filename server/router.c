@@ -1,4 +1,4 @@
-#include "router.h"
+#include "server/router.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -170,6 +170,50 @@ static int build_allow(const struct router_method *methods, size_t n, char *out)
     return 0;
 }
 
+/* Adds a method to a registered pattern. */
+static int add_method(struct router_path *p, const struct router_method *entry)
+{
+    for (size_t i = 0; i < p->nmethods; i++)
+        if (strcmp(p->methods[i].name, entry->name) == 0)
+            return -EEXIST;
+    /* growing the array first keeps a failure below harmless: the count,
+     * not the capacity, says what is registered */
+    struct router_method *grown = realloc(p->methods, (p->nmethods + 1) * sizeof(*grown));
+    if (grown == NULL)
+        return -ENOMEM;
+    p->methods = grown;
+    grown[p->nmethods] = *entry;
+    char allow[ALLOW_CAP];
+    int rc = build_allow(grown, p->nmethods + 1, allow);
+    if (rc < 0)
+        return rc;
+    p->nmethods++;
+    memcpy(p->allow, allow, sizeof(allow));
+    return 0;
+}
+
+/* Registers a new pattern (cand, which it takes on success) with one method. */
+static int add_path(server_router *r, struct router_path *cand, const struct router_method *entry)
+{
+    if (r->npaths == r->cap) {
+        size_t cap = r->cap ? 2 * r->cap : 16;
+        struct router_path *paths = realloc(r->paths, cap * sizeof(*paths));
+        if (paths == NULL)
+            return -ENOMEM;
+        r->paths = paths;
+        r->cap = cap;
+    }
+    int rc = build_allow(entry, 1, cand->allow);
+    if (rc < 0)
+        return rc;
+    if ((cand->methods = malloc(sizeof(*entry))) == NULL)
+        return -ENOMEM;
+    cand->methods[0] = *entry;
+    cand->nmethods = 1;
+    r->paths[r->npaths++] = *cand;
+    return 0;
+}
+
 int server_router_add(server_router *r, const char *method, const char *pattern, const void *data)
 {
     assert(r != NULL && method != NULL && pattern != NULL);
@@ -177,70 +221,24 @@ int server_router_add(server_router *r, const char *method, const char *pattern,
     assert(mlen > 0 && mlen <= METHOD_MAX);
     for (size_t i = 0; i < mlen; i++)
         assert(method[i] >= 'A' && method[i] <= 'Z');
-
     struct router_path cand;
     int rc = split_pattern(&cand, pattern);
     if (rc < 0)
         return rc;
-
     struct router_path *p = NULL;
-    for (size_t i = 0; i < r->npaths && p == NULL; i++) {
+    for (size_t i = 0; i < r->npaths && p == NULL && rc == 0; i++) {
         int same = compare_patterns(&r->paths[i], &cand);
-        if (same < 0) {
+        if (same < 0)
             rc = -EEXIST;
-            goto fail_cand;
-        }
-        if (same > 0)
+        else if (same > 0)
             p = &r->paths[i];
     }
-
-    char allow[ALLOW_CAP];
     struct router_method entry = {.len = mlen, .data = data};
     memcpy(entry.name, method, mlen + 1);
-
-    if (p != NULL) {
-        free(cand.pattern);
-        for (size_t i = 0; i < p->nmethods; i++)
-            if (strcmp(p->methods[i].name, method) == 0)
-                return -EEXIST;
-        /* growing the array first keeps a failure below harmless: the
-         * count, not the capacity, says what is registered */
-        struct router_method *grown = realloc(p->methods, (p->nmethods + 1) * sizeof(*grown));
-        if (grown == NULL)
-            return -ENOMEM;
-        p->methods = grown;
-        grown[p->nmethods] = entry;
-        if ((rc = build_allow(grown, p->nmethods + 1, allow)) < 0)
-            return rc;
-        p->nmethods++;
-        memcpy(p->allow, allow, sizeof(allow));
-        return 0;
-    }
-
-    if (r->npaths == r->cap) {
-        size_t cap = r->cap ? 2 * r->cap : 16;
-        struct router_path *paths = realloc(r->paths, cap * sizeof(*paths));
-        if (paths == NULL) {
-            rc = -ENOMEM;
-            goto fail_cand;
-        }
-        r->paths = paths;
-        r->cap = cap;
-    }
-    if ((rc = build_allow(&entry, 1, allow)) < 0)
-        goto fail_cand;
-    cand.methods = malloc(sizeof(entry));
-    if (cand.methods == NULL) {
-        rc = -ENOMEM;
-        goto fail_cand;
-    }
-    cand.methods[0] = entry;
-    cand.nmethods = 1;
-    memcpy(cand.allow, allow, sizeof(allow));
-    r->paths[r->npaths++] = cand;
-    return 0;
-
-fail_cand:
+    if (rc == 0 && p != NULL)
+        rc = add_method(p, &entry);
+    else if (rc == 0 && (rc = add_path(r, &cand, &entry)) == 0)
+        return 0; /* cand now belongs to the router */
     free(cand.pattern);
     return rc;
 }

@@ -1,20 +1,25 @@
-/* Private to server/: a worker thread's state, shared by the process code
- * (server.c) and the request path (http.c). */
+/* Private to server/: a worker thread's state and a request's, shared by
+ * the process code (server.c, worker.c) and the request path (request.c,
+ * respond.c, stream.c, problem.c, hangup.c, access_log.c). */
 #ifndef H2PG_SERVER_SERVER_INT_H
 #define H2PG_SERVER_SERVER_INT_H
 
 #include <pthread.h>
+#include <stdalign.h>
+#include <stddef.h>
 #include <stdbool.h>
 #include <stdint.h>
 
 #include <h2o.h>
 
-#include "db/pool.h"
-#include "server/aio/aio.h"
+#include "aio/aio.h"
+#include "base/arena.h"
+
 #include "server/config.h"
 #include "server/metrics.h"
 #include "server/proxy.h"
 #include "server/http.h"
+#include "server/server.h"
 #include "server/router.h"
 
 typedef struct server_worker {
@@ -23,6 +28,8 @@ typedef struct server_worker {
     const server_config *cfg;
     const server_router *router;
     const server_proxies *proxies;
+    h2o_globalconf_t *globalconf;
+    SSL_CTX *tls_ctx;    /* NULL: plain HTTP */
     aio_loop *loop;
     h2o_context_t ctx;
     h2o_accept_ctx_t accept_ctx;
@@ -30,9 +37,9 @@ typedef struct server_worker {
     h2o_socket_t *listener;
     int stop_fd;
     h2o_socket_t *stop_sock;
-    db_pool *pool;
-    db_pool **replicas; /* DATABASE_READ_URL: one pool per replica */
-    size_t nreplicas;
+    const server_app *app;
+    void *app_state;     /* what app->worker_start made */
+    bool app_started;    /* app->worker_start succeeded: worker_stop is due */
     bool stopping;
     size_t inflight;     /* requests with a task still running */
     aio_list requests;   /* server_req with a running task */
@@ -53,7 +60,7 @@ typedef struct server_worker {
     size_t nhup_slots;
     /* answers sent at once from h2o's callbacks in this loop turn; past a
      * budget they wait for next_turn, so that one connection's pipeline
-     * cannot hold the thread (http.c, schedule_send) */
+     * cannot hold the thread (respond.c, server__schedule_send) */
     unsigned turn_sends;
     aio_deferred turn_end; /* resets turn_sends */
     h2o_timeout_t next_turn;
@@ -66,7 +73,84 @@ struct server_hup_slot {
 
 extern _Thread_local server_worker *server__worker;
 
-/* The h2o handler callback (http.c), registered by server.c. */
+#define MAX_PARAMS SERVER_ROUTER_MAX_PARAMS
+
+struct server_req {
+    h2o_req_t *h2o; /* NULL once h2o disposed the request (client gone, or answered) */
+    server_worker *worker;
+    const server_route_def *route;
+    const char *pattern;
+    char *method, *path, *query;
+    size_t query_len;
+    size_t nparams;
+    struct {
+        const char *name;
+        char *value;
+    } params[MAX_PARAMS];
+    char *body;
+    size_t body_len;
+    base_arena arena;
+    int64_t start, deadline;
+    aio_task *task;
+    aio_link link;     /* on the worker's list of running requests */
+    aio_link hup_link; /* on its connection's hang-up slot */
+    int refs;      /* the handler side, plus h2o's request while it lives */
+    int status;
+    size_t bytes;
+    bool responded; /* the response has started */
+    bool finished;  /* ... and was handed to h2o entirely */
+    bool client_gone; /* the client hung up while the request ran */
+    /* h2o must only be asked to write from inside its own loop phase (a
+     * write it completes at once is finished by a callback h2o runs before
+     * its next poll; from a task, that order breaks and h2o aborts). Tasks
+     * therefore queue what to send and h2o's zero timeout sends it. */
+    h2o_timeout_entry_t send_entry;
+    int send_action;
+    h2o_iovec_t send_body;
+    struct stream *stream;
+    char id[48];
+    server_client client;
+    alignas(max_align_t) char arena_buf[1024]; /* the arena's first kilobyte */
+};
+
+
+/* ---- request lifetime ---- */
+
+
+/* A streamed response: h2o asks for the next chunk with proceed. */
+struct stream {
+    h2o_generator_t gen;
+    server_req *r;
+    aio_event ready; /* h2o is ready for the next chunk */
+    bool started;    /* h2o_start_response was called */
+    bool stopped;    /* h2o gave up on the response */
+    bool abort;      /* end the response as failed at the next proceed */
+    char *buf;       /* the chunk in flight (h2o does not copy; freed with the request) */
+    size_t cap;
+};
+
+
+enum { SEND_NONE, SEND_INLINE, SEND_CHUNK, SEND_FINAL, SEND_ERROR };
+
+
+/* request.c */
+uint64_t server__next_random(server_worker *w);
+bool server__valid_request_id(const char *s, size_t len);
+const h2o_header_t *server__find_header(const h2o_req_t *req, const char *name);
+/* Drops a reference to r; the last one frees it. */
+void server__req_unref(server_req *r);
+/* respond.c: hands r's pending answer (SEND_*) to h2o, now or from h2o's
+ * timeouts (see there). */
+void server__schedule_send(server_req *r, int action);
+/* The send_entry callback: performs the queued send. */
+void server__on_send_entry(h2o_timeout_entry_t *e);
+/* access_log.c */
+void server__access_log(server_req *r);
+/* problem.c: answers straight from the h2o callback, before any server_req exists. */
+void server__early_problem(h2o_req_t *req, int status, const char *detail, const char *allow);
+
+
+/* The h2o handler callback (request.c), registered by server.c. */
 int server__on_req(h2o_handler_t *self, h2o_req_t *req);
 /* Rewrites h2o's own text/plain error responses as problem+json. */
 void server__register_problem_filter(h2o_pathconf_t *pathconf);
@@ -80,6 +164,13 @@ void server__sends_init(server_worker *w);
 void server__watch_hangup(server_worker *w, h2o_socket_t *sock);
 /* Sets up the worker's hang-up watcher (0 or -errno). */
 int server__hangup_init(server_worker *w);
+
+/* tls.c: the TLS context of TLS_CERT_FILE/TLS_KEY_FILE, or NULL with a
+ * message naming the file. */
+SSL_CTX *server__tls_create(const server_config *cfg, char *err, size_t errlen);
+
+/* worker.c: a worker thread's body (arg: its server_worker). */
+void *server__worker_main(void *arg);
 
 /* Cancels every request of the worker that still runs (shutdown). */
 void server__cancel_requests(server_worker *w);

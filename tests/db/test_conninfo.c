@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "aio_check.h"
+#include "support/aio_check.h"
 #include "db/conninfo.h"
 
 /* ---- helpers ---- */

@@ -13,15 +13,15 @@
 
 #include <check.h>
 
-#include "aio_check.h"
+#include "support/aio_check.h"
 #include "db/migrate.h"
 #include "support/pg.h"
 
 #ifndef H2PG_FORTUNES_TSV
-#error "cmake/parts/migrate.cmake passes H2PG_FORTUNES_TSV"
+#error "db/CMakeLists.txt passes H2PG_FORTUNES_TSV"
 #endif
 #ifndef H2PG_MIGRATIONS_DIR
-#error "cmake/parts/migrate.cmake passes H2PG_MIGRATIONS_DIR"
+#error "db/CMakeLists.txt passes H2PG_MIGRATIONS_DIR"
 #endif
 
 /* ---- files ---- */

@@ -12,59 +12,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "aio_check.h"
+#include "support/aio_check.h"
 #include "db/db.h"
 #include "db/pool.h"
+#include "support/db.h"
 #include "support/pg.h"
 
 /* ---- helpers ---- */
 
-/* Polls cond every 10 ms for at most ms milliseconds, then asserts it. */
-#define WAIT_UNTIL(cond, ms)                                                                                                   \
-    do {                                                                                                                       \
-        int64_t wait_t0_ = aio_now();                                                                                          \
-        while (!(cond) && ms_since(wait_t0_) < (ms))                                                                           \
-            ck_assert_int_eq(aio_sleep(AIO_MSEC(10)), 0);                                                                      \
-        ck_assert_msg((cond), "still not true after %d ms: %s", (int)(ms), #cond);                                             \
-    } while (0)
-
-static db_pool_config config(const char *conninfo, int min, int max)
-{
-    return (db_pool_config){
-        .conninfo = conninfo,
-        .min = min,
-        .max = max,
-        .acquire_timeout = AIO_SEC(10),
-        .connect_timeout = AIO_SEC(10),
-        .idle_timeout = AIO_SEC(60),
-    };
-}
-
-static db_pool *pool_open_with(const db_pool_config *cfg)
-{
-    char err[256] = "";
-    db_pool *p = NULL;
-    int rc = db_pool_create(cfg, &p, err, sizeof(err));
-    ck_assert_msg(rc == 0, "db_pool_create: %d %s", rc, err);
-    ck_assert_ptr_eq(db_pool_current(), p);
-    return p;
-}
-
-static db_pool *pool_open(const char *conninfo, int min, int max)
-{
-    db_pool_config cfg = config(conninfo, min, max);
-    return pool_open_with(&cfg);
-}
-
-static db_pool_stats stats(const db_pool *p)
-{
-    db_pool_stats st;
-    db_pool_stats_get(p, &st);
-    return st;
-}
-
 /* Runs a statement that must succeed; returns its result. */
-static PGresult *exec_ok(db_conn *c, const db_stmt *s, const db_param *params)
+static PGresult *exec_ok(db_conn *c, const db_stmt *s, db_params params)
 {
     PGresult *r = NULL;
     int rc = db_exec(c, s, params, &r);
@@ -74,7 +31,7 @@ static PGresult *exec_ok(db_conn *c, const db_stmt *s, const db_param *params)
 }
 
 /* A statement returning one integer. */
-static int64_t exec_int(db_conn *c, const db_stmt *s, const db_param *params)
+static int64_t exec_int(db_conn *c, const db_stmt *s, db_params params)
 {
     PGresult *r = exec_ok(c, s, params);
     ck_assert_int_eq(PQntuples(r), 1);
@@ -102,8 +59,8 @@ static const db_stmt TYPED_VALUES = DB_STMT("t_typed",
 AIO_TEST(binary_results_read_back_through_the_accessors)
 {
     char *ci = test_pg_create_db();
-    db_pool *p = pool_open(ci, 0, 1);
-    PGresult *r = exec_ok(NULL, &TYPED_VALUES, NULL);
+    db_pool *p = test_db_pool_open(ci, 0, 1);
+    PGresult *r = exec_ok(NULL, &TYPED_VALUES, DB_NO_PARAMS);
     ck_assert_int_eq(PQntuples(r), 1);
     ck_assert_int_eq(PQnfields(r), 12);
     ck_assert_int_eq(db_get_int(r, 0, 0), 32767);
@@ -147,7 +104,7 @@ AIO_TEST(parameters_round_trip_byte_exact)
     char *ci = test_pg_create_db();
     PGconn *admin = test_pg_connect(ci);
     test_pg_exec(admin, "CREATE TABLE notes (id serial PRIMARY KEY, body text); CREATE TABLE x (id int)");
-    db_pool *p = pool_open(ci, 0, 2);
+    db_pool *p = test_db_pool_open(ci, 0, 2);
     const char *texts[] = {
         "plain",
         "it's \"quoted\"",
@@ -158,11 +115,9 @@ AIO_TEST(parameters_round_trip_byte_exact)
         "",
     };
     for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
-        uint32_t b4;
-        uint64_t b8;
-        db_param params[] = {db_text(texts[i], -1), db_int4(&b4, -123456 - (int)i), db_int8(&b8, INT64_MIN + (int64_t)i),
-                             db_null(), db_bool(i % 2 == 0)};
-        PGresult *r = exec_ok(NULL, &ECHO, params);
+        PGresult *r = exec_ok(NULL, &ECHO,
+                              DB_PARAMS(DB_TEXT(texts[i]), DB_INT4(-123456 - (int)i), DB_INT8(INT64_MIN + (int64_t)i),
+                                        DB_NULL, DB_BOOL(i % 2 == 0)));
         int len;
         const char *got = db_get_text(r, 0, 0, &len);
         ck_assert_int_eq(len, (int)strlen(texts[i]));
@@ -175,13 +130,10 @@ AIO_TEST(parameters_round_trip_byte_exact)
         PQclear(r);
 
         /* through a table and back */
-        db_param body = db_text(texts[i], -1);
-        r = exec_ok(NULL, &STORE, &body);
+        r = exec_ok(NULL, &STORE, DB_PARAMS(DB_TEXT(texts[i])));
         int64_t id = db_get_int(r, 0, 0);
         PQclear(r);
-        uint32_t idb;
-        db_param idp = db_int4(&idb, (int32_t)id);
-        r = exec_ok(NULL, &FETCH, &idp);
+        r = exec_ok(NULL, &FETCH, DB_PARAMS(DB_INT4(id)));
         ck_assert_int_eq(PQntuples(r), 1);
         got = db_get_text(r, 0, 0, &len);
         ck_assert_int_eq(len, (int)strlen(texts[i]));
@@ -206,54 +158,48 @@ AIO_TEST(a_statement_error_returns_eremoteio_with_its_sqlstate_and_the_connectio
     char *ci = test_pg_create_db();
     PGconn *admin = test_pg_connect(ci);
     test_pg_exec(admin, "CREATE TABLE keys (k int PRIMARY KEY)");
-    db_pool *p = pool_open(ci, 0, 1); /* one connection: every statement shares it */
-    int64_t pid = exec_int(NULL, &BACKEND_PID, NULL);
+    db_pool *p = test_db_pool_open(ci, 0, 1); /* one connection: every statement shares it */
+    int64_t pid = exec_int(NULL, &BACKEND_PID, DB_NO_PARAMS);
 
-    uint32_t b;
-    db_param one = db_int4(&b, 1);
-    PQclear(exec_ok(NULL, &INSERT_KEY, &one));
+    PQclear(exec_ok(NULL, &INSERT_KEY, DB_PARAMS(DB_INT4(1))));
     PGresult *r = NULL;
-    ck_assert_int_eq(db_exec(NULL, &INSERT_KEY, &one, &r), -EREMOTEIO);
+    ck_assert_int_eq(db_exec(NULL, &INSERT_KEY, DB_PARAMS(DB_INT4(1)), &r), -EREMOTEIO);
     ck_assert_ptr_nonnull(r);
     ck_assert_str_eq(db_sqlstate(r), "23505");
     ck_assert_int_eq(PQresultStatus(r), PGRES_FATAL_ERROR);
     PQclear(r);
 
     /* an error at execution time */
-    uint32_t zb;
-    db_param zero = db_int4(&zb, 0);
     r = NULL;
-    ck_assert_int_eq(db_exec(NULL, &DIVIDE, &zero, &r), -EREMOTEIO);
+    ck_assert_int_eq(db_exec(NULL, &DIVIDE, DB_PARAMS(DB_INT4(0)), &r), -EREMOTEIO);
     ck_assert_str_eq(db_sqlstate(r), "22012");
     PQclear(r);
-    uint32_t tb;
-    db_param two = db_int4(&tb, 2);
-    r = exec_ok(NULL, &DIVIDE, &two);
+    r = exec_ok(NULL, &DIVIDE, DB_PARAMS(DB_INT4(2)));
     ck_assert_int_eq(db_get_int(r, 0, 0), 0);
     PQclear(r);
 
     /* an error when the statement is prepared */
     r = NULL;
-    ck_assert_int_eq(db_exec(NULL, &UNKNOWN_TABLE, NULL, &r), -EREMOTEIO);
+    ck_assert_int_eq(db_exec(NULL, &UNKNOWN_TABLE, DB_NO_PARAMS, &r), -EREMOTEIO);
     ck_assert_ptr_nonnull(r);
     ck_assert_str_eq(db_sqlstate(r), "42P01");
     PQclear(r);
 
     /* the same connection goes on working, outside any transaction */
-    ck_assert_int_eq(exec_int(NULL, &SELECT_ONE, NULL), 1);
-    ck_assert_int_eq(exec_int(NULL, &BACKEND_PID, NULL), pid);
+    ck_assert_int_eq(exec_int(NULL, &SELECT_ONE, DB_NO_PARAMS), 1);
+    ck_assert_int_eq(exec_int(NULL, &BACKEND_PID, DB_NO_PARAMS), pid);
     db_conn *c;
     ck_assert_int_eq(db_pool_acquire(p, &c), 0);
     ck_assert_int_eq(db_conn_tx_status(c), PQTRANS_IDLE);
     db_pool_release(c);
     ck_assert_int_eq(test_pg_int(admin, "SELECT count(*) FROM keys"), 1);
-    db_pool_stats st = stats(p);
+    db_pool_stats st = test_db_pool_stats(p);
     ck_assert_int_eq(st.open, 1);
     ck_assert_int_eq(st.closed_dirty, 0);
 
     /* once the table exists, the statement that failed to prepare works */
     test_pg_exec(admin, "CREATE TABLE no_such_table (v int); INSERT INTO no_such_table VALUES (7)");
-    ck_assert_int_eq(exec_int(NULL, &UNKNOWN_TABLE, NULL), 7);
+    ck_assert_int_eq(exec_int(NULL, &UNKNOWN_TABLE, DB_NO_PARAMS), 7);
     db_pool_destroy(p);
     PQfinish(admin);
     test_pg_drop_db(ci);
@@ -269,24 +215,19 @@ static const db_stmt SQUARE = DB_STMT("t_square", "SELECT $1::int4 * $1::int4", 
 AIO_TEST(a_statement_is_prepared_once_per_connection)
 {
     char *ci = test_pg_create_db();
-    db_pool *p = pool_open(ci, 0, 1);
+    db_pool *p = test_db_pool_open(ci, 0, 1);
     db_conn *c;
     ck_assert_int_eq(db_pool_acquire(p, &c), 0);
     for (int i = 0; i < 25; i++) {
-        uint32_t b;
-        db_param v = db_int4(&b, i);
-        ck_assert_int_eq(exec_int(c, &SQUARE, &v), i * i);
+        ck_assert_int_eq(exec_int(c, &SQUARE, DB_PARAMS(DB_INT4(i))), i * i);
     }
     /* and through the pool, which hands out the same connection */
     db_pool_release(c);
     for (int i = 0; i < 5; i++) {
-        uint32_t b;
-        db_param v = db_int4(&b, i);
-        ck_assert_int_eq(exec_int(NULL, &SQUARE, &v), i * i);
+        ck_assert_int_eq(exec_int(NULL, &SQUARE, DB_PARAMS(DB_INT4(i))), i * i);
     }
     ck_assert_int_eq(db_pool_acquire(p, &c), 0);
-    db_param name = db_text(SQUARE.name, -1);
-    PGresult *r = exec_ok(c, &PREPARED_COUNT, &name);
+    PGresult *r = exec_ok(c, &PREPARED_COUNT, DB_PARAMS(DB_TEXT(SQUARE.name)));
     ck_assert_int_eq(db_get_int(r, 0, 0), 1);  /* one server-side statement ... */
     ck_assert_int_eq(db_get_int(r, 0, 1), 30); /* ... that ran every time */
     PQclear(r);
@@ -300,17 +241,17 @@ AIO_TEST(application_name_is_h2pg_unless_the_conninfo_sets_one)
 {
     char *ci = test_pg_create_db();
     PGconn *admin = test_pg_connect(ci);
-    db_pool *p = pool_open(ci, 0, 1);
-    ck_assert_int_eq(exec_int(NULL, &SELECT_ONE, NULL), 1);
+    db_pool *p = test_db_pool_open(ci, 0, 1);
+    ck_assert_int_eq(exec_int(NULL, &SELECT_ONE, DB_NO_PARAMS), 1);
     ck_assert_int_eq(test_pg_int(admin, POOL_BACKENDS), 1);
     db_pool_destroy(p);
-    WAIT_UNTIL(test_pg_int(admin, POOL_BACKENDS) == 0, 5000);
+    AIO_WAIT_UNTIL(test_pg_int(admin, POOL_BACKENDS) == 0, 5000);
 
     size_t n = strlen(ci) + 64;
     char *named = malloc(n);
     snprintf(named, n, "%s application_name='reports'", ci);
-    p = pool_open(named, 0, 1);
-    ck_assert_int_eq(exec_int(NULL, &SELECT_ONE, NULL), 1);
+    p = test_db_pool_open(named, 0, 1);
+    ck_assert_int_eq(exec_int(NULL, &SELECT_ONE, DB_NO_PARAMS), 1);
     ck_assert_int_eq(test_pg_int(admin, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
                                         "AND application_name = 'reports'"),
                      1);
@@ -324,7 +265,7 @@ AIO_TEST(application_name_is_h2pg_unless_the_conninfo_sets_one)
 
 AIO_TEST(a_malformed_conninfo_fails_pool_creation_with_einval)
 {
-    db_pool_config cfg = config("host=/tmp port", 0, 1);
+    db_pool_config cfg = test_db_pool_config("host=/tmp port", 0, 1);
     char err[256] = "";
     db_pool *p = NULL;
     ck_assert_int_eq(db_pool_create(&cfg, &p, err, sizeof(err)), -EINVAL);
@@ -341,14 +282,14 @@ static const db_stmt DOUBLE = DB_STMT("t_double", "SELECT $1::int4 * 2", 1);
 AIO_TEST(a_batch_of_fifty_independent_statements_all_return)
 {
     char *ci = test_pg_create_db();
-    db_pool *p = pool_open(ci, 0, 1);
+    db_pool *p = test_db_pool_open(ci, 0, 1);
     enum { N = 50 };
     db_call calls[N];
-    uint32_t bufs[N];
     db_param params[N];
     for (int i = 0; i < N; i++) {
-        params[i] = db_int4(&bufs[i], i);
-        calls[i] = (db_call){.stmt = i % 5 == 4 ? &SELECT_ONE : &DOUBLE, .params = &params[i]};
+        params[i] = DB_INT4(i);
+        calls[i] = i % 5 == 4 ? (db_call){.stmt = &SELECT_ONE, .params = DB_NO_PARAMS}
+                              : (db_call){.stmt = &DOUBLE, .params = {.v = &params[i], .n = 1}};
     }
     ck_assert_int_eq(db_exec_batch(NULL, calls, N, 0), 0);
     for (int i = 0; i < N; i++) {
@@ -361,7 +302,7 @@ AIO_TEST(a_batch_of_fifty_independent_statements_all_return)
         ck_assert_ptr_null(calls[i].result);
     /* an empty batch is a no-op */
     ck_assert_int_eq(db_exec_batch(NULL, calls, 0, 0), 0);
-    ck_assert_int_eq(stats(p).open, 1);
+    ck_assert_int_eq(test_db_pool_stats(p).open, 1);
     db_pool_destroy(p);
     test_pg_drop_db(ci);
     return 0;
@@ -372,15 +313,14 @@ AIO_TEST(a_failing_statement_in_a_batch_does_not_affect_the_others)
     char *ci = test_pg_create_db();
     PGconn *admin = test_pg_connect(ci);
     test_pg_exec(admin, "CREATE TABLE keys (k int PRIMARY KEY)");
-    db_pool *p = pool_open(ci, 0, 1);
+    db_pool *p = test_db_pool_open(ci, 0, 1);
     enum { N = 9 };
     int keys[N] = {1, 2, 3, 4, 1, 6, 7, 8, 9}; /* the fifth repeats the first */
     db_call calls[N];
-    uint32_t bufs[N];
     db_param params[N];
     for (int i = 0; i < N; i++) {
-        params[i] = db_int4(&bufs[i], keys[i]);
-        calls[i] = (db_call){.stmt = &INSERT_KEY, .params = &params[i]};
+        params[i] = DB_INT4(keys[i]);
+        calls[i] = (db_call){.stmt = &INSERT_KEY, .params = {.v = &params[i], .n = 1}};
     }
     ck_assert_int_eq(db_exec_batch(NULL, calls, N, 0), -EREMOTEIO);
     for (int i = 0; i < N; i++) {
@@ -407,7 +347,7 @@ static const db_stmt NEW_GOOD_B = DB_STMT("t_new_good_b", "SELECT 20", 0);
 AIO_TEST(a_statement_that_fails_to_prepare_in_a_batch_does_not_fail_the_others_now_or_later)
 {
     char *ci = test_pg_create_db();
-    db_pool *p = pool_open(ci, 0, 1);
+    db_pool *p = test_db_pool_open(ci, 0, 1);
     db_call calls[] = {{.stmt = &NEW_GOOD_A}, {.stmt = &NEW_BAD}, {.stmt = &NEW_GOOD_B}};
     ck_assert_int_eq(db_exec_batch(NULL, calls, 3, 0), -EREMOTEIO);
     ck_assert_msg(calls[0].rc == 0, "first: %d %s", calls[0].rc, db_sqlstate(calls[0].result));
@@ -419,10 +359,10 @@ AIO_TEST(a_statement_that_fails_to_prepare_in_a_batch_does_not_fail_the_others_n
     db_calls_clear(calls, 3);
     /* the statements that were prepared stay usable on that connection */
     for (int i = 0; i < 3; i++) {
-        ck_assert_int_eq(exec_int(NULL, &NEW_GOOD_A, NULL), 10);
-        ck_assert_int_eq(exec_int(NULL, &NEW_GOOD_B, NULL), 20);
+        ck_assert_int_eq(exec_int(NULL, &NEW_GOOD_A, DB_NO_PARAMS), 10);
+        ck_assert_int_eq(exec_int(NULL, &NEW_GOOD_B, DB_NO_PARAMS), 20);
     }
-    ck_assert_int_eq(stats(p).open, 1);
+    ck_assert_int_eq(test_db_pool_stats(p).open, 1);
     db_pool_destroy(p);
     test_pg_drop_db(ci);
     return 0;
@@ -433,15 +373,14 @@ AIO_TEST(an_atomic_batch_stops_at_the_first_failure_and_rolls_back_its_writes)
     char *ci = test_pg_create_db();
     PGconn *admin = test_pg_connect(ci);
     test_pg_exec(admin, "CREATE TABLE keys (k int PRIMARY KEY)");
-    db_pool *p = pool_open(ci, 0, 1);
+    db_pool *p = test_db_pool_open(ci, 0, 1);
     enum { N = 6 };
     int keys[N] = {1, 2, 3, 2, 5, 6}; /* the fourth repeats the second */
     db_call calls[N];
-    uint32_t bufs[N];
     db_param params[N];
     for (int i = 0; i < N; i++) {
-        params[i] = db_int4(&bufs[i], keys[i]);
-        calls[i] = (db_call){.stmt = &INSERT_KEY, .params = &params[i]};
+        params[i] = DB_INT4(keys[i]);
+        calls[i] = (db_call){.stmt = &INSERT_KEY, .params = {.v = &params[i], .n = 1}};
     }
     ck_assert_int_eq(db_exec_batch(NULL, calls, N, DB_BATCH_ATOMIC), -EREMOTEIO);
     for (int i = 0; i < 3; i++)
@@ -456,7 +395,7 @@ AIO_TEST(an_atomic_batch_stops_at_the_first_failure_and_rolls_back_its_writes)
     /* the same batch without the duplicate commits every write */
     keys[3] = 4;
     for (int i = 0; i < N; i++)
-        params[i] = db_int4(&bufs[i], keys[i]);
+        params[i] = DB_INT4(keys[i]);
     ck_assert_int_eq(db_exec_batch(NULL, calls, N, DB_BATCH_ATOMIC), 0);
     for (int i = 0; i < N; i++)
         ck_assert_int_eq(calls[i].rc, 0);
@@ -503,7 +442,7 @@ static int hold_connection(void *arg)
 AIO_TEST(waiters_are_served_in_arrival_order_as_connections_are_released)
 {
     char *ci = test_pg_create_db();
-    db_pool *p = pool_open(ci, 0, 2);
+    db_pool *p = test_db_pool_open(ci, 0, 2);
     enum { N = 5 };
     struct holder h[N];
     int order[N], norder = 0;
@@ -515,14 +454,14 @@ AIO_TEST(waiters_are_served_in_arrival_order_as_connections_are_released)
     /* two take the connections */
     for (int i = 0; i < 2; i++)
         t[i] = aio_task_spawn(hold_connection, &h[i]);
-    WAIT_UNTIL(h[0].got && h[1].got, 10000);
+    AIO_WAIT_UNTIL(h[0].got && h[1].got, 10000);
     /* three queue, in this order */
     for (int i = 2; i < N; i++) {
         t[i] = aio_task_spawn(hold_connection, &h[i]);
-        WAIT_UNTIL(stats(p).waiting == (size_t)(i - 1), 5000);
+        AIO_WAIT_UNTIL(test_db_pool_stats(p).waiting == (size_t)(i - 1), 5000);
     }
     ck_assert_int_eq(aio_sleep(AIO_MSEC(50)), 0);
-    db_pool_stats st = stats(p);
+    db_pool_stats st = test_db_pool_stats(p);
     ck_assert_int_eq(st.open, 2); /* never more than max */
     ck_assert_int_eq(st.in_use, 2);
     ck_assert_int_eq(st.waiting, 3);
@@ -534,9 +473,9 @@ AIO_TEST(waiters_are_served_in_arrival_order_as_connections_are_released)
         int64_t t0 = aio_now();
         aio_event_set(&h[releaser[k]].release);
         if (k + 2 < N) {
-            WAIT_UNTIL(h[k + 2].got, 5000);
+            AIO_WAIT_UNTIL(h[k + 2].got, 5000);
             ck_assert_double_lt((double)(h[k + 2].got_at - t0) / 1e6, 1000);
-            ck_assert_int_le(stats(p).open, 2);
+            ck_assert_int_le(test_db_pool_stats(p).open, 2);
         }
     }
     for (int i = 0; i < N; i++) {
@@ -544,7 +483,7 @@ AIO_TEST(waiters_are_served_in_arrival_order_as_connections_are_released)
         ck_assert_int_eq(h[i].rc, 0);
         ck_assert_int_eq(order[i], i);
     }
-    st = stats(p);
+    st = test_db_pool_stats(p);
     ck_assert_int_eq(st.open, 2);
     ck_assert_int_eq(st.idle, 2);
     ck_assert_int_eq(st.waiting, 0);
@@ -557,26 +496,26 @@ AIO_TEST(waiters_are_served_in_arrival_order_as_connections_are_released)
 AIO_TEST(acquire_times_out_with_ebusy_when_the_pool_is_full)
 {
     char *ci = test_pg_create_db();
-    db_pool_config cfg = config(ci, 0, 1);
+    db_pool_config cfg = test_db_pool_config(ci, 0, 1);
     cfg.acquire_timeout = AIO_MSEC(300);
-    db_pool *p = pool_open_with(&cfg);
+    db_pool *p = test_db_pool_open_with(&cfg);
     int order[2], norder = 0;
     struct holder h = {.pool = p, .id = 0, .order = order, .norder = &norder};
     aio_event_init(&h.release);
     aio_task *t = aio_task_spawn(hold_connection, &h);
-    WAIT_UNTIL(h.got, 10000);
+    AIO_WAIT_UNTIL(h.got, 10000);
 
     db_conn *c = NULL;
     int64_t t0 = aio_now();
     ck_assert_int_eq(db_pool_acquire(p, &c), -EBUSY);
-    double ms = ms_since(t0);
+    double ms = ms_since_ns(t0);
     ck_assert_double_ge(ms, 290);
     ck_assert_double_lt(ms, 3000);
     ck_assert_ptr_null(c);
     PGresult *r = NULL;
-    ck_assert_int_eq(db_exec(NULL, &SELECT_ONE, NULL, &r), -EBUSY);
+    ck_assert_int_eq(db_exec(NULL, &SELECT_ONE, DB_NO_PARAMS, &r), -EBUSY);
     ck_assert_ptr_null(r);
-    db_pool_stats st = stats(p);
+    db_pool_stats st = test_db_pool_stats(p);
     ck_assert_int_eq(st.acquire_timeouts, 2);
     ck_assert_int_eq(st.waiting, 0);
 
@@ -584,13 +523,13 @@ AIO_TEST(acquire_times_out_with_ebusy_when_the_pool_is_full)
      * waiter that gave up */
     aio_event_set(&h.release);
     ck_assert_int_eq(aio_task_join(t), 0);
-    st = stats(p);
+    st = test_db_pool_stats(p);
     ck_assert_int_eq(st.idle, 1);
     ck_assert_int_eq(st.in_use, 0);
     ck_assert_int_eq(st.open, 1);
     t0 = aio_now();
     ck_assert_int_eq(db_pool_acquire(p, &c), 0);
-    ck_assert_double_lt(ms_since(t0), 100);
+    ck_assert_double_lt(ms_since_ns(t0), 100);
     db_pool_release(c);
     db_pool_destroy(p);
     test_pg_drop_db(ci);
@@ -600,40 +539,40 @@ AIO_TEST(acquire_times_out_with_ebusy_when_the_pool_is_full)
 AIO_TEST(a_caller_deadline_shorter_than_the_acquire_timeout_gives_etimedout)
 {
     char *ci = test_pg_create_db();
-    db_pool_config cfg = config(ci, 0, 1);
+    db_pool_config cfg = test_db_pool_config(ci, 0, 1);
     cfg.acquire_timeout = AIO_SEC(10);
-    db_pool *p = pool_open_with(&cfg);
+    db_pool *p = test_db_pool_open_with(&cfg);
     int order[2], norder = 0;
     struct holder h = {.pool = p, .id = 0, .order = order, .norder = &norder};
     aio_event_init(&h.release);
     aio_task *t = aio_task_spawn(hold_connection, &h);
-    WAIT_UNTIL(h.got, 10000);
+    AIO_WAIT_UNTIL(h.got, 10000);
 
     aio_timeout scope;
     aio_timeout_open(&scope, AIO_MSEC(200));
     db_conn *c = NULL;
     int64_t t0 = aio_now();
     ck_assert_int_eq(db_pool_acquire(p, &c), -ETIMEDOUT);
-    double ms = ms_since(t0);
+    double ms = ms_since_ns(t0);
     ck_assert_int_eq(aio_timeout_close(&scope), -ETIMEDOUT);
     ck_assert_double_ge(ms, 190);
     ck_assert_double_lt(ms, 3000);
-    ck_assert_int_eq(stats(p).acquire_timeouts, 0);
-    ck_assert_int_eq(stats(p).waiting, 0);
+    ck_assert_int_eq(test_db_pool_stats(p).acquire_timeouts, 0);
+    ck_assert_int_eq(test_db_pool_stats(p).waiting, 0);
 
     /* cancelled while waiting: -ECANCELED, and nothing is left queued */
     struct holder w = {.pool = p, .id = 1, .order = order, .norder = &norder};
     aio_event_init(&w.release);
     aio_task *waiter = aio_task_spawn(hold_connection, &w);
-    WAIT_UNTIL(stats(p).waiting == 1, 5000);
+    AIO_WAIT_UNTIL(test_db_pool_stats(p).waiting == 1, 5000);
     aio_task_cancel(waiter);
     ck_assert_int_eq(aio_task_join(waiter), -ECANCELED);
     ck_assert_int_eq(w.rc, -ECANCELED);
-    ck_assert_int_eq(stats(p).waiting, 0);
+    ck_assert_int_eq(test_db_pool_stats(p).waiting, 0);
 
     aio_event_set(&h.release);
     ck_assert_int_eq(aio_task_join(t), 0);
-    ck_assert_int_eq(stats(p).idle, 1);
+    ck_assert_int_eq(test_db_pool_stats(p).idle, 1);
     db_pool_destroy(p);
     test_pg_drop_db(ci);
     return 0;
@@ -644,33 +583,33 @@ AIO_TEST(a_caller_deadline_shorter_than_the_acquire_timeout_gives_etimedout)
 AIO_TEST(an_unreachable_database_fails_acquire_fast_with_econnrefused)
 {
     /* port 1 on the loopback: nothing listens there */
-    db_pool_config cfg = config("host=127.0.0.1 port=1 dbname=none user=none", 0, 2);
+    db_pool_config cfg = test_db_pool_config("host=127.0.0.1 port=1 dbname=none user=none", 0, 2);
     cfg.acquire_timeout = AIO_SEC(20);
-    db_pool *p = pool_open_with(&cfg);
+    db_pool *p = test_db_pool_open_with(&cfg);
     ck_assert_str_eq(db_pool_last_error(p), "");
     db_conn *c = NULL;
     int64_t t0 = aio_now();
     ck_assert_int_eq(db_pool_acquire(p, &c), -ECONNREFUSED);
-    ck_assert_double_lt(ms_since(t0), 5000);
+    ck_assert_double_lt(ms_since_ns(t0), 5000);
     ck_assert_ptr_null(c);
     const char *why = db_pool_last_error(p);
     ck_assert_msg(strstr(why, "refused") != NULL, "last error: \"%s\"", why);
-    ck_assert_int_eq(stats(p).connect_failures, 1);
+    ck_assert_int_eq(test_db_pool_stats(p).connect_failures, 1);
 
     /* during the backoff: at once, without another attempt */
     t0 = aio_now();
     ck_assert_int_eq(db_pool_acquire(p, &c), -ECONNREFUSED);
-    ck_assert_double_lt(ms_since(t0), 50);
+    ck_assert_double_lt(ms_since_ns(t0), 50);
     PGresult *r = NULL;
-    ck_assert_int_eq(db_exec(NULL, &SELECT_ONE, NULL, &r), -ECONNREFUSED);
+    ck_assert_int_eq(db_exec(NULL, &SELECT_ONE, DB_NO_PARAMS, &r), -ECONNREFUSED);
     ck_assert_ptr_null(r);
 
     /* after the backoff the pool tries again, and fails fast again */
     ck_assert_int_eq(aio_sleep(AIO_MSEC(300)), 0);
     t0 = aio_now();
     ck_assert_int_eq(db_pool_acquire(p, &c), -ECONNREFUSED);
-    ck_assert_double_lt(ms_since(t0), 5000);
-    db_pool_stats st = stats(p);
+    ck_assert_double_lt(ms_since_ns(t0), 5000);
+    db_pool_stats st = test_db_pool_stats(p);
     ck_assert_int_ge(st.connect_failures, 2);
     ck_assert_int_eq(st.open, 0);
     ck_assert_int_eq(st.waiting, 0);
@@ -702,7 +641,7 @@ static int select_one_with_retries(void)
 {
     for (int failures = 0; failures < 20; failures++) {
         PGresult *r = NULL;
-        int rc = db_exec(NULL, &SELECT_ONE, NULL, &r);
+        int rc = db_exec(NULL, &SELECT_ONE, DB_NO_PARAMS, &r);
         PQclear(r);
         if (rc == 0)
             return failures;
@@ -716,21 +655,21 @@ AIO_TEST(idle_connections_killed_by_the_server_leave_the_pool_and_it_reconnects)
 {
     char *ci = test_pg_create_db();
     PGconn *admin = test_pg_connect(ci);
-    db_pool *p = pool_open(ci, 0, 2);
+    db_pool *p = test_db_pool_open(ci, 0, 2);
     /* open two connections */
     aio_task *a = aio_task_spawn(hold_briefly, p), *b = aio_task_spawn(hold_briefly, p);
     ck_assert_int_eq(aio_task_join(a), 0);
     ck_assert_int_eq(aio_task_join(b), 0);
-    ck_assert_int_eq(stats(p).idle, 2);
+    ck_assert_int_eq(test_db_pool_stats(p).idle, 2);
     ck_assert_int_eq(test_pg_int(admin, POOL_BACKENDS), 2);
 
     ck_assert_int_eq(test_pg_int(admin, TERMINATE_POOL), 2);
     /* the pool watches idle sockets: both leave without being used */
-    WAIT_UNTIL(stats(p).open == 0, 5000);
-    ck_assert_int_eq(stats(p).idle, 0);
+    AIO_WAIT_UNTIL(test_db_pool_stats(p).open == 0, 5000);
+    ck_assert_int_eq(test_db_pool_stats(p).idle, 0);
 
     ck_assert_int_eq(select_one_with_retries(), 0);
-    db_pool_stats st = stats(p);
+    db_pool_stats st = test_db_pool_stats(p);
     ck_assert_int_eq(st.open, 1);
     ck_assert_int_eq(test_pg_int(admin, POOL_BACKENDS), 1);
     db_pool_destroy(p);
@@ -743,17 +682,17 @@ AIO_TEST(a_pool_with_a_minimum_reopens_killed_connections_by_itself)
 {
     char *ci = test_pg_create_db();
     PGconn *admin = test_pg_connect(ci);
-    db_pool *p = pool_open(ci, 2, 3);
-    WAIT_UNTIL(stats(p).idle == 2 && test_pg_int(admin, POOL_BACKENDS) == 2, 10000);
+    db_pool *p = test_db_pool_open(ci, 2, 3);
+    AIO_WAIT_UNTIL(test_db_pool_stats(p).idle == 2 && test_pg_int(admin, POOL_BACKENDS) == 2, 10000);
     long long before = test_pg_int(admin, "SELECT sum(pid) FROM pg_stat_activity WHERE datname = current_database() "
                                           "AND application_name = 'h2pg'");
     ck_assert_int_eq(test_pg_int(admin, TERMINATE_POOL), 2);
-    WAIT_UNTIL(test_pg_int(admin, POOL_BACKENDS) == 2 &&
+    AIO_WAIT_UNTIL(test_pg_int(admin, POOL_BACKENDS) == 2 &&
                    test_pg_int(admin, "SELECT sum(pid) FROM pg_stat_activity WHERE datname = current_database() "
                                       "AND application_name = 'h2pg'") != before &&
-                   stats(p).idle == 2,
+                   test_db_pool_stats(p).idle == 2,
                10000);
-    ck_assert_int_eq(stats(p).open, 2);
+    ck_assert_int_eq(test_db_pool_stats(p).open, 2);
     ck_assert_int_eq(select_one_with_retries(), 0);
     db_pool_destroy(p);
     PQfinish(admin);
@@ -765,7 +704,7 @@ static const db_stmt SLEEP_10 = DB_STMT("t_sleep_10", "SELECT pg_sleep(10)", 0);
 
 struct statement_run {
     const db_stmt *stmt;
-    const db_param *params;
+    db_params params;
     int rc;
     const char *sqlstate;
     bool done;
@@ -788,20 +727,20 @@ AIO_TEST(a_connection_killed_during_a_statement_fails_it_and_the_pool_recovers)
 {
     char *ci = test_pg_create_db();
     PGconn *admin = test_pg_connect(ci);
-    db_pool *p = pool_open(ci, 0, 1);
+    db_pool *p = test_db_pool_open(ci, 0, 1);
     struct statement_run s = {.stmt = &SLEEP_10};
     aio_task *t = aio_task_spawn(run_statement, &s);
-    WAIT_UNTIL(test_pg_int(admin, ACTIVE_POOL_QUERIES) == 1, 10000);
+    AIO_WAIT_UNTIL(test_pg_int(admin, ACTIVE_POOL_QUERIES) == 1, 10000);
     int64_t t0 = aio_now();
     ck_assert_int_eq(test_pg_int(admin, TERMINATE_POOL), 1);
     int rc = aio_task_join(t);
-    ck_assert_double_lt(ms_since(t0), 5000);
+    ck_assert_double_lt(ms_since_ns(t0), 5000);
     /* lost, or rejected with the server's "terminating connection" */
     ck_assert_msg(rc == -ECONNRESET || (rc == -EREMOTEIO && strcmp(s.sqlstate, "57P01") == 0), "rc %d sqlstate %s", rc,
                   s.sqlstate);
-    WAIT_UNTIL(stats(p).open == 0, 5000);
+    AIO_WAIT_UNTIL(test_db_pool_stats(p).open == 0, 5000);
     ck_assert_int_eq(select_one_with_retries(), 0);
-    ck_assert_int_eq(stats(p).open, 1);
+    ck_assert_int_eq(test_db_pool_stats(p).open, 1);
     db_pool_destroy(p);
     PQfinish(admin);
     test_pg_drop_db(ci);
@@ -831,8 +770,8 @@ static void blocked_db_open(struct blocked_db *b)
                            "CREATE TABLE notes (id serial PRIMARY KEY, body text)");
     b->locker = test_pg_connect(b->ci);
     test_pg_exec(b->locker, "BEGIN; SELECT * FROM counter WHERE id = 1 FOR UPDATE");
-    b->pool = pool_open(b->ci, 0, 1);
-    b->pid = exec_int(NULL, &BACKEND_PID, NULL);
+    b->pool = test_db_pool_open(b->ci, 0, 1);
+    b->pid = exec_int(NULL, &BACKEND_PID, DB_NO_PARAMS);
 }
 
 /* After an interrupted statement: the server stops running it, the
@@ -840,20 +779,20 @@ static void blocked_db_open(struct blocked_db *b)
 static void assert_cancelled_and_reused(struct blocked_db *b)
 {
     int64_t t0 = aio_now();
-    WAIT_UNTIL(test_pg_int(b->admin, ACTIVE_POOL_QUERIES) == 0, 5000);
-    ck_assert_double_lt(ms_since(t0), 3000);
-    WAIT_UNTIL(stats(b->pool).cleaning == 0 && stats(b->pool).idle == 1, 5000);
-    db_pool_stats st = stats(b->pool);
+    AIO_WAIT_UNTIL(test_pg_int(b->admin, ACTIVE_POOL_QUERIES) == 0, 5000);
+    ck_assert_double_lt(ms_since_ns(t0), 3000);
+    AIO_WAIT_UNTIL(test_db_pool_stats(b->pool).cleaning == 0 && test_db_pool_stats(b->pool).idle == 1, 5000);
+    db_pool_stats st = test_db_pool_stats(b->pool);
     ck_assert_int_eq(st.cancels_sent, 1);
     ck_assert_int_eq(st.closed_dirty, 0);
     ck_assert_int_le(st.open, 1);
-    ck_assert_int_eq(exec_int(NULL, &BACKEND_PID, NULL), b->pid);
-    ck_assert_int_eq(exec_int(NULL, &SELECT_ONE, NULL), 1);
+    ck_assert_int_eq(exec_int(NULL, &BACKEND_PID, DB_NO_PARAMS), b->pid);
+    ck_assert_int_eq(exec_int(NULL, &SELECT_ONE, DB_NO_PARAMS), 1);
     db_conn *c;
     ck_assert_int_eq(db_pool_acquire(b->pool, &c), 0);
     ck_assert_int_eq(db_conn_tx_status(c), PQTRANS_IDLE);
     db_pool_release(c);
-    ck_assert_int_eq(stats(b->pool).open, 1);
+    ck_assert_int_eq(test_db_pool_stats(b->pool).open, 1);
     /* the lock holder never saw any of it */
     ck_assert_int_eq(test_pg_int(b->locker, "SELECT v FROM counter WHERE id = 1"), 0);
 }
@@ -875,8 +814,8 @@ AIO_TEST(a_deadline_cancels_the_statement_on_the_server_and_the_connection_is_re
     aio_timeout_open(&scope, AIO_MSEC(200));
     PGresult *r = NULL;
     int64_t t0 = aio_now();
-    int rc = db_exec(NULL, &LOCK_ROW, NULL, &r);
-    double ms = ms_since(t0);
+    int rc = db_exec(NULL, &LOCK_ROW, DB_NO_PARAMS, &r);
+    double ms = ms_since_ns(t0);
     ck_assert_int_eq(aio_timeout_close(&scope), -ETIMEDOUT);
     ck_assert_int_eq(rc, -ETIMEDOUT);
     ck_assert_ptr_null(r);
@@ -895,8 +834,8 @@ AIO_TEST(a_deadline_cancels_a_sleeping_statement_too)
     aio_timeout_open(&scope, AIO_MSEC(200));
     PGresult *r = NULL;
     int64_t t0 = aio_now();
-    ck_assert_int_eq(db_exec(NULL, &SLEEP_10, NULL, &r), -ETIMEDOUT);
-    ck_assert_double_lt(ms_since(t0), 1500);
+    ck_assert_int_eq(db_exec(NULL, &SLEEP_10, DB_NO_PARAMS, &r), -ETIMEDOUT);
+    ck_assert_double_lt(ms_since_ns(t0), 1500);
     aio_timeout_close(&scope);
     assert_cancelled_and_reused(&b);
     blocked_db_close(&b);
@@ -909,11 +848,11 @@ AIO_TEST(a_cancelled_task_cancels_its_statement_on_the_server)
     blocked_db_open(&b);
     struct statement_run s = {.stmt = &LOCK_ROW};
     aio_task *t = aio_task_spawn(run_statement, &s);
-    WAIT_UNTIL(test_pg_int(b.admin, ACTIVE_POOL_QUERIES) == 1, 10000);
+    AIO_WAIT_UNTIL(test_pg_int(b.admin, ACTIVE_POOL_QUERIES) == 1, 10000);
     int64_t t0 = aio_now();
     aio_task_cancel(t);
     ck_assert_int_eq(aio_task_join(t), -ECANCELED);
-    ck_assert_double_lt(ms_since(t0), 1000);
+    ck_assert_double_lt(ms_since_ns(t0), 1000);
     ck_assert_int_eq(s.rc, -ECANCELED);
     assert_cancelled_and_reused(&b);
     blocked_db_close(&b);
@@ -938,7 +877,7 @@ AIO_TEST(a_failing_sibling_in_a_group_cancels_the_statement_on_the_server)
     ck_assert_ptr_nonnull(aio_group_spawn(&g, fail_after_200ms, NULL));
     int64_t t0 = aio_now();
     ck_assert_int_eq(aio_group_join(&g), -EIO);
-    ck_assert_double_lt(ms_since(t0), 1500);
+    ck_assert_double_lt(ms_since_ns(t0), 1500);
     ck_assert(s.done);
     ck_assert_int_eq(s.rc, -ECANCELED);
     assert_cancelled_and_reused(&b);
@@ -952,14 +891,13 @@ AIO_TEST(an_interrupted_statement_in_an_open_transaction_comes_back_rolled_back)
     blocked_db_open(&b);
     db_conn *c;
     ck_assert_int_eq(db_pool_acquire(b.pool, &c), 0);
-    PQclear(exec_ok(c, &BEGIN, NULL));
-    db_param body = db_text("written inside", -1);
-    PQclear(exec_ok(c, &INSERT_NOTE, &body));
+    PQclear(exec_ok(c, &BEGIN, DB_NO_PARAMS));
+    PQclear(exec_ok(c, &INSERT_NOTE, DB_PARAMS(DB_TEXT("written inside"))));
     ck_assert_int_eq(db_conn_tx_status(c), PQTRANS_INTRANS);
     aio_timeout scope;
     aio_timeout_open(&scope, AIO_MSEC(200));
     PGresult *r = NULL;
-    ck_assert_int_eq(db_exec(c, &LOCK_ROW, NULL, &r), -ETIMEDOUT);
+    ck_assert_int_eq(db_exec(c, &LOCK_ROW, DB_NO_PARAMS, &r), -ETIMEDOUT);
     aio_timeout_close(&scope);
     db_pool_release(c); /* the janitor has it already: a no-op */
     assert_cancelled_and_reused(&b);
@@ -976,16 +914,15 @@ AIO_TEST(a_connection_released_inside_a_transaction_comes_back_rolled_back)
     char *ci = test_pg_create_db();
     PGconn *admin = test_pg_connect(ci);
     test_pg_exec(admin, "CREATE TABLE notes (id serial PRIMARY KEY, body text)");
-    db_pool *p = pool_open(ci, 0, 1);
+    db_pool *p = test_db_pool_open(ci, 0, 1);
     db_conn *c;
     ck_assert_int_eq(db_pool_acquire(p, &c), 0);
-    PQclear(exec_ok(c, &BEGIN, NULL));
-    db_param body = db_text("abandoned", -1);
-    PQclear(exec_ok(c, &INSERT_NOTE, &body));
+    PQclear(exec_ok(c, &BEGIN, DB_NO_PARAMS));
+    PQclear(exec_ok(c, &INSERT_NOTE, DB_PARAMS(DB_TEXT("abandoned"))));
     db_pool_release(c); /* forgot to commit */
-    WAIT_UNTIL(stats(p).cleaning == 0 && stats(p).idle == 1, 5000);
-    ck_assert_int_eq(stats(p).cancels_sent, 0); /* nothing was running */
-    ck_assert_int_eq(stats(p).closed_dirty, 0);
+    AIO_WAIT_UNTIL(test_db_pool_stats(p).cleaning == 0 && test_db_pool_stats(p).idle == 1, 5000);
+    ck_assert_int_eq(test_db_pool_stats(p).cancels_sent, 0); /* nothing was running */
+    ck_assert_int_eq(test_db_pool_stats(p).closed_dirty, 0);
     ck_assert_int_eq(db_pool_acquire(p, &c), 0);
     ck_assert_int_eq(db_conn_tx_status(c), PQTRANS_IDLE);
     db_pool_release(c);
@@ -1015,22 +952,22 @@ AIO_TEST(the_janitor_keeps_cancelling_and_closes_a_connection_that_does_not_drai
                         "    END; "
                         "  END LOOP; "
                         "END $$");
-    db_pool *p = pool_open(ci, 0, 1);
-    ck_assert_int_eq(exec_int(NULL, &SELECT_ONE, NULL), 1);
+    db_pool *p = test_db_pool_open(ci, 0, 1);
+    ck_assert_int_eq(exec_int(NULL, &SELECT_ONE, DB_NO_PARAMS), 1);
     aio_timeout scope;
     aio_timeout_open(&scope, AIO_MSEC(200));
     PGresult *r = NULL;
-    ck_assert_int_eq(db_exec(NULL, &STUBBORN, NULL, &r), -ETIMEDOUT);
+    ck_assert_int_eq(db_exec(NULL, &STUBBORN, DB_NO_PARAMS, &r), -ETIMEDOUT);
     aio_timeout_close(&scope);
     /* The janitor keeps cancelling (a cancel that lands while the handler
      * runs gets through): either one of them ends the statement and the
      * connection comes back clean, or after its 5 s it gives up and closes
      * the connection. Never is it handed out still busy. */
     int64_t t0 = aio_now();
-    while (stats(p).cleaning > 0 && ms_since(t0) < 15000)
+    while (test_db_pool_stats(p).cleaning > 0 && ms_since_ns(t0) < 15000)
         ck_assert_int_eq(aio_sleep(AIO_MSEC(10)), 0);
-    double ms = ms_since(t0);
-    db_pool_stats st = stats(p);
+    double ms = ms_since_ns(t0);
+    db_pool_stats st = test_db_pool_stats(p);
     ck_assert_msg(st.cleaning == 0, "still cleaning after %.0f ms", ms);
     ck_assert_double_lt(ms, 11000); /* before the statement could end by itself */
     ck_assert_uint_gt(st.cancels_sent, 1); /* cancels were sent again */
@@ -1047,7 +984,7 @@ AIO_TEST(the_janitor_keeps_cancelling_and_closes_a_connection_that_does_not_drai
                                             "AND state = 'active' AND pid <> pg_backend_pid()"),
                          0);
     /* and the pool serves the next statement */
-    ck_assert_int_eq(exec_int(NULL, &SELECT_ONE, NULL), 1);
+    ck_assert_int_eq(exec_int(NULL, &SELECT_ONE, DB_NO_PARAMS), 1);
     db_pool_destroy(p);
     PQfinish(admin);
     test_pg_drop_db(ci);
@@ -1060,26 +997,26 @@ AIO_TEST(idle_connections_above_min_are_closed_after_the_idle_timeout)
 {
     char *ci = test_pg_create_db();
     PGconn *admin = test_pg_connect(ci);
-    db_pool_config cfg = config(ci, 1, 3);
+    db_pool_config cfg = test_db_pool_config(ci, 1, 3);
     cfg.idle_timeout = AIO_MSEC(300);
-    db_pool *p = pool_open_with(&cfg);
+    db_pool *p = test_db_pool_open_with(&cfg);
     aio_task *t[3];
     for (int i = 0; i < 3; i++)
         t[i] = aio_task_spawn(hold_briefly, p);
     for (int i = 0; i < 3; i++)
         ck_assert_int_eq(aio_task_join(t[i]), 0);
-    ck_assert_int_eq(stats(p).open, 3);
+    ck_assert_int_eq(test_db_pool_stats(p).open, 3);
     int64_t t0 = aio_now();
-    WAIT_UNTIL(stats(p).open == 1, 10000);
-    ck_assert_double_ge(ms_since(t0), 200);
-    WAIT_UNTIL(test_pg_int(admin, POOL_BACKENDS) == 1, 5000);
+    AIO_WAIT_UNTIL(test_db_pool_stats(p).open == 1, 10000);
+    ck_assert_double_ge(ms_since_ns(t0), 200);
+    AIO_WAIT_UNTIL(test_pg_int(admin, POOL_BACKENDS) == 1, 5000);
     /* min stays */
     ck_assert_int_eq(aio_sleep(AIO_MSEC(1500)), 0);
-    db_pool_stats st = stats(p);
+    db_pool_stats st = test_db_pool_stats(p);
     ck_assert_int_eq(st.open, 1);
     ck_assert_int_eq(st.idle, 1);
     ck_assert_int_eq(st.closed_dirty, 0);
-    ck_assert_int_eq(exec_int(NULL, &SELECT_ONE, NULL), 1);
+    ck_assert_int_eq(exec_int(NULL, &SELECT_ONE, DB_NO_PARAMS), 1);
     db_pool_destroy(p);
     PQfinish(admin);
     test_pg_drop_db(ci);
@@ -1090,12 +1027,12 @@ AIO_TEST(the_pool_opens_min_connections_in_the_background)
 {
     char *ci = test_pg_create_db();
     PGconn *admin = test_pg_connect(ci);
-    db_pool *p = pool_open(ci, 2, 4);
-    WAIT_UNTIL(stats(p).idle == 2, 10000);
-    ck_assert_int_eq(stats(p).open, 2);
+    db_pool *p = test_db_pool_open(ci, 2, 4);
+    AIO_WAIT_UNTIL(test_db_pool_stats(p).idle == 2, 10000);
+    ck_assert_int_eq(test_db_pool_stats(p).open, 2);
     ck_assert_int_eq(test_pg_int(admin, POOL_BACKENDS), 2);
     db_pool_destroy(p);
-    WAIT_UNTIL(test_pg_int(admin, POOL_BACKENDS) == 0, 5000);
+    AIO_WAIT_UNTIL(test_pg_int(admin, POOL_BACKENDS) == 0, 5000);
     PQfinish(admin);
     test_pg_drop_db(ci);
     return 0;

@@ -9,45 +9,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "aio_check.h"
+#include "support/aio_check.h"
 #include "db/db.h"
 #include "db/pool.h"
 #include "db/tx.h"
+#include "support/db.h"
 #include "support/pg.h"
 
 /* ---- helpers ---- */
-
-#define WAIT_UNTIL(cond, ms)                                                                                                   \
-    do {                                                                                                                       \
-        int64_t wait_t0_ = aio_now();                                                                                          \
-        while (!(cond) && ms_since(wait_t0_) < (ms))                                                                           \
-            ck_assert_int_eq(aio_sleep(AIO_MSEC(10)), 0);                                                                      \
-        ck_assert_msg((cond), "still not true after %d ms: %s", (int)(ms), #cond);                                             \
-    } while (0)
-
-static db_pool *pool_open(const char *conninfo, int max)
-{
-    db_pool_config cfg = {
-        .conninfo = conninfo,
-        .min = 0,
-        .max = max,
-        .acquire_timeout = AIO_SEC(10),
-        .connect_timeout = AIO_SEC(10),
-        .idle_timeout = AIO_SEC(60),
-    };
-    char err[256] = "";
-    db_pool *p = NULL;
-    int rc = db_pool_create(&cfg, &p, err, sizeof(err));
-    ck_assert_msg(rc == 0, "db_pool_create: %d %s", rc, err);
-    return p;
-}
-
-static db_pool_stats stats(const db_pool *p)
-{
-    db_pool_stats st;
-    db_pool_stats_get(p, &st);
-    return st;
-}
 
 /* A fresh database with the tables every test uses. */
 static char *create_db(PGconn **admin)
@@ -75,8 +44,8 @@ static const char POOL_NOT_IDLE[] = "SELECT count(*) FROM pg_stat_activity WHERE
 /* The pool's connections are all back, idle, outside any transaction. */
 static void assert_pool_clean(db_pool *p, PGconn *admin)
 {
-    WAIT_UNTIL(stats(p).cleaning == 0 && stats(p).in_use == 0, 10000);
-    WAIT_UNTIL(test_pg_int(admin, POOL_NOT_IDLE) == 0, 5000);
+    AIO_WAIT_UNTIL(test_db_pool_stats(p).cleaning == 0 && test_db_pool_stats(p).in_use == 0, 10000);
+    AIO_WAIT_UNTIL(test_pg_int(admin, POOL_NOT_IDLE) == 0, 5000);
     db_conn *c;
     ck_assert_int_eq(db_pool_acquire(p, &c), 0);
     ck_assert_int_eq(db_conn_tx_status(c), PQTRANS_IDLE);
@@ -113,10 +82,8 @@ static const db_stmt BACKEND_PID = DB_STMT("t_backend_pid", "SELECT pg_backend_p
 
 static int insert_key(db_conn *tx, int k)
 {
-    uint32_t b;
-    db_param p = db_int4(&b, k);
     PGresult *r = NULL;
-    int rc = db_exec(tx, &INSERT_KEY, &p, &r);
+    int rc = db_exec(tx, &INSERT_KEY, DB_PARAMS(DB_INT4(k)), &r);
     PQclear(r);
     return rc;
 }
@@ -137,7 +104,7 @@ static int insert_two_and_return_42(db_conn *tx, void *arg)
     if ((rc = aio_sleep(AIO_MSEC(20))) < 0)
         return rc;
     PGresult *r = NULL;
-    if ((rc = db_exec(tx, &IN_TRANSACTION, NULL, &r)) < 0) {
+    if ((rc = db_exec(tx, &IN_TRANSACTION, DB_NO_PARAMS, &r)) < 0) {
         PQclear(r);
         return rc;
     }
@@ -155,7 +122,7 @@ AIO_TEST(a_committed_body_writes_are_visible_and_its_value_is_returned)
 {
     PGconn *admin;
     char *ci = create_db(&admin);
-    db_pool *p = pool_open(ci, 1);
+    db_pool *p = test_db_pool_open(ci, 0, 1);
     int attempts = -1;
     char last[6] = "xxxxx";
     ck_assert_int_eq(db_tx_run(&(db_tx_options){.isolation = DB_READ_COMMITTED, .max_retries = -1},
@@ -185,7 +152,7 @@ AIO_TEST(a_body_error_rolls_back_and_is_returned)
 {
     PGconn *admin;
     char *ci = create_db(&admin);
-    db_pool *p = pool_open(ci, 1);
+    db_pool *p = test_db_pool_open(ci, 0, 1);
     int runs = 0, attempts = -1;
     char last[6] = "xxxxx";
     ck_assert_int_eq(db_tx_run(&(db_tx_options){.max_retries = 5}, insert_then_refuse, &runs, &attempts, last), -EPERM);
@@ -212,7 +179,7 @@ AIO_TEST(a_statement_error_in_the_body_rolls_back_with_eremoteio)
 {
     PGconn *admin;
     char *ci = create_db(&admin);
-    db_pool *p = pool_open(ci, 1);
+    db_pool *p = test_db_pool_open(ci, 0, 1);
     int runs = 0, attempts = -1;
     char last[6] = "";
     ck_assert_int_eq(db_tx_run(&(db_tx_options){.max_retries = 5}, insert_duplicate, &runs, &attempts, last), -EREMOTEIO);
@@ -238,7 +205,7 @@ AIO_TEST(a_body_that_ignores_a_failed_statement_is_not_reported_as_committed)
 {
     PGconn *admin;
     char *ci = create_db(&admin);
-    db_pool *p = pool_open(ci, 1);
+    db_pool *p = test_db_pool_open(ci, 0, 1);
     int attempts = -1;
     char last[6] = "";
     int rc = db_tx_run(&(db_tx_options){.max_retries = 5}, insert_ignoring_a_failure, NULL, &attempts, last);
@@ -263,7 +230,7 @@ AIO_TEST(a_body_that_sends_nothing_returns_its_value_and_leaves_no_transaction)
 {
     PGconn *admin;
     char *ci = create_db(&admin);
-    db_pool *p = pool_open(ci, 1);
+    db_pool *p = test_db_pool_open(ci, 0, 1);
     int attempts = -1;
     ck_assert_int_eq(db_tx_run(&(db_tx_options){.max_retries = -1}, send_nothing, NULL, &attempts, NULL), 5);
     ck_assert_int_eq(attempts, 1);
@@ -271,7 +238,7 @@ AIO_TEST(a_body_that_sends_nothing_returns_its_value_and_leaves_no_transaction)
      * autocommit write would otherwise be rolled back at release */
     ck_assert_int_eq(aio_sleep(AIO_MSEC(20)), 0);
     PGresult *r = NULL;
-    ck_assert_int_eq(db_exec(NULL, &IN_TRANSACTION, NULL, &r), 0);
+    ck_assert_int_eq(db_exec(NULL, &IN_TRANSACTION, DB_NO_PARAMS, &r), 0);
     ck_assert(!db_get_bool(r, 0, 0));
     PQclear(r);
     ck_assert_int_eq(insert_key(NULL, 7), 0);
@@ -295,7 +262,7 @@ static int read_settings(db_conn *tx, void *arg)
 {
     struct settings *s = arg;
     PGresult *r = NULL;
-    int rc = db_exec(tx, &TX_SETTINGS, NULL, &r);
+    int rc = db_exec(tx, &TX_SETTINGS, DB_NO_PARAMS, &r);
     if (rc == 0) {
         int len;
         const char *v = db_get_text(r, 0, 0, &len);
@@ -311,7 +278,7 @@ AIO_TEST(the_isolation_level_and_read_only_mode_are_applied)
 {
     PGconn *admin;
     char *ci = create_db(&admin);
-    db_pool *p = pool_open(ci, 1);
+    db_pool *p = test_db_pool_open(ci, 0, 1);
     struct {
         db_isolation level;
         bool ro;
@@ -333,6 +300,33 @@ AIO_TEST(the_isolation_level_and_read_only_mode_are_applied)
     return 0;
 }
 
+AIO_TEST(db_tx_is_a_read_committed_read_write_transaction_that_reports_through_the_failure_record)
+{
+    PGconn *admin;
+    char *ci = create_db(&admin);
+    db_pool *p = test_db_pool_open(ci, 0, 1);
+    struct settings s = {"", ""};
+    ck_assert_int_eq(db_tx(read_settings, &s), 0);
+    ck_assert_str_eq(s.isolation, "read committed");
+    ck_assert_str_eq(s.read_only, "off");
+    ck_assert_int_eq(db_tx(insert_two_and_return_42, NULL), 42);
+    ck_assert_int_eq(test_pg_int(admin, "SELECT count(*) FROM keys"), 2);
+    /* a failed statement rolls back, and db_tx has no *last: the failure
+     * record says why */
+    test_pg_exec(admin, "DELETE FROM keys");
+    db_failure f;
+    db_failure_open(&f);
+    int runs = 0;
+    ck_assert_int_eq(db_tx(insert_duplicate, &runs), -EREMOTEIO);
+    ck_assert_int_eq(runs, 1);
+    ck_assert(db_failed_with("23505"));
+    db_failure_close(&f);
+    ck_assert_int_eq(test_pg_int(admin, "SELECT count(*) FROM keys"), 0);
+    assert_pool_clean(p, admin);
+    drop_db(ci, admin, p);
+    return 0;
+}
+
 static int insert_one(db_conn *tx, void *arg)
 {
     int *runs = arg;
@@ -344,7 +338,7 @@ AIO_TEST(a_read_only_transaction_rejects_writes_with_25006)
 {
     PGconn *admin;
     char *ci = create_db(&admin);
-    db_pool *p = pool_open(ci, 1);
+    db_pool *p = test_db_pool_open(ci, 0, 1);
     int runs = 0, attempts = -1;
     char last[6] = "";
     db_tx_options o = {.isolation = DB_READ_COMMITTED, .read_only = true, .max_retries = 3};
@@ -379,10 +373,8 @@ static const db_stmt BUMP = DB_STMT("t_bump", "UPDATE counter SET v = v + 1 WHER
 
 static int bump(db_conn *tx, int id)
 {
-    uint32_t b;
-    db_param p = db_int4(&b, id);
     PGresult *r = NULL;
-    int rc = db_exec(tx, &BUMP, &p, &r);
+    int rc = db_exec(tx, &BUMP, DB_PARAMS(DB_INT4(id)), &r);
     PQclear(r);
     return rc;
 }
@@ -434,7 +426,7 @@ AIO_TEST(a_deadlock_victim_is_retried_and_both_transactions_commit)
 {
     PGconn *admin;
     char *ci = create_db(&admin);
-    db_pool *p = pool_open(ci, 2);
+    db_pool *p = test_db_pool_open(ci, 0, 2);
     struct barrier b;
     struct conflict c[2];
     deadlock_pair(c, &b, -1);
@@ -457,7 +449,7 @@ AIO_TEST(a_deadlock_with_no_retries_left_returns_eremoteio_and_40P01)
 {
     PGconn *admin;
     char *ci = create_db(&admin);
-    db_pool *p = pool_open(ci, 2);
+    db_pool *p = test_db_pool_open(ci, 0, 2);
     struct barrier b;
     struct conflict c[2];
     deadlock_pair(c, &b, 0);
@@ -485,7 +477,7 @@ static int read_modify_write(db_conn *tx, void *arg)
 {
     struct conflict *c = arg;
     PGresult *r = NULL;
-    int rc = db_exec(tx, &READ_V, NULL, &r);
+    int rc = db_exec(tx, &READ_V, DB_NO_PARAMS, &r);
     if (rc < 0) {
         PQclear(r);
         return rc;
@@ -494,10 +486,8 @@ static int read_modify_write(db_conn *tx, void *arg)
     PQclear(r);
     if (++c->runs == 1 && (rc = barrier_wait(c->barrier)) < 0)
         return rc;
-    uint32_t b;
-    db_param p = db_int4(&b, (int32_t)v + 1);
     r = NULL;
-    rc = db_exec(tx, &WRITE_V, &p, &r);
+    rc = db_exec(tx, &WRITE_V, DB_PARAMS(DB_INT4(v + 1)), &r);
     PQclear(r);
     return rc;
 }
@@ -517,7 +507,7 @@ AIO_TEST(a_serialization_failure_is_retried_and_no_increment_is_lost)
 {
     PGconn *admin;
     char *ci = create_db(&admin);
-    db_pool *p = pool_open(ci, 2);
+    db_pool *p = test_db_pool_open(ci, 0, 2);
     struct barrier b;
     struct conflict c[2];
     rmw_pair(c, &b, 3);
@@ -535,7 +525,7 @@ AIO_TEST(a_serialization_failure_with_no_retries_left_returns_eremoteio_and_4000
 {
     PGconn *admin;
     char *ci = create_db(&admin);
-    db_pool *p = pool_open(ci, 2);
+    db_pool *p = test_db_pool_open(ci, 0, 2);
     struct barrier b;
     struct conflict c[2];
     rmw_pair(c, &b, 0);
@@ -556,7 +546,7 @@ AIO_TEST(the_process_default_applies_when_max_retries_is_minus_one)
 {
     PGconn *admin;
     char *ci = create_db(&admin);
-    db_pool *p = pool_open(ci, 2);
+    db_pool *p = test_db_pool_open(ci, 0, 2);
     db_tx_set_default_retries(0); /* this test runs in a process of its own */
     struct barrier b;
     struct conflict c[2];
@@ -582,7 +572,7 @@ static int go_off_duty_if_covered(db_conn *tx, void *arg)
 {
     struct conflict *c = arg;
     PGresult *r = NULL;
-    int rc = db_exec(tx, &COUNT_ON_DUTY, NULL, &r);
+    int rc = db_exec(tx, &COUNT_ON_DUTY, DB_NO_PARAMS, &r);
     if (rc < 0) {
         PQclear(r);
         return rc;
@@ -593,10 +583,8 @@ static int go_off_duty_if_covered(db_conn *tx, void *arg)
         return rc;
     if (on < 2)
         return 0;
-    uint32_t b;
-    db_param p = db_int4(&b, c->first);
     r = NULL;
-    rc = db_exec(tx, &GO_OFF_DUTY, &p, &r);
+    rc = db_exec(tx, &GO_OFF_DUTY, DB_PARAMS(DB_INT4(c->first)), &r);
     PQclear(r);
     return rc;
 }
@@ -605,7 +593,7 @@ AIO_TEST(write_skew_under_serializable_is_retried_and_prevented)
 {
     PGconn *admin;
     char *ci = create_db(&admin);
-    db_pool *p = pool_open(ci, 2);
+    db_pool *p = test_db_pool_open(ci, 0, 2);
     struct barrier b;
     barrier_init(&b, 2);
     struct conflict c[2];
@@ -638,7 +626,7 @@ static int insert_then_wait_for_a_lock(db_conn *tx, void *arg)
     if (rc < 0)
         return rc;
     PGresult *r = NULL;
-    rc = db_exec(tx, &LOCK_ROW, NULL, &r);
+    rc = db_exec(tx, &LOCK_ROW, DB_NO_PARAMS, &r);
     PQclear(r);
     return rc;
 }
@@ -659,11 +647,11 @@ static void assert_rolled_back_and_reused(db_pool *p, PGconn *admin, int64_t pid
 {
     assert_pool_clean(p, admin);
     ck_assert_int_eq(test_pg_int(admin, "SELECT count(*) FROM keys"), 0);
-    db_pool_stats st = stats(p);
+    db_pool_stats st = test_db_pool_stats(p);
     ck_assert_int_eq(st.closed_dirty, 0);
     ck_assert_int_eq(st.open, 1);
     PGresult *r = NULL;
-    ck_assert_int_eq(db_exec(NULL, &BACKEND_PID, NULL, &r), 0);
+    ck_assert_int_eq(db_exec(NULL, &BACKEND_PID, DB_NO_PARAMS, &r), 0);
     ck_assert_int_eq(db_get_int(r, 0, 0), pid);
     PQclear(r);
     int runs = 0;
@@ -674,7 +662,7 @@ static void assert_rolled_back_and_reused(db_pool *p, PGconn *admin, int64_t pid
 static int64_t pool_pid(void)
 {
     PGresult *r = NULL;
-    ck_assert_int_eq(db_exec(NULL, &BACKEND_PID, NULL, &r), 0);
+    ck_assert_int_eq(db_exec(NULL, &BACKEND_PID, DB_NO_PARAMS, &r), 0);
     int64_t pid = db_get_int(r, 0, 0);
     PQclear(r);
     return pid;
@@ -686,24 +674,24 @@ AIO_TEST(a_deadline_during_a_statement_of_the_body_rolls_back_and_cancels_it)
     char *ci = create_db(&admin);
     PGconn *locker = test_pg_connect(ci);
     test_pg_exec(locker, "BEGIN; SELECT * FROM counter WHERE id = 1 FOR UPDATE");
-    db_pool *p = pool_open(ci, 1);
+    db_pool *p = test_db_pool_open(ci, 0, 1);
     int64_t pid = pool_pid();
     int runs = 0, attempts = -1;
     aio_timeout scope;
     aio_timeout_open(&scope, AIO_MSEC(200));
     int64_t t0 = aio_now();
     int rc = db_tx_run(&(db_tx_options){.max_retries = 5}, insert_then_wait_for_a_lock, &runs, &attempts, NULL);
-    double ms = ms_since(t0);
+    double ms = ms_since_ns(t0);
     ck_assert_int_eq(aio_timeout_close(&scope), -ETIMEDOUT);
     ck_assert_int_eq(rc, -ETIMEDOUT);
     ck_assert_double_ge(ms, 190);
     ck_assert_double_lt(ms, 1500);
     ck_assert_int_eq(runs, 1);
     ck_assert_int_eq(attempts, 1);
-    WAIT_UNTIL(test_pg_int(admin, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+    AIO_WAIT_UNTIL(test_pg_int(admin, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
                                   "AND application_name = 'h2pg' AND state = 'active'") == 0,
                3000);
-    WAIT_UNTIL(stats(p).cancels_sent == 1, 3000);
+    AIO_WAIT_UNTIL(test_db_pool_stats(p).cancels_sent == 1, 3000);
     assert_rolled_back_and_reused(p, admin, pid);
     test_pg_exec(locker, "ROLLBACK");
     PQfinish(locker);
@@ -715,20 +703,20 @@ AIO_TEST(a_deadline_between_statements_of_the_body_rolls_back)
 {
     PGconn *admin;
     char *ci = create_db(&admin);
-    db_pool *p = pool_open(ci, 1);
+    db_pool *p = test_db_pool_open(ci, 0, 1);
     int64_t pid = pool_pid();
     int runs = 0, attempts = -1;
     aio_timeout scope;
     aio_timeout_open(&scope, AIO_MSEC(200));
     int64_t t0 = aio_now();
     int rc = db_tx_run(&(db_tx_options){.max_retries = 5}, insert_then_sleep, &runs, &attempts, NULL);
-    double ms = ms_since(t0);
+    double ms = ms_since_ns(t0);
     ck_assert_int_eq(aio_timeout_close(&scope), -ETIMEDOUT);
     ck_assert_int_eq(rc, -ETIMEDOUT);
     ck_assert_double_lt(ms, 1500);
     ck_assert_int_eq(runs, 1);
     assert_rolled_back_and_reused(p, admin, pid);
-    ck_assert_int_eq(stats(p).cancels_sent, 0); /* nothing was running on the server */
+    ck_assert_int_eq(test_db_pool_stats(p).cancels_sent, 0); /* nothing was running on the server */
     drop_db(ci, admin, p);
     return 0;
 }
@@ -752,19 +740,19 @@ AIO_TEST(a_cancelled_transaction_rolls_back_and_cancels_its_statement)
     char *ci = create_db(&admin);
     PGconn *locker = test_pg_connect(ci);
     test_pg_exec(locker, "BEGIN; SELECT * FROM counter WHERE id = 1 FOR UPDATE");
-    db_pool *p = pool_open(ci, 1);
+    db_pool *p = test_db_pool_open(ci, 0, 1);
     int64_t pid = pool_pid();
     struct tx_task tt = {.body = insert_then_wait_for_a_lock, .rc = 1};
     aio_task *t = aio_task_spawn(run_tx_task, &tt);
-    WAIT_UNTIL(test_pg_int(admin, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+    AIO_WAIT_UNTIL(test_pg_int(admin, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
                                   "AND application_name = 'h2pg' AND wait_event_type = 'Lock'") == 1,
                10000);
     int64_t t0 = aio_now();
     aio_task_cancel(t);
     ck_assert_int_eq(aio_task_join(t), -ECANCELED);
-    ck_assert_double_lt(ms_since(t0), 1000);
+    ck_assert_double_lt(ms_since_ns(t0), 1000);
     ck_assert_int_eq(tt.runs, 1);
-    WAIT_UNTIL(stats(p).cancels_sent == 1, 3000);
+    AIO_WAIT_UNTIL(test_db_pool_stats(p).cancels_sent == 1, 3000);
     assert_rolled_back_and_reused(p, admin, pid);
     test_pg_exec(locker, "ROLLBACK");
     PQfinish(locker);
@@ -776,11 +764,11 @@ AIO_TEST(a_cancel_during_the_body_between_statements_rolls_back)
 {
     PGconn *admin;
     char *ci = create_db(&admin);
-    db_pool *p = pool_open(ci, 1);
+    db_pool *p = test_db_pool_open(ci, 0, 1);
     int64_t pid = pool_pid();
     struct tx_task tt = {.body = insert_then_sleep, .rc = 1};
     aio_task *t = aio_task_spawn(run_tx_task, &tt);
-    WAIT_UNTIL(test_pg_int(admin, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+    AIO_WAIT_UNTIL(test_pg_int(admin, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
                                   "AND application_name = 'h2pg' AND state = 'idle in transaction'") == 1,
                10000);
     aio_task_cancel(t);
@@ -826,6 +814,7 @@ static Suite *suite(void)
     tcase_add_test(tc, a_body_that_ignores_a_failed_statement_is_not_reported_as_committed);
     tcase_add_test(tc, a_body_that_sends_nothing_returns_its_value_and_leaves_no_transaction);
     tcase_add_test(tc, the_isolation_level_and_read_only_mode_are_applied);
+    tcase_add_test(tc, db_tx_is_a_read_committed_read_write_transaction_that_reports_through_the_failure_record);
     tcase_add_test(tc, a_read_only_transaction_rejects_writes_with_25006);
     tcase_add_test(tc, no_body_runs_when_no_connection_can_be_had);
     suite_add_tcase(s, tc);

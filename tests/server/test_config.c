@@ -8,7 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "aio_check.h"
+#include "support/aio_check.h"
 #include "server/config.h"
 
 static server_config cfg;
@@ -88,7 +88,7 @@ START_TEST(defaults_apply_when_nothing_is_set)
     ck_assert_int_eq(cfg.tx_max_retries, 10);
     ck_assert(cfg.migrate_on_start);
     ck_assert_str_eq(cfg.migrations_dir, "");
-    ck_assert_int_eq(cfg.log_level, SERVER_LOG_INFO);
+    ck_assert_int_eq(cfg.log_level, BASE_LOG_INFO);
     ck_assert(cfg.log_json);
     ck_assert_str_eq(cfg.trusted_proxies, "");
     ck_assert_str_eq(cfg.tls_cert_file, "");
@@ -143,7 +143,7 @@ START_TEST(environment_values_are_read)
     ck_assert_int_eq(cfg.tx_max_retries, 0);
     ck_assert(!cfg.migrate_on_start);
     ck_assert_str_eq(cfg.migrations_dir, "/srv/migrations");
-    ck_assert_int_eq(cfg.log_level, SERVER_LOG_DEBUG);
+    ck_assert_int_eq(cfg.log_level, BASE_LOG_DEBUG);
     ck_assert(!cfg.log_json);
     ck_assert_str_eq(cfg.trusted_proxies, "10.0.0.0/8,192.168.0.0/16");
     ck_assert_str_eq(cfg.tls_cert_file, "/tls/cert.pem");
@@ -159,7 +159,7 @@ START_TEST(a_flag_wins_over_the_environment)
     ck_assert_int_eq(LOAD("--port=7070", "--database-url", "postgresql://flag"), 0);
     ck_assert_int_eq(cfg.port, 7070);
     ck_assert_str_eq(cfg.database_url, "postgresql://flag");
-    ck_assert_int_eq(cfg.log_level, SERVER_LOG_DEBUG); /* no flag: the environment still counts */
+    ck_assert_int_eq(cfg.log_level, BASE_LOG_DEBUG); /* no flag: the environment still counts */
 }
 END_TEST
 
@@ -176,7 +176,7 @@ START_TEST(flags_take_their_value_after_an_equals_sign_or_as_the_next_argument)
     ck_assert_int_eq(LOAD("--port=1234", "--host", "::1", "--log-level", "warn", "--max-body-bytes=2KiB"), 0);
     ck_assert_int_eq(cfg.port, 1234);
     ck_assert_str_eq(cfg.host, "::1");
-    ck_assert_int_eq(cfg.log_level, SERVER_LOG_WARN);
+    ck_assert_int_eq(cfg.log_level, BASE_LOG_WARN);
     ck_assert_uint_eq(cfg.max_body_bytes, 2048);
 }
 END_TEST
@@ -276,7 +276,7 @@ START_TEST(choices_ignore_case)
     setenv("LOG_LEVEL", "ERROR", 1);
     setenv("LOG_FORMAT", "Text", 1);
     ck_assert_int_eq(LOAD("--database-pooler=Transaction"), 0);
-    ck_assert_int_eq(cfg.log_level, SERVER_LOG_ERROR);
+    ck_assert_int_eq(cfg.log_level, BASE_LOG_ERROR);
     ck_assert(!cfg.log_json);
     ck_assert_int_eq(cfg.database_pooler, SERVER_POOLER_TRANSACTION);
 }

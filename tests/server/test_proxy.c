@@ -3,7 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "aio_check.h"
+#include "support/aio_check.h"
 #include "server/proxy.h"
 
 static server_proxies *parse(const char *list)

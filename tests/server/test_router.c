@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "aio_check.h"
+#include "support/aio_check.h"
 #include "server/router.h"
 
 /* Handler stand-ins: the router only hands the pointer back. */

@@ -17,6 +17,8 @@
 #include <check.h>
 #include <curl/curl.h>
 
+#include "support/clock.h"
+
 #define HTTP_TIMEOUT_MS 30000L
 
 /* ---- growable byte buffer ---- */
@@ -53,13 +55,6 @@ static char *buf_take(struct buf *b, size_t *len)
     char *d = b->data;
     *b = (struct buf){0};
     return d;
-}
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* ---- headers in a raw block ---- */
@@ -208,18 +203,38 @@ void test_response_free(test_response *r)
 
 /* ---- raw TCP ---- */
 
-int test_raw_connect(int port)
+int test_raw_try_connect(int port, int rcvbuf)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    ck_assert_msg(fd >= 0, "socket: %s", strerror(errno));
+    if (fd < 0)
+        return -errno;
+    /* before connect, so the window is scaled to it */
+    if (rcvbuf > 0 && setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf)) != 0) {
+        int e = -errno;
+        close(fd);
+        return e;
+    }
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0)
-        ck_abort_msg("connect to 127.0.0.1:%d: %s", port, strerror(errno));
+    if (connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
+        int e = -errno;
+        close(fd);
+        return e;
+    }
     int on = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
     return fd;
 }
+
+int test_raw_connect_rcvbuf(int port, int rcvbuf)
+{
+    int fd = test_raw_try_connect(port, rcvbuf);
+    if (fd < 0)
+        ck_abort_msg("connect to 127.0.0.1:%d: %s", port, strerror(-fd));
+    return fd;
+}
+
+int test_raw_connect(int port) { return test_raw_connect_rcvbuf(port, 0); }
 
 void test_raw_send(int fd, const char *bytes, size_t len)
 {
@@ -438,4 +453,26 @@ size_t test_split_responses(const char *bytes, size_t len, test_response *out, s
         n++;
     }
     return n;
+}
+
+/* ---- a curl handle of the caller's own ---- */
+
+size_t test_reply_write(char *p, size_t size, size_t n, void *arg)
+{
+    test_reply *r = arg;
+    size_t add = size * n;
+    if (r->len + add + 1 > r->cap) {
+        size_t cap = r->cap ? r->cap * 2 : 1024;
+        while (cap < r->len + add + 1)
+            cap *= 2;
+        char *b = realloc(r->body, cap);
+        if (b == NULL)
+            return 0;
+        r->body = b;
+        r->cap = cap;
+    }
+    memcpy(r->body + r->len, p, add);
+    r->len += add;
+    r->body[r->len] = '\0';
+    return add;
 }

@@ -49,9 +49,19 @@ void test_response_free(test_response *r);
 
 /* ---- raw TCP ---- */
 
-/* A blocking TCP connection to 127.0.0.1:port, or ck_abort. Close it with
- * close(2). */
+/* A blocking TCP connection to 127.0.0.1:port (TCP_NODELAY), or ck_abort.
+ * Close it with close(2). */
 int test_raw_connect(int port);
+
+/* The same with SO_RCVBUF set to rcvbuf bytes before connecting, so the
+ * window it advertises is scaled to it: a reader that stops reading
+ * stalls the sender soon. */
+int test_raw_connect_rcvbuf(int port, int rcvbuf);
+
+/* The same without aborting, for threads that must not ck_abort and for
+ * probes of a server that may not listen yet: the fd, or -errno. rcvbuf
+ * <= 0 leaves the default. */
+int test_raw_try_connect(int port, int rcvbuf);
 
 /* Writes all of bytes[0..len) to fd, or ck_abort. */
 void test_raw_send(int fd, const char *bytes, size_t len);
@@ -77,5 +87,21 @@ char *test_raw_exchange(int port, const char *bytes, size_t len, int timeout_ms,
  * 304), into out[0..max); returns how many. ck_abort if bytes hold more than
  * max responses or end inside one; free each with test_response_free. */
 size_t test_split_responses(const char *bytes, size_t len, test_response *out, size_t max);
+
+/* ---- a curl handle of the caller's own ----
+ *
+ * For threads that drive libcurl themselves (load generators), which must
+ * not ck_abort: the response of one transfer, collected by
+ * test_reply_write. */
+typedef struct test_reply {
+    long status;
+    char *body; /* malloc'd, NUL-terminated after len bytes; NULL before any byte came; the caller frees it */
+    size_t len, cap;
+} test_reply;
+
+/* A CURLOPT_WRITEFUNCTION appending to the test_reply of CURLOPT_WRITEDATA
+ * (set len to 0 to reuse it for the next transfer); on ENOMEM it returns 0,
+ * which fails the transfer. */
+size_t test_reply_write(char *p, size_t size, size_t n, void *reply);
 
 #endif

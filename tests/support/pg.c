@@ -154,3 +154,33 @@ long long test_pg_int(PGconn *c, const char *sql)
     PQclear(r);
     return v;
 }
+
+test_pg_backends test_pg_service_backends(PGconn *c)
+{
+    PGresult *r = PQexec(c, "SELECT count(*) FILTER (WHERE state = 'active'), "
+                            "count(*) FILTER (WHERE state LIKE 'idle in transaction%'), "
+                            "count(*) FILTER (WHERE state = 'active' AND wait_event_type = 'Lock') "
+                            "FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'h2pg'");
+    ck_assert_msg(PQresultStatus(r) == PGRES_TUPLES_OK, "pg_stat_activity: %s", PQresultErrorMessage(r));
+    test_pg_backends b = {atoi(PQgetvalue(r, 0, 0)), atoi(PQgetvalue(r, 0, 1)), atoi(PQgetvalue(r, 0, 2))};
+    PQclear(r);
+    return b;
+}
+
+char *test_pg_describe_backends(PGconn *c)
+{
+    PGresult *r = PQexec(c, "SELECT pid, application_name, state, coalesce(wait_event_type, '-'), "
+                            "coalesce(wait_event, '-'), left(query, 80) FROM pg_stat_activity "
+                            "WHERE datname = current_database() AND pid <> pg_backend_pid() ORDER BY pid");
+    ck_assert_msg(PQresultStatus(r) == PGRES_TUPLES_OK, "pg_stat_activity: %s", PQresultErrorMessage(r));
+    char *out = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&out, &len);
+    ck_assert_ptr_nonnull(f);
+    for (int i = 0; i < PQntuples(r); i++)
+        fprintf(f, "\n  pid %s app '%s' state '%s' waiting %s/%s query '%s'", PQgetvalue(r, i, 0), PQgetvalue(r, i, 1),
+                PQgetvalue(r, i, 2), PQgetvalue(r, i, 3), PQgetvalue(r, i, 4), PQgetvalue(r, i, 5));
+    fclose(f);
+    PQclear(r);
+    return out;
+}

@@ -27,4 +27,22 @@ void test_pg_exec(PGconn *c, const char *sql);
  * (ck_abort on an error, another row count, or NULL). */
 long long test_pg_int(PGconn *c, const char *sql);
 
+/* ---- the service's backends on c's database, as pg_stat_activity shows
+ * them (application_name 'h2pg') ---- */
+
+typedef struct test_pg_backends {
+    int active;     /* state 'active' */
+    int in_tx;      /* 'idle in transaction', or '... (aborted)' */
+    int lock_waits; /* active and waiting for a lock */
+} test_pg_backends;
+
+/* One query, so one snapshot: a backend moves between the states all the
+ * time. */
+test_pg_backends test_pg_service_backends(PGconn *c);
+
+/* Every backend of c's database but c's own, one per line (pid, application,
+ * state, wait event, the start of the query), for failure messages;
+ * malloc'd. */
+char *test_pg_describe_backends(PGconn *c);
+
 #endif

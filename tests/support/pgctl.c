@@ -19,25 +19,12 @@
 #include <check.h>
 #include <libpq-fe.h>
 
+#include "support/clock.h"
 #include "support/server.h"
 
 #define TOOL_TIMEOUT_MS 120000
 #define START_ATTEMPTS 20
 #define LOG_TAIL 3000
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
 
 static bool as_other_user(void) { return geteuid() == 0; }
 

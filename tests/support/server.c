@@ -20,28 +20,18 @@
 #include <check.h>
 #include <curl/curl.h>
 
+#include "support/clock.h"
+#include "support/http.h"
+#include "support/pg.h"
+
 #ifndef H2PG_BINARY
-#error "cmake/parts/test_service.cmake passes H2PG_BINARY"
+#error "tests/CMakeLists.txt passes H2PG_BINARY"
 #endif
 
 #define START_TIMEOUT_MS 20000
 #define STOP_TIMEOUT_MS 20000
 #define RUN_TIMEOUT_MS 60000
 #define LOG_TAIL 4000
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
 
 static int exit_status(int wstatus)
 {
@@ -252,19 +242,14 @@ int test_free_port(void)
     return ntohs(a.sin_port);
 }
 
-/* One GET /healthz without aborting: its status, or -1 if it cannot be had
- * (nothing listening yet, no full status line within timeout_ms). */
-static int probe_healthz(int port, int timeout_ms)
+int test_healthz_status(int port, int timeout_ms)
 {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int fd = test_raw_try_connect(port, 0);
     if (fd < 0)
         return -1;
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     int status = -1;
     static const char req[] = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
-    if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
-        send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL) == (ssize_t)(sizeof(req) - 1)) {
+    if (send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL) == (ssize_t)(sizeof(req) - 1)) {
         char buf[64];
         size_t got = 0;
         int64_t deadline = now_ms() + timeout_ms;
@@ -347,7 +332,7 @@ void test_server_start(test_server *s, const char *db_conninfo, const char *cons
             ck_abort_msg("h2pg serve exited with status %d before it answered /healthz; log:\n%s", exit_status(wstatus),
                          tail_of(log));
         }
-        if ((tls ? probe_healthz_tls(s->port, 2000) : probe_healthz(s->port, 2000)) == 200)
+        if ((tls ? probe_healthz_tls(s->port, 2000) : test_healthz_status(s->port, 2000)) == 200)
             return;
         if (now_ms() > deadline)
             break;
@@ -463,4 +448,34 @@ int test_run_binary(const char *const *args, const char *const *env, char **outp
     else
         free(out);
     return exit_status(wstatus);
+}
+
+long test_rss_kib(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof(path), "/proc/%ld/status", (long)pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    long kib = -1;
+    while (fgets(line, sizeof(line), f) != NULL)
+        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
+            break;
+    fclose(f);
+    return kib;
+}
+
+void test_server_start_on_fresh_db(test_server *s, char **db, const char *const *env)
+{
+    *db = test_pg_create_db();
+    test_server_start(s, *db, env);
+}
+
+void test_server_stop_and_drop_db(test_server *s, char **db)
+{
+    if (s->pid > 0)
+        test_server_stop(s);
+    if (*db != NULL)
+        test_pg_drop_db(*db);
+    *db = NULL;
 }

@@ -25,6 +25,16 @@ typedef struct test_server {
 /* A TCP port on 127.0.0.1 that was free a moment ago (the kernel's pick). */
 int test_free_port(void);
 
+/* One plain-HTTP GET /healthz to 127.0.0.1:port, without aborting (for
+ * threads, and for a server that may not listen yet): its status, or -1 if
+ * it cannot be had (nothing listening, no full status line within
+ * timeout_ms). */
+int test_healthz_status(int port, int timeout_ms);
+
+/* VmRSS of a process in KiB, or -1 if it cannot be read (the process is
+ * gone). */
+long test_rss_kib(pid_t pid);
+
 /* Starts `H2PG_BINARY serve` with DATABASE_URL=db_conninfo, HOST=127.0.0.1,
  * PORT=<a free port>, THREADS=2, LOG_LEVEL=info, plus the NULL-terminated
  * "K=V" settings of env (may be NULL; they win over those defaults; a PORT
@@ -32,6 +42,14 @@ int test_free_port(void);
  * GET /healthz answers 200 (over TLS when env sets TLS_CERT_FILE); ck_abort with the log's tail if the process
  * exits first or that takes over 20 s. */
 void test_server_start(test_server *s, const char *db_conninfo, const char *const *env);
+
+/* A fresh database (test_pg_create_db, into *db) and a server on it
+ * started as test_server_start does; and the end of both (stopping the
+ * server if it still runs, dropping the database if there is one; *db is
+ * NULL afterwards). For fixtures, e.g. a server shared by the tests of a
+ * TCase: tcase_add_unchecked_fixture(tc, setup, teardown) around these. */
+void test_server_start_on_fresh_db(test_server *s, char **db, const char *const *env);
+void test_server_stop_and_drop_db(test_server *s, char **db);
 
 /* Sends SIGTERM and waits for the exit (20 s, then SIGKILL and ck_abort).
  * Returns WEXITSTATUS, or 128 + the signal that ended it. The log stays

@@ -1,5 +1,0 @@
-target_sources(h2pg_core PRIVATE ${CMAKE_SOURCE_DIR}/server/router.c ${CMAKE_SOURCE_DIR}/server/query.c)
-if(BUILD_TESTING)
-  h2pg_test(test_server_router SOURCES tests/server/test_router.c LIBS h2pg_core LABELS unit)
-  h2pg_test(test_server_query SOURCES tests/server/test_query.c LIBS h2pg_core LABELS unit)
-endif()

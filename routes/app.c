@@ -1,0 +1,184 @@
+/* The service put together: the routes, the middleware, what each worker
+ * needs (its database pools), the database's metrics and the migrations,
+ * handed to the server as a server_app. */
+#include <errno.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "aio/aio.h"
+#include "base/log.h"
+#include "db/migrate.h"
+#include "db/pool.h"
+#include "routes/app.h"
+#include "routes/handler.h"
+
+#define MIGRATE_RETRY_FOR 30 /* seconds to wait for the database at start */
+
+/* ---- each worker's pools ---- */
+
+struct worker_db {
+    db_pool *pool;
+    db_pool **replicas; /* DATABASE_READ_URL: one pool per replica */
+    size_t nreplicas;
+};
+
+static int slice(int total, int n, int i) { return total / n + (i < total % n ? 1 : 0); }
+
+static void worker_stop(void *state)
+{
+    struct worker_db *d = state;
+    db_pool_set_replicas(NULL, 0);
+    for (size_t i = 0; i < d->nreplicas; i++)
+        db_pool_destroy(d->replicas[i]);
+    free(d->replicas);
+    if (d->pool != NULL)
+        db_pool_destroy(d->pool);
+    free(d);
+}
+
+static int worker_start(const server_config *cfg, int worker, void **state)
+{
+    struct worker_db *d = calloc(1, sizeof(*d));
+    if (d == NULL)
+        return -ENOMEM;
+    *state = d;
+    int n = cfg->threads;
+    db_pool_config pc = {
+        .conninfo = cfg->database_url,
+        .min = slice(cfg->pool_min, n, worker),
+        .max = slice(cfg->pool_max, n, worker) > 0 ? slice(cfg->pool_max, n, worker) : 1,
+        .acquire_timeout = AIO_MSEC(cfg->pool_acquire_timeout_ms),
+        .connect_timeout = AIO_SEC(5),
+        .idle_timeout = AIO_SEC(60),
+        .statement_timeout_ms = cfg->statement_timeout_ms,
+        .idle_in_transaction_timeout_ms = cfg->idle_in_transaction_timeout_ms,
+        .transaction_pooler = cfg->database_pooler == SERVER_POOLER_TRANSACTION,
+    };
+    if (pc.min > pc.max)
+        pc.min = pc.max;
+    db_tx_set_default_retries(cfg->tx_max_retries);
+    char err[512];
+    int rc = db_pool_create(&pc, &d->pool, err, sizeof(err));
+    if (rc == 0) {
+        rc = db_pool_create_replicas(cfg->database_read_url, &pc, &d->replicas, &d->nreplicas, err, sizeof(err));
+        db_pool_set_replicas(d->replicas, d->nreplicas);
+    }
+    if (rc < 0) {
+        log_error("worker %d: %s", worker, err);
+        worker_stop(d);
+        *state = NULL;
+    }
+    return rc;
+}
+
+/* ---- the database's metrics, sampled once a second ---- */
+
+enum {
+    M_IDLE, M_IN_USE, M_CONNECTING, M_CLEANING, M_OPEN, M_WAITING, M_ACQUIRED, M_ACQUIRE_TIMEOUTS, M_CONNECT_FAILURES,
+    M_CANCELS, M_DISCARDED, M_QUERIES, M_QUERY_ERRORS, M_QUERY_TIMEOUTS, M_QUERY_CANCELLATIONS, M_COUNT
+};
+
+#define POOL_CONNS "h2pg_db_pool_connections", "gauge", "Database connections by state (sampled each second)."
+static const server_metric_def METRICS[M_COUNT] = {
+    [M_IDLE] = {POOL_CONNS, "state=\"idle\""},
+    [M_IN_USE] = {POOL_CONNS, "state=\"in_use\""},
+    [M_CONNECTING] = {POOL_CONNS, "state=\"connecting\""},
+    [M_CLEANING] = {POOL_CONNS, "state=\"cleaning\""},
+    [M_OPEN] = {"h2pg_db_pool_open", "gauge", "Open database connections (sampled each second).", NULL},
+    [M_WAITING] = {"h2pg_db_pool_waiting", "gauge", "Requests waiting for a pool connection (sampled each second).",
+                   NULL},
+    [M_ACQUIRED] = {"h2pg_db_pool_acquired_total", "counter", "Connections handed out by the pools.", NULL},
+    [M_ACQUIRE_TIMEOUTS] = {"h2pg_db_pool_acquire_timeouts_total", "counter",
+                            "Acquires that found no connection within POOL_ACQUIRE_TIMEOUT_MS.", NULL},
+    [M_CONNECT_FAILURES] = {"h2pg_db_connect_failures_total", "counter",
+                            "Failed attempts to open a database connection.", NULL},
+    [M_CANCELS] = {"h2pg_db_cancels_sent_total", "counter",
+                   "Cancel requests sent to the server for interrupted statements.", NULL},
+    [M_DISCARDED] = {"h2pg_db_connections_discarded_total", "counter",
+                     "Connections closed because they could not be cleaned in time.", NULL},
+    [M_QUERIES] = {"h2pg_db_queries_total", "counter", "SQL statements sent.", NULL},
+    [M_QUERY_ERRORS] = {"h2pg_db_query_errors_total", "counter", "Statement calls that failed, for any reason.", NULL},
+    [M_QUERY_TIMEOUTS] = {"h2pg_db_query_timeouts_total", "counter", "Statement calls cut short by a deadline.",
+                          NULL},
+    [M_QUERY_CANCELLATIONS] = {"h2pg_db_query_cancellations_total", "counter",
+                               "Statement calls cut short by cancellation (client gone, sibling failed, shutdown).",
+                               NULL},
+};
+
+static void worker_sample(void *state)
+{
+    struct worker_db *d = state;
+    db_pool_stats st;
+    db_pool_stats_get(d->pool, &st);
+    const uint64_t pool[] = {
+        [M_IDLE] = st.idle, [M_IN_USE] = st.in_use, [M_CONNECTING] = st.connecting, [M_CLEANING] = st.cleaning,
+        [M_OPEN] = st.open, [M_WAITING] = st.waiting, [M_ACQUIRED] = st.acquired,
+        [M_ACQUIRE_TIMEOUTS] = st.acquire_timeouts, [M_CONNECT_FAILURES] = st.connect_failures,
+        [M_CANCELS] = st.cancels_sent, [M_DISCARDED] = st.closed_dirty,
+    };
+    for (size_t i = 0; i < sizeof(pool) / sizeof(pool[0]); i++)
+        server_metric_set(i, pool[i]);
+    db_counters c;
+    db_counters_get(&c);
+    server_metric_set(M_QUERIES, c.statements);
+    server_metric_set(M_QUERY_ERRORS, c.failures);
+    server_metric_set(M_QUERY_TIMEOUTS, c.timeouts);
+    server_metric_set(M_QUERY_CANCELLATIONS, c.cancellations);
+}
+
+/* ---- migrations ---- */
+
+/* Applies pending migrations (blocking libpq: no event loop runs yet).
+ * A database that is not up yet is retried for a while, as containers
+ * often start together. */
+static int migrate(const server_config *cfg)
+{
+    db_migration *loaded = NULL;
+    const db_migration *m;
+    size_t n;
+    char err[1024];
+    if (cfg->migrations_dir[0] != '\0') {
+        if (db_migrate_load_dir(cfg->migrations_dir, &loaded, &n, err, sizeof(err)) < 0) {
+            log_error("migrations: %s", err);
+            return 1;
+        }
+        m = loaded;
+    } else {
+        m = db_migrate_embedded(&n);
+    }
+    db_migrate_report rep = {0};
+    int rc;
+    time_t give_up = time(NULL) + MIGRATE_RETRY_FOR;
+    while ((rc = db_migrate_run(cfg->database_url, m, n, &rep, err, sizeof(err))) == -ECONNREFUSED &&
+           time(NULL) < give_up) {
+        log_warn("migrations: database not reachable yet, retrying: %s", err);
+        sleep(1);
+    }
+    db_migrate_free(loaded, n);
+    if (rc < 0) {
+        log_error("migrations failed: %s", err);
+        return 1;
+    }
+    log_info("migrations: %d applied, %d already applied", rep.applied, rep.already);
+    return 0;
+}
+
+int routes_app(server_app *app)
+{
+    size_t n;
+    const server_route_def *routes = routes_all(&n);
+    if (routes == NULL)
+        return -ENOMEM;
+    server_metrics_define(METRICS, M_COUNT);
+    *app = (server_app){
+        .routes = routes,
+        .nroutes = n,
+        .around = routes_around,
+        .worker_start = worker_start,
+        .worker_stop = worker_stop,
+        .worker_sample = worker_sample,
+        .migrate = migrate,
+    };
+    return 0;
+}

@@ -1,0 +1,159 @@
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+
+#include "routes/idempotency.h"
+
+static const db_stmt CLAIM_KEY =
+    DB_STMT("idem_claim",
+            "INSERT INTO idempotency_keys (key, request_hash, status, response_body) VALUES ($1, $2, 0, '') "
+            "ON CONFLICT (key) DO NOTHING RETURNING 1",
+            2);
+static const db_stmt GET_KEY =
+    DB_STMT("idem_get", "SELECT request_hash, status, response_body FROM idempotency_keys WHERE key = $1", 1);
+static const db_stmt STORE_KEY =
+    DB_STMT("idem_store", "UPDATE idempotency_keys SET status = $2, response_body = $3 WHERE key = $1", 3);
+
+static void outcome_reset(routes_outcome *o)
+{
+    json_decref(o->body);
+    free(o->stored);
+    *o = (routes_outcome){0};
+}
+
+int routes_outcome_problem(routes_outcome *o, int status, const char *detail, const char *field)
+{
+    json_t *errors = NULL;
+    if (field != NULL) {
+        errors = json_array();
+        routes_error(errors, field, detail);
+    }
+    size_t len;
+    char *text = server_problem_json(status, detail, errors, &len);
+    outcome_reset(o);
+    o->status = status;
+    o->body = text != NULL ? json_loadb(text, len, 0, NULL) : NULL;
+    free(text);
+    return 0;
+}
+
+int routes_outcome_created(routes_outcome *o, json_t *object)
+{
+    outcome_reset(o);
+    o->status = 201;
+    o->body = object;
+    return 0;
+}
+
+int routes_idempotency_key(server_req *r, const char **key)
+{
+    *key = server_req_header(r, "idempotency-key");
+    if (*key != NULL && !routes_input_idempotency_key(*key, strlen(*key))) {
+        server_respond_problem(r, 400, "Idempotency-Key must be 1 to 255 visible ASCII characters", NULL);
+        return SERVER_ANSWERED;
+    }
+    return 0;
+}
+
+struct run {
+    server_req *r;
+    const char *key;
+    char hash[65]; /* of the fingerprint, hex */
+    routes_tx_work work;
+    void *arg;
+    routes_outcome out;
+};
+
+/* The stored outcome of an earlier request with the key, or 409 when that
+ * request was another one. */
+static int replay(struct run *run, db_conn *tx)
+{
+    PGresult *res;
+    int rc = routes_exec(run->r, tx, &GET_KEY, DB_PARAMS(DB_TEXT(run->key)), &res);
+    if (rc < 0)
+        return rc;
+    int len;
+    const char *hash = db_get_text(res, 0, 0, &len);
+    if (len != 64 || memcmp(hash, run->hash, 64) != 0)
+        return routes_outcome_problem(&run->out, 409, "this Idempotency-Key was used with a different request", NULL);
+    const char *body = db_get_text(res, 0, 2, &len);
+    outcome_reset(&run->out);
+    run->out.status = (int)db_get_int(res, 0, 1);
+    run->out.stored = strndup(body, (size_t)len);
+    return run->out.stored != NULL ? 0 : -ENOMEM;
+}
+
+static int store(struct run *run, db_conn *tx)
+{
+    char *text = json_dumps(run->out.body, JSON_COMPACT);
+    if (text == NULL)
+        return -ENOMEM;
+    char status[8];
+    snprintf(status, sizeof(status), "%d", run->out.status);
+    PGresult *res;
+    int rc = routes_exec(run->r, tx, &STORE_KEY, DB_PARAMS(DB_TEXT(run->key), DB_TEXT(status), DB_TEXT(text)), &res);
+    free(text);
+    return rc;
+}
+
+static int run_tx(db_conn *tx, void *arg)
+{
+    struct run *run = arg;
+    outcome_reset(&run->out);
+    if (run->key != NULL) {
+        PGresult *claimed;
+        int rc = routes_exec(run->r, tx, &CLAIM_KEY, DB_PARAMS(DB_TEXT(run->key), DB_TEXTN(run->hash, 64)), &claimed);
+        if (rc < 0)
+            return rc;
+        if (PQntuples(claimed) == 0)
+            return replay(run, tx);
+    }
+    int rc = run->work(run->r, tx, run->arg, &run->out);
+    if (rc < 0 || run->key == NULL || run->out.body == NULL)
+        return rc;
+    return store(run, tx);
+}
+
+static void fingerprint_hash(const char *fingerprint, char hex[65])
+{
+    unsigned char md[32];
+    unsigned int mdlen = 0;
+    EVP_Digest(fingerprint, strlen(fingerprint), md, &mdlen, EVP_sha256(), NULL);
+    for (int i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", md[i]);
+}
+
+static int answer(server_req *r, routes_outcome *o, const char *created_prefix)
+{
+    char *text = o->stored != NULL ? strdup(o->stored) : o->body != NULL ? json_dumps(o->body, JSON_COMPACT) : NULL;
+    if (text == NULL)
+        return routes_problem(r, 500, "the response could not be built");
+    if (o->status == 201) {
+        json_t *created = o->body != NULL ? json_incref(o->body) : json_loads(text, 0, NULL);
+        char location[96];
+        snprintf(location, sizeof(location), "%s%lld", created_prefix,
+                 (long long)json_integer_value(json_object_get(created, "id")));
+        json_decref(created);
+        server_respond_header(r, "location", location);
+    }
+    server_respond(r, o->status, o->status >= 400 ? "application/problem+json" : "application/json", text,
+                   strlen(text));
+    free(text);
+    return 0;
+}
+
+int routes_idempotent(server_req *r, const char *key, const char *fingerprint, const char *created_prefix,
+                      routes_tx_work work, void *arg)
+{
+    struct run run = {.r = r, .key = key, .work = work, .arg = arg};
+    fingerprint_hash(fingerprint, run.hash);
+    int rc = db_tx(run_tx, &run);
+    if (rc >= 0)
+        rc = run.out.status != 0 ? answer(r, &run.out, created_prefix)
+                                 : routes_problem(r, 500, "the request decided nothing");
+    outcome_reset(&run.out);
+    return rc;
+}

@@ -1,0 +1,76 @@
+/* Transfers: move money between two accounts, read one.
+ *
+ * A transfer is one transaction: both account rows locked in id order (so
+ * two transfers between the same accounts wait for each other instead of
+ * deadlocking), the balance checked, both rows updated in one statement,
+ * the transfer recorded. Serialization failures and deadlocks re-run it.
+ * With an Idempotency-Key the outcome (201, 404 or 422, with its body) is
+ * stored in the same transaction (routes/idempotency.h), so a retried
+ * request gets the first answer back instead of moving money twice. */
+#include <stdio.h>
+
+#include "routes/idempotency.h"
+
+#define TRANSFER_COLUMNS "id, from_account_id, to_account_id, amount_cents, created_at"
+
+static const db_stmt GET_TRANSFER =
+    DB_STMT("transfer_get", "SELECT " TRANSFER_COLUMNS " FROM transfers WHERE id = $1", 1);
+static const db_stmt LOCK_PAIR = DB_STMT(
+    "transfer_lock", "SELECT id, balance_cents FROM accounts WHERE id IN ($1, $2) ORDER BY id FOR UPDATE", 2);
+static const db_stmt MOVE =
+    DB_STMT("transfer_move",
+            "UPDATE accounts SET balance_cents = balance_cents + CASE WHEN id = $1 THEN -$3::bigint ELSE $3::bigint END "
+            "WHERE id IN ($1, $2)",
+            3);
+static const db_stmt INSERT_TRANSFER =
+    DB_STMT("transfer_insert",
+            "INSERT INTO transfers (from_account_id, to_account_id, amount_cents) VALUES ($1, $2, $3) "
+            "RETURNING " TRANSFER_COLUMNS,
+            3);
+
+static bool transfer_input(json_t *body, void *in, json_t *errors) { return routes_input_transfer(body, in, errors); }
+
+static int move_money(server_req *r, db_conn *tx, void *arg, routes_outcome *out)
+{
+    const routes_transfer_input *t = arg;
+    PGresult *res;
+    int rc = routes_exec(r, tx, &LOCK_PAIR, DB_PARAMS(DB_INT8(t->from_account_id), DB_INT8(t->to_account_id)), &res);
+    if (rc < 0)
+        return rc;
+    int64_t from = -1, to = -1;
+    for (int i = 0; i < PQntuples(res); i++)
+        *(db_get_int(res, i, 0) == t->from_account_id ? &from : &to) = db_get_int(res, i, 1);
+    if (from < 0)
+        return routes_outcome_problem(out, 404, "the from_account_id account does not exist", NULL);
+    if (to < 0)
+        return routes_outcome_problem(out, 404, "the to_account_id account does not exist", NULL);
+    if (from < t->amount_cents)
+        return routes_outcome_problem(out, 422, "insufficient funds in the from_account_id account", "amount_cents");
+    if (to > INT64_MAX - t->amount_cents)
+        return routes_outcome_problem(
+            out, 422, "the to_account_id balance would exceed the largest amount an account can hold", "amount_cents");
+    db_params p = DB_PARAMS(DB_INT8(t->from_account_id), DB_INT8(t->to_account_id), DB_INT8(t->amount_cents));
+    db_call calls[] = {{.stmt = &MOVE, .params = p}, {.stmt = &INSERT_TRANSFER, .params = p}};
+    rc = routes_batch(r, tx, calls, 2, DB_BATCH_ATOMIC);
+    return rc < 0 ? rc : routes_outcome_created(out, db_row_json(calls[1].result, 0));
+}
+
+static int create_transfer(server_req *r)
+{
+    const char *key;
+    routes_transfer_input in;
+    int rc = routes_idempotency_key(r, &key);
+    if (rc == 0)
+        rc = routes_body(r, transfer_input, &in);
+    if (rc < 0)
+        return rc;
+    char fingerprint[96];
+    snprintf(fingerprint, sizeof(fingerprint), "POST /transfers %lld %lld %lld", (long long)in.from_account_id,
+             (long long)in.to_account_id, (long long)in.amount_cents);
+    return routes_idempotent(r, key, fingerprint, "/transfers/", move_money, &in);
+}
+
+static int get_transfer(server_req *r) { return routes_get_by_id(r, &GET_TRANSFER, "no such transfer"); }
+
+ROUTES({.method = "POST", .pattern = "/transfers", .handler = create_transfer},
+       {.method = "GET", .pattern = "/transfers/{id}", .handler = get_transfer});

@@ -1,0 +1,361 @@
+/* The request's life: h2o hands it over (server__on_req), it is routed,
+ * given an id, a deadline and a task, and ends once answered and let go by
+ * both h2o and its handler. The accessors handlers read it with. */
+#include <stdalign.h>
+#include <stddef.h>
+#include <assert.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "base/log.h"
+#include "server/server_int.h"
+#include "server/parse.h"
+
+_Thread_local server_worker *server__worker;
+
+/* ---- request ids and headers ---- */
+
+uint64_t server__next_random(server_worker *w)
+{
+    /* xorshift64*: request ids need to be unique, not secret */
+    uint64_t x = w->rng;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    w->rng = x;
+    return x * 0x2545F4914F6CDD1DULL;
+}
+
+/* 16 lowercase hex digits and a NUL (per request: no printf) */
+static void hex16(char *out, uint64_t v)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (int i = 15; i >= 0; i--, v >>= 4)
+        out[i] = digits[v & 15];
+    out[16] = '\0';
+}
+
+bool server__valid_request_id(const char *s, size_t len)
+{
+    if (len == 0 || len > 40)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '-' || c == '_' ||
+              c == '.'))
+            return false;
+    }
+    return true;
+}
+
+
+const h2o_header_t *server__find_header(const h2o_req_t *req, const char *name)
+{
+    size_t len = strlen(name);
+    for (size_t i = 0; i < req->headers.size; i++) {
+        const h2o_header_t *h = &req->headers.entries[i];
+        if (h->name->len == len && strncasecmp(h->name->base, name, len) == 0)
+            return h;
+    }
+    return NULL;
+}
+
+/* Every value of a header, joined with ", " in order (as HTTP allows),
+ * into buf; NULL if absent or too long to be trusted. */
+static const char *joined_header(const h2o_req_t *req, const char *name, char *buf, size_t cap)
+{
+    size_t len = strlen(name), used = 0;
+    bool any = false;
+    for (size_t i = 0; i < req->headers.size; i++) {
+        const h2o_header_t *h = &req->headers.entries[i];
+        if (h->name->len != len || strncasecmp(h->name->base, name, len) != 0)
+            continue;
+        if (used + h->value.len + 3 > cap)
+            return NULL;
+        if (any) {
+            memcpy(buf + used, ", ", 2);
+            used += 2;
+        }
+        memcpy(buf + used, h->value.base, h->value.len);
+        used += h->value.len;
+        any = true;
+    }
+    if (!any)
+        return NULL;
+    buf[used] = '\0';
+    return buf;
+}
+
+
+/* ---- lifetime ---- */
+
+void server__req_unref(server_req *r)
+{
+    if (--r->refs > 0)
+        return;
+    h2o_timeout_unlink(&r->send_entry);
+    free(r->stream ? r->stream->buf : NULL);
+    base_arena_dispose(&r->arena);
+    free(r);
+}
+
+
+static void on_h2o_req_gone(void *p)
+{
+    server_req *r = *(server_req **)p;
+    r->h2o = NULL;
+    if (r->stream != NULL) {
+        r->stream->stopped = true;
+        aio_event_set(&r->stream->ready);
+    }
+    if (!r->finished && r->task != NULL)
+        aio_task_cancel(r->task); /* nobody is left to answer: stop its queries too */
+    server__req_unref(r);
+}
+
+static void req_finish(server_req *r)
+{
+    server_worker *w = r->worker;
+    if (r->stream != NULL && !r->finished && r->h2o != NULL) {
+        /* the handler left a stream open: end it as failed, so the client
+         * sees a truncated body rather than a complete one; h2o takes it
+         * only once the chunk in flight went out */
+        r->finished = true;
+        if (aio_event_is_set(&r->stream->ready))
+            server__schedule_send(r, SEND_ERROR);
+        else
+            r->stream->abort = true;
+    }
+    if (!r->responded) {
+        r->responded = true;
+        r->status = 499; /* nginx's "client closed request", for the log */
+    }
+    if (base_log_enabled(BASE_LOG_INFO)) /* access lines are info events: LOG_LEVEL=warn turns them off */
+        server__access_log(r);
+    server_metrics_request(w->metrics, r->route, r->status, aio_now() - r->start);
+    aio_link_unlink(&r->hup_link);
+    if (r->task != NULL) {
+        aio_link_unlink(&r->link);
+        if (--w->inflight == 0)
+            aio_event_set(&w->idle);
+    }
+    server__req_unref(r);
+}
+
+/* The application's middleware around the route's handler. */
+static int run_handler(server_req *r)
+{
+    const server_app *app = r->worker->app;
+    return app->around != NULL ? app->around(r, r->route->handler) : r->route->handler(r);
+}
+
+static int request_task(void *arg)
+{
+    server_req *r = arg;
+    aio_timeout scope;
+    aio_timeout_open_at(&scope, r->route->streaming ? AIO_NEVER : r->deadline);
+    int rc = run_handler(r);
+    bool expired = aio_timeout_close(&scope) < 0;
+    if (!r->responded && r->h2o != NULL) {
+        if (r->client_gone) {
+            /* h2o waits for a response before it looks at the socket again:
+             * give it one, and have it close the connection */
+            r->h2o->http1_is_persistent = 0;
+            server_respond_problem(r, 499, "the client closed the connection", NULL);
+        } else if (expired || rc == -ETIMEDOUT)
+            server_respond_problem(r, 504, "the request's deadline passed before it completed", NULL);
+        else if (rc == -ECANCELED && r->worker->stopping)
+            server_respond_problem(r, 503, "the server is shutting down", NULL);
+        else
+            server_respond_problem(r, 500, "the request failed", NULL);
+    }
+    req_finish(r);
+    return 0;
+}
+
+/* Request-Timeout: <ms> may shorten the deadline, never lengthen it. */
+static int request_deadline(h2o_req_t *req, const server_config *cfg, int64_t now, int64_t *deadline)
+{
+    int64_t ms = cfg->request_timeout_ms;
+    const h2o_header_t *h = server__find_header(req, "request-timeout");
+    if (h != NULL && server_parse_request_timeout(h->value.base, h->value.len, cfg->request_timeout_ms, &ms) < 0)
+        return -EINVAL;
+    *deadline = now + AIO_MSEC(ms);
+    return 0;
+}
+
+/* Copies what the handler reads into the request's arena (h2o's request
+ * may go away first: a client that hangs up); false on ENOMEM. */
+static bool copy_request(server_req *r, h2o_req_t *req, const server_route_match *m, bool matched)
+{
+    size_t path_len = req->query_at != SIZE_MAX ? req->query_at : req->path.len;
+    r->method = base_arena_strndup(&r->arena, req->method.base, req->method.len);
+    r->path = base_arena_strndup(&r->arena, req->path.base, path_len);
+    r->query_len = req->query_at != SIZE_MAX ? req->path.len - req->query_at - 1 : 0;
+    r->query = base_arena_strndup(&r->arena, req->query_at != SIZE_MAX ? req->path.base + req->query_at + 1 : "",
+                                  r->query_len);
+    r->nparams = matched ? m->nparams : 0;
+    for (size_t i = 0; i < r->nparams; i++) {
+        r->params[i].name = m->params[i].name;
+        r->params[i].value = base_arena_strndup(&r->arena, m->params[i].value, m->params[i].len);
+        if (r->params[i].value == NULL)
+            return false;
+    }
+    if (req->entity.base != NULL) {
+        r->body = base_arena_strndup(&r->arena, req->entity.base, req->entity.len);
+        r->body_len = req->entity.len;
+        if (r->body == NULL)
+            return false;
+    }
+    return r->method != NULL && r->path != NULL && r->query != NULL;
+}
+
+/* X-Request-Id (the client's or its proxy's, if well-formed, else a new
+ * one) and the client's address and scheme through TRUSTED_PROXIES. */
+static void identify(server_req *r, h2o_req_t *req)
+{
+    const h2o_header_t *rid = server__find_header(req, "x-request-id");
+    if (rid != NULL && server__valid_request_id(rid->value.base, rid->value.len))
+        snprintf(r->id, sizeof(r->id), "%.*s", (int)rid->value.len, rid->value.base);
+    else
+        hex16(r->id, server__next_random(r->worker));
+    char peer[64];
+    struct sockaddr_storage ss;
+    socklen_t sl = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
+    if (sl == 0 || h2o_socket_getnumerichost((struct sockaddr *)&ss, sl, peer) == SIZE_MAX)
+        snprintf(peer, sizeof(peer), "-");
+    char fwd[1024], xff[1024], xfp[128];
+    server_proxies_resolve(r->worker->proxies, peer, req->scheme == &H2O_URL_SCHEME_HTTPS ? "https" : "http",
+                           joined_header(req, "forwarded", fwd, sizeof(fwd)),
+                           joined_header(req, "x-forwarded-for", xff, sizeof(xff)),
+                           joined_header(req, "x-forwarded-proto", xfp, sizeof(xfp)), &r->client);
+}
+
+static server_req *req_create(server_worker *w, h2o_req_t *req, const server_route_match *m, int match_rc)
+{
+    server_req *r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        return NULL;
+    base_arena_init_with(&r->arena, r->arena_buf, sizeof(r->arena_buf));
+    r->h2o = req;
+    r->worker = w;
+    r->route = match_rc == 0 ? m->data : NULL;
+    r->pattern = match_rc == 0 ? m->pattern : "unmatched";
+    r->start = aio_now();
+    r->refs = 1;
+    r->send_entry.cb = server__on_send_entry;
+    aio_link_init(&r->link);
+    aio_link_init(&r->hup_link);
+    if (!copy_request(r, req, m, match_rc == 0)) {
+        server__req_unref(r);
+        return NULL;
+    }
+    identify(r, req);
+    /* learn when h2o lets go of the request */
+    server_req **slot = h2o_mem_alloc_shared(&req->pool, sizeof(*slot), on_h2o_req_gone);
+    *slot = r;
+    r->refs++;
+    return r;
+}
+
+/* Runs the routed request: at once (immediate handlers), or in a task of
+ * its own, watched for the client's hang-up; false if it ended here. */
+static bool dispatch(server_req *r, h2o_req_t *req)
+{
+    server_worker *w = r->worker;
+    if (r->route->immediate) {
+        run_handler(r);
+        if (!r->responded && r->h2o != NULL)
+            server_respond_problem(r, 500, "the request failed", NULL);
+        return false;
+    }
+    if ((r->task = aio_task_spawn(request_task, r)) == NULL) {
+        server_respond_problem(r, 503, "out of memory", NULL);
+        return false;
+    }
+    aio_task_detach(r->task);
+    h2o_socket_t *sock = req->conn->callbacks->get_socket ? req->conn->callbacks->get_socket(req->conn) : NULL;
+    int fd = sock ? h2o_socket_get_fd(sock) : -1;
+    if (fd >= 0 && (size_t)fd < w->nhup_slots)
+        aio_list_push_back(&w->hup_slots[fd].reqs, &r->hup_link);
+    w->inflight++;
+    aio_event_clear(&w->idle);
+    aio_list_push_back(&w->requests, &r->link);
+    return true;
+}
+
+int server__on_req(h2o_handler_t *self, h2o_req_t *req)
+{
+    (void)self;
+    server_worker *w = server__worker;
+    size_t path_len = req->query_at != SIZE_MAX ? req->query_at : req->path.len;
+    server_route_match m;
+    int rc = server_router_match(w->router, req->method.base, req->method.len, req->path.base, path_len, &m);
+    server_req *r = req_create(w, req, &m, rc);
+    if (r == NULL) {
+        server__early_problem(req, 503, "out of memory", NULL);
+        return 0;
+    }
+    if (rc == -ENOENT) {
+        server_respond_problem(r, 404, "no such resource", NULL);
+    } else if (rc == -EOPNOTSUPP) {
+        server_respond_header(r, "allow", m.allow);
+        server_respond_problem(r, 405, "method not allowed on this resource", NULL);
+    } else if (request_deadline(req, w->cfg, r->start, &r->deadline) < 0) {
+        server_respond_problem(r, 400, "Request-Timeout must be a positive number of milliseconds", NULL);
+    } else if (!r->route->immediate && (w->stopping || w->inflight >= (size_t)w->cfg->max_inflight)) {
+        server_metrics_rejected(w->metrics);
+        server_respond_problem(r, 503, w->stopping ? "the server is shutting down" : "the server is at capacity", NULL);
+    } else if (dispatch(r, req)) {
+        return 0;
+    }
+    req_finish(r);
+    return 0;
+}
+
+/* ---- reading ---- */
+
+int64_t server_req_deadline(const server_req *r) { return r->deadline; }
+int64_t server_req_timeout(const server_req *r) { return AIO_MSEC(r->worker->cfg->request_timeout_ms); }
+int64_t server_req_stall_timeout(const server_req *r) { return AIO_MSEC(r->worker->cfg->stream_stall_timeout_ms); }
+
+const char *server_req_method(const server_req *r) { return r->method; }
+const char *server_req_path(const server_req *r) { return r->path; }
+const char *server_req_route(const server_req *r) { return r->pattern; }
+base_arena *server_req_arena(server_req *r) { return &r->arena; }
+bool server_req_alive(const server_req *r) { return r->h2o != NULL; }
+const char *server_req_id(const server_req *r) { return r->id; }
+bool server_responded(const server_req *r) { return r->responded; }
+
+const char *server_req_query(const server_req *r, size_t *len)
+{
+    if (len != NULL)
+        *len = r->query_len;
+    return r->query;
+}
+
+const char *server_req_param(const server_req *r, const char *name)
+{
+    for (size_t i = 0; i < r->nparams; i++)
+        if (strcmp(r->params[i].name, name) == 0)
+            return r->params[i].value;
+    return NULL;
+}
+
+const char *server_req_body(const server_req *r, size_t *len)
+{
+    *len = r->body_len;
+    return r->body ? r->body : "";
+}
+
+const char *server_req_header(server_req *r, const char *name)
+{
+    if (r->h2o == NULL)
+        return NULL;
+    const h2o_header_t *h = server__find_header(r->h2o, name);
+    return h ? base_arena_strndup(&r->arena, h->value.base, h->value.len) : NULL;
+}
+

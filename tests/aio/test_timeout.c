@@ -1,0 +1,182 @@
+/* sleep, deadline scopes (timeout, timeout_at) and wait_for. */
+#include <errno.h>
+
+#include "support/aio_check.h"
+
+AIO_TEST(sleep_lasts_at_least_its_duration)
+{
+    int64_t t0 = aio_now();
+    ck_assert_int_eq(aio_sleep(AIO_MSEC(15)), 0);
+    ck_assert_double_ge(ms_since_ns(t0), 15);
+    t0 = aio_now();
+    ck_assert_int_eq(aio_sleep_until(t0 + AIO_MSEC(5)), 0);
+    ck_assert_double_ge(ms_since_ns(t0), 5);
+    ck_assert_int_eq(aio_sleep_until(t0), 0); /* already past: returns at once */
+    return 0;
+}
+
+static int sleep_long(void *arg)
+{
+    int *rc = arg;
+    *rc = aio_sleep(AIO_SEC(10));
+    return *rc;
+}
+
+AIO_TEST(sleep_is_cancellable)
+{
+    int rc = 1;
+    aio_task *t = aio_task_spawn(sleep_long, &rc);
+    aio_sleep(AIO_MSEC(2));
+    int64_t t0 = aio_now();
+    aio_task_cancel(t);
+    ck_assert_int_eq(aio_task_join(t), -ECANCELED);
+    ck_assert_double_lt(ms_since_ns(t0), 1000);
+    ck_assert_int_eq(rc, -ECANCELED);
+    return 0;
+}
+
+AIO_TEST(an_expired_scope_fails_every_await_until_it_closes)
+{
+    aio_timeout s;
+    aio_timeout_open(&s, AIO_MSEC(10));
+    int64_t t0 = aio_now();
+    ck_assert_int_eq(aio_sleep(AIO_SEC(10)), -ETIMEDOUT);
+    ck_assert_double_ge(ms_since_ns(t0), 9);
+    ck_assert_double_lt(ms_since_ns(t0), 1000);
+    ck_assert_int_eq(aio_yield(), -ETIMEDOUT);
+    ck_assert_int_eq(aio_checkpoint(), -ETIMEDOUT);
+    ck_assert_int_eq(aio_remaining(), 0);
+    ck_assert_int_eq(aio_timeout_close(&s), -ETIMEDOUT);
+    /* outside the scope, awaits work again */
+    ck_assert_int_eq(aio_sleep(AIO_MSEC(1)), 0);
+    ck_assert_int_eq(aio_deadline(), AIO_NEVER);
+    return 0;
+}
+
+AIO_TEST(a_scope_that_does_not_expire_closes_with_zero)
+{
+    aio_timeout s;
+    aio_timeout_open(&s, AIO_SEC(10));
+    ck_assert_int_eq(aio_sleep(AIO_MSEC(2)), 0);
+    ck_assert_int_gt(aio_remaining(), AIO_SEC(9));
+    ck_assert_int_eq(aio_timeout_close(&s), 0);
+    return 0;
+}
+
+AIO_TEST(nested_scopes_can_only_shorten_the_deadline)
+{
+    aio_timeout outer, inner;
+    aio_timeout_open(&outer, AIO_MSEC(20));
+    int64_t outer_deadline = aio_deadline();
+    aio_timeout_open(&inner, AIO_SEC(60)); /* asks for more: gets the outer's */
+    ck_assert_int_eq(aio_deadline(), outer_deadline);
+    int64_t t0 = aio_now();
+    ck_assert_int_eq(aio_sleep(AIO_SEC(10)), -ETIMEDOUT);
+    ck_assert_double_lt(ms_since_ns(t0), 1000);
+    /* the outer deadline passed: both scopes report it */
+    ck_assert_int_eq(aio_timeout_close(&inner), -ETIMEDOUT);
+    ck_assert_int_eq(aio_sleep(AIO_MSEC(1)), -ETIMEDOUT);
+    ck_assert_int_eq(aio_timeout_close(&outer), -ETIMEDOUT);
+    return 0;
+}
+
+AIO_TEST(an_inner_scope_expiry_surfaces_only_to_the_inner_code)
+{
+    aio_timeout outer, inner;
+    aio_timeout_open(&outer, AIO_SEC(10));
+    aio_timeout_open(&inner, AIO_MSEC(5));
+    ck_assert_int_lt(aio_deadline(), aio_now() + AIO_MSEC(6));
+    ck_assert_int_eq(aio_sleep(AIO_SEC(1)), -ETIMEDOUT);
+    ck_assert_int_eq(aio_timeout_close(&inner), -ETIMEDOUT);
+    /* the outer scope is intact */
+    ck_assert_int_eq(aio_sleep(AIO_MSEC(1)), 0);
+    ck_assert_int_gt(aio_remaining(), AIO_SEC(9));
+    ck_assert_int_eq(aio_timeout_close(&outer), 0);
+    return 0;
+}
+
+AIO_TEST(timeout_at_takes_an_absolute_deadline)
+{
+    aio_timeout s;
+    int64_t at = aio_now() + AIO_MSEC(8);
+    aio_timeout_open_at(&s, at);
+    ck_assert_int_eq(aio_deadline(), at);
+    ck_assert_int_eq(aio_sleep(AIO_SEC(5)), -ETIMEDOUT);
+    ck_assert_int_ge(aio_now(), at);
+    ck_assert_int_eq(aio_timeout_close(&s), -ETIMEDOUT);
+    return 0;
+}
+
+struct sleeper_in_scope {
+    int sleep_rc;
+    int close_rc;
+};
+
+static int sleep_in_scope(void *arg)
+{
+    struct sleeper_in_scope *s = arg;
+    aio_timeout scope;
+    aio_timeout_open(&scope, AIO_SEC(5));
+    s->sleep_rc = aio_sleep(AIO_SEC(10));
+    s->close_rc = aio_timeout_close(&scope);
+    return s->sleep_rc;
+}
+
+AIO_TEST(cancellation_during_a_sleep_inside_a_deadline_wins)
+{
+    struct sleeper_in_scope s = {1, 1};
+    aio_task *t = aio_task_spawn(sleep_in_scope, &s);
+    aio_sleep(AIO_MSEC(3));
+    aio_task_cancel(t);
+    ck_assert_int_eq(aio_task_join(t), -ECANCELED);
+    ck_assert_int_eq(s.sleep_rc, -ECANCELED);
+    ck_assert_int_eq(s.close_rc, 0); /* the scope itself did not expire */
+    return 0;
+}
+
+AIO_TEST(a_sleep_shorter_than_the_deadline_completes)
+{
+    aio_timeout s;
+    aio_timeout_open(&s, AIO_MSEC(50));
+    ck_assert_int_eq(aio_sleep(AIO_MSEC(5)), 0);
+    ck_assert_int_eq(aio_timeout_close(&s), 0);
+    return 0;
+}
+
+static int slow(void *arg)
+{
+    int rc = aio_sleep(AIO_MSEC(*(int *)arg));
+    return rc < 0 ? rc : 7;
+}
+
+AIO_TEST(wait_for_returns_the_result_or_times_out)
+{
+    int fast_ms = 1, slow_ms = 5000;
+    ck_assert_int_eq(aio_wait_for(AIO_SEC(5), slow, &fast_ms), 7);
+    int64_t t0 = aio_now();
+    ck_assert_int_eq(aio_wait_for(AIO_MSEC(10), slow, &slow_ms), -ETIMEDOUT);
+    ck_assert_double_lt(ms_since_ns(t0), 1000);
+    /* and leaves no scope behind */
+    ck_assert_int_eq(aio_deadline(), AIO_NEVER);
+    return 0;
+}
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("aio_timeout");
+    TCase *tc = tcase_create("timeout");
+    tcase_add_test(tc, sleep_lasts_at_least_its_duration);
+    tcase_add_test(tc, sleep_is_cancellable);
+    tcase_add_test(tc, an_expired_scope_fails_every_await_until_it_closes);
+    tcase_add_test(tc, a_scope_that_does_not_expire_closes_with_zero);
+    tcase_add_test(tc, nested_scopes_can_only_shorten_the_deadline);
+    tcase_add_test(tc, an_inner_scope_expiry_surfaces_only_to_the_inner_code);
+    tcase_add_test(tc, timeout_at_takes_an_absolute_deadline);
+    tcase_add_test(tc, cancellation_during_a_sleep_inside_a_deadline_wins);
+    tcase_add_test(tc, a_sleep_shorter_than_the_deadline_completes);
+    tcase_add_test(tc, wait_for_returns_the_result_or_times_out);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void) { return run_suite(suite()); }
