@@ -265,9 +265,11 @@ static void raw_feed(struct raw_export *x, const char *p, size_t len)
 static int connect_small_window(int port) { return test_raw_connect_rcvbuf(port, 64 * 1024); }
 
 /* Reads from fd into x until at least `bytes` more have come (-1: until the
- * response is done); false on EOF or timeout. A bounded read drains the
- * socket as fast as it can, 64 KiB at a time like a typical client, and
- * parses afterwards. */
+ * response is done); false on EOF or when nothing arrives for
+ * IO_TIMEOUT_MS (a stall, not a total: a million rows take minutes under
+ * the sanitizer build on busy cores). A bounded read drains the socket as
+ * fast as it can, 64 KiB at a time like a typical client, and parses
+ * afterwards. */
 static bool raw_read(int fd, struct raw_export *x, long long bytes)
 {
     char *held = bytes > 0 ? malloc((size_t)bytes + 65536) : NULL;
@@ -289,6 +291,7 @@ static bool raw_read(int fd, struct raw_export *x, long long bytes)
             break;
         }
         got += n;
+        deadline = now_ms() + IO_TIMEOUT_MS;
         if (held == NULL)
             raw_feed(x, chunk, (size_t)n);
     }
