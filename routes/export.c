@@ -22,6 +22,7 @@
 
 #include "aio/aio.h"
 #include "routes/handler.h"
+#include "server/config.h"
 #include "server/parse.h"
 
 #define BATCH 1000
@@ -32,6 +33,25 @@ static const db_stmt DECLARE =
             "total_cents, created_at FROM orders WHERE id > $1 ORDER BY id",
             1);
 static const db_stmt FETCH = DB_STMT("export_fetch", "FETCH 1000 FROM export_orders", 0);
+
+/* Every export holds a database connection for as long as its reader
+ * takes: at most EXPORT_MAX_CONCURRENT at once (a quarter of POOL_MAX by
+ * default), split over the threads, so that readers who never read cannot
+ * take the pool from every other request. One more gets 503 at once. */
+static _Thread_local aio_sem slots;
+static _Thread_local bool slots_ready;
+
+static aio_sem *export_slots(server_req *r)
+{
+    if (!slots_ready) {
+        const server_config *cfg = server_req_config(r);
+        int total = cfg->export_max_concurrent > 0 ? cfg->export_max_concurrent : cfg->pool_max / 4;
+        int mine = total / cfg->threads + (server_req_worker(r) < total % cfg->threads ? 1 : 0);
+        aio_sem_init(&slots, mine > 0 ? (size_t)mine : 1);
+        slots_ready = true;
+    }
+    return &slots;
+}
 
 struct export {
     server_req *r;
@@ -122,8 +142,14 @@ static int export_orders(server_req *r)
         server_respond_problem(r, 400, "bad query string", errors);
         return SERVER_ANSWERED;
     }
+    aio_sem *sem = export_slots(r);
+    if (aio_sem_try_acquire(sem) < 0) {
+        server_respond_problem(r, 503, "too many exports are running; try again shortly", NULL);
+        return SERVER_ANSWERED;
+    }
     rc = db_tx_run(&(db_tx_options){.isolation = DB_REPEATABLE_READ, .read_only = true, .max_retries = 0},
                    export_body, &e, NULL, NULL);
+    aio_sem_release(sem);
     free(e.line);
     /* once streaming, a failure can only cut the body short (see server_stream_start) */
     return e.started ? 0 : rc;

@@ -41,21 +41,24 @@ void server__access_log(server_req *r)
     clock_gettime(CLOCK_REALTIME, &ts);
     struct tm tm;
     gmtime_r(&ts.tv_sec, &tm);
-    char path[512];
+    /* the method and path are the client's bytes: escaped, so a line
+     * stays one valid JSON object whatever they hold */
+    char path[512], method[64];
     base_log_json_escape(path, sizeof(path), r->path, (int)strlen(r->path));
+    base_log_json_escape(method, sizeof(method), r->method, (int)strlen(r->method));
     double ms = (double)(aio_now() - r->start) / 1e6;
     int n;
     if (w->cfg->log_json) {
         n = snprintf(w->log_buf + w->log_len, w->log_cap - w->log_len,
                      "{\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\",\"type\":\"access\",\"request_id\":\"%s\","
                      "\"client\":\"%s\",\"proto\":\"%s\",\"method\":\"%s\",\"path\":\"%s\",\"route\":\"%s\","
-                     "\"status\":%d,\"bytes\":%zu,\"duration_ms\":%.3f}\n",
+                     "\"status\":%d,\"bytes\":%zu,%s\"duration_ms\":%.3f}\n",
                      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                     ts.tv_nsec / 1000000, r->id, r->client.addr, r->client.proto, r->method, path, r->pattern,
-                     r->status, r->bytes, ms);
+                     ts.tv_nsec / 1000000, r->id, r->client.addr, r->client.proto, method, path, r->pattern,
+                     r->status, r->bytes, r->cut ? "\"cut\":true," : "", ms);
     } else {
-        n = snprintf(w->log_buf + w->log_len, w->log_cap - w->log_len, "%s %s %s %d %zu %.3fms %s\n", r->client.addr,
-                     r->method, path, r->status, r->bytes, ms, r->id);
+        n = snprintf(w->log_buf + w->log_len, w->log_cap - w->log_len, "%s %s %s %d %zu%s %.3fms %s\n",
+                     r->client.addr, method, path, r->status, r->bytes, r->cut ? " cut" : "", ms, r->id);
     }
     if (n > 0 && (size_t)n < w->log_cap - w->log_len) {
         w->log_len += (size_t)n;

@@ -45,6 +45,12 @@ static const struct choice pooler_choices[] = {
     {NULL, 0},
 };
 
+static const struct choice forwarded_choices[] = {
+    {"x-forwarded-for", SERVER_FORWARDED_XFF},
+    {"forwarded", SERVER_FORWARDED_RFC7239},
+    {NULL, 0},
+};
+
 static const struct choice level_choices[] = {
     {"debug", BASE_LOG_DEBUG}, {"info", BASE_LOG_INFO}, {"warn", BASE_LOG_WARN}, {"error", BASE_LOG_ERROR}, {NULL, 0},
 };
@@ -124,6 +130,23 @@ static const struct opt_spec options[] = {
     CHOICE("LOG_FORMAT", "--log-format", log_json, "json", format_choices, "log line format"),
     STR("TRUSTED_PROXIES", "--trusted-proxies", trusted_proxies, "", "CIDRS", "none",
         "CIDR list of proxies whose forwarding headers are believed"),
+    CHOICE("FORWARDED_HEADER", "--forwarded-header", forwarded_header, "x-forwarded-for", forwarded_choices,
+           "the one forwarding header the proxies set and the service believes: x-forwarded-for (with "
+           "X-Forwarded-Proto) or forwarded (RFC 7239); the other is ignored"),
+    {.env = "MAX_HEADER_BYTES",
+     .flag = "--max-header-bytes",
+     .kind = OPT_BYTES,
+     FIELD(max_header_bytes),
+     .def = "16KiB",
+     .min = 1024,
+     .max = 262144,
+     .meta = "BYTES",
+     .help = "largest request header section accepted (431 beyond)"},
+    INT("HEADER_TIMEOUT_MS", "--header-timeout-ms", header_timeout_ms, "10000", 100, 600000, "MS",
+        "how long a client may take to send a request's header section once it started it"),
+    INT("EXPORT_MAX_CONCURRENT", "--export-max-concurrent", export_max_concurrent, "0", 0, 10000, "N",
+        "streamed exports at once, in total across all threads (each holds a database connection); 0: a quarter of "
+        "POOL_MAX, at least 1"),
     STR("TLS_CERT_FILE", "--tls-cert-file", tls_cert_file, "", "PATH", "none (plain HTTP)",
         "certificate chain file; set together with TLS_KEY_FILE to serve HTTPS"),
     STR("TLS_KEY_FILE", "--tls-key-file", tls_key_file, "", "PATH", "none (plain HTTP)",

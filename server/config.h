@@ -26,6 +26,9 @@ typedef enum server_command {
  * possibly different server session, so session state must not be relied on. */
 typedef enum server_pooler { SERVER_POOLER_NONE, SERVER_POOLER_TRANSACTION } server_pooler;
 
+/* The forwarding header a trusted proxy sets (and the only one believed). */
+typedef enum server_forwarded { SERVER_FORWARDED_XFF, SERVER_FORWARDED_RFC7239 } server_forwarded;
+
 /* A plain value: the strings are borrowed (from argv, environ or static
  * defaults) and live as long as the process does, unless someone calls
  * setenv/unsetenv on the variable afterwards. */
@@ -53,6 +56,10 @@ typedef struct server_config {
     enum base_log_level log_level;
     bool log_json;
     const char *trusted_proxies; /* CIDR list, unparsed */
+    server_forwarded forwarded_header;
+    size_t max_header_bytes;     /* a larger header section gets 431 */
+    int header_timeout_ms;       /* to finish a header section once started */
+    int export_max_concurrent;   /* in total; 0: POOL_MAX / 4, at least 1 */
     const char *tls_cert_file;   /* "" with tls_key_file "": plain HTTP */
     const char *tls_key_file;
 } server_config;

@@ -3,6 +3,7 @@
  * request is being processed; a hang-up cancels the connection's running
  * requests (and so their queries). */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
 #include <unistd.h>
@@ -56,9 +57,12 @@ void server__watch_hangup(server_worker *w, h2o_socket_t *sock)
         if (slots == NULL)
             return;
         for (size_t i = 0; i < n; i++) {
-            slots[i].gen = i < w->nhup_slots ? w->hup_slots[i].gen : 0;
+            bool old = i < w->nhup_slots;
+            slots[i] = (struct server_hup_slot){.gen = old ? w->hup_slots[i].gen : 0,
+                                                .sock = old ? w->hup_slots[i].sock : NULL,
+                                                .partial_since = old ? w->hup_slots[i].partial_since : 0};
             aio_list_init(&slots[i].reqs);
-            if (i < w->nhup_slots) /* lists point at their anchors: move them */
+            if (old) /* lists point at their anchors: move them */
                 aio_list_splice(&slots[i].reqs, &w->hup_slots[i].reqs);
         }
         free(w->hup_slots);

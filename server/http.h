@@ -68,6 +68,11 @@ const char *server_req_id(const server_req *r);
  * timeout, for streaming handlers. */
 int64_t server_req_deadline(const server_req *r);
 int64_t server_req_timeout(const server_req *r);
+/* The process's configuration (read-only). */
+const struct server_config *server_req_config(const server_req *r);
+/* The number of worker threads, and this request's worker (0-based). */
+int server_req_worker(const server_req *r);
+
 /* STREAM_STALL_TIMEOUT_MS in ns: how long server_stream_write waits for
  * the client to take a chunk. */
 int64_t server_req_stall_timeout(const server_req *r);

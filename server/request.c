@@ -119,6 +119,8 @@ static void on_h2o_req_gone(void *p)
 static void req_finish(server_req *r)
 {
     server_worker *w = r->worker;
+    if (r->stream != NULL && (!r->stream->ended || r->stream->dropped))
+        r->cut = true;
     if (r->stream != NULL && !r->finished && r->h2o != NULL) {
         /* the handler left a stream open: end it as failed, so the client
          * sees a truncated body rather than a complete one; h2o takes it
@@ -189,14 +191,14 @@ static int request_deadline(h2o_req_t *req, const server_config *cfg, int64_t no
 
 /* Copies what the handler reads into the request's arena (h2o's request
  * may go away first: a client that hangs up); false on ENOMEM. */
-static bool copy_request(server_req *r, h2o_req_t *req, const server_route_match *m, bool matched)
+static bool copy_request(server_req *r, h2o_req_t *req, h2o_iovec_t path, size_t query_at,
+                         const server_route_match *m, bool matched)
 {
-    size_t path_len = req->query_at != SIZE_MAX ? req->query_at : req->path.len;
+    size_t path_len = query_at != SIZE_MAX ? query_at : path.len;
     r->method = base_arena_strndup(&r->arena, req->method.base, req->method.len);
-    r->path = base_arena_strndup(&r->arena, req->path.base, path_len);
-    r->query_len = req->query_at != SIZE_MAX ? req->path.len - req->query_at - 1 : 0;
-    r->query = base_arena_strndup(&r->arena, req->query_at != SIZE_MAX ? req->path.base + req->query_at + 1 : "",
-                                  r->query_len);
+    r->path = base_arena_strndup(&r->arena, path.base, path_len);
+    r->query_len = query_at != SIZE_MAX ? path.len - query_at - 1 : 0;
+    r->query = base_arena_strndup(&r->arena, query_at != SIZE_MAX ? path.base + query_at + 1 : "", r->query_len);
     r->nparams = matched ? m->nparams : 0;
     for (size_t i = 0; i < r->nparams; i++) {
         r->params[i].name = m->params[i].name;
@@ -227,14 +229,19 @@ static void identify(server_req *r, h2o_req_t *req)
     socklen_t sl = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
     if (sl == 0 || h2o_socket_getnumerichost((struct sockaddr *)&ss, sl, peer) == SIZE_MAX)
         snprintf(peer, sizeof(peer), "-");
+    /* only the header the proxies are configured to set: a client's own
+     * Forwarded, passed through by a proxy that sets X-Forwarded-For,
+     * must not name the client */
     char fwd[1024], xff[1024], xfp[128];
+    bool rfc7239 = r->worker->cfg->forwarded_header == SERVER_FORWARDED_RFC7239;
     server_proxies_resolve(r->worker->proxies, peer, req->scheme == &H2O_URL_SCHEME_HTTPS ? "https" : "http",
-                           joined_header(req, "forwarded", fwd, sizeof(fwd)),
-                           joined_header(req, "x-forwarded-for", xff, sizeof(xff)),
-                           joined_header(req, "x-forwarded-proto", xfp, sizeof(xfp)), &r->client);
+                           rfc7239 ? joined_header(req, "forwarded", fwd, sizeof(fwd)) : NULL,
+                           rfc7239 ? NULL : joined_header(req, "x-forwarded-for", xff, sizeof(xff)),
+                           rfc7239 ? NULL : joined_header(req, "x-forwarded-proto", xfp, sizeof(xfp)), &r->client);
 }
 
-static server_req *req_create(server_worker *w, h2o_req_t *req, const server_route_match *m, int match_rc)
+static server_req *req_create(server_worker *w, h2o_req_t *req, h2o_iovec_t path, size_t query_at,
+                              const server_route_match *m, int match_rc)
 {
     server_req *r = calloc(1, sizeof(*r));
     if (r == NULL)
@@ -249,7 +256,7 @@ static server_req *req_create(server_worker *w, h2o_req_t *req, const server_rou
     r->send_entry.cb = server__on_send_entry;
     aio_link_init(&r->link);
     aio_link_init(&r->hup_link);
-    if (!copy_request(r, req, m, match_rc == 0)) {
+    if (!copy_request(r, req, path, query_at, m, match_rc == 0)) {
         server__req_unref(r);
         return NULL;
     }
@@ -291,15 +298,19 @@ int server__on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     (void)self;
     server_worker *w = server__worker;
-    size_t path_len = req->query_at != SIZE_MAX ? req->query_at : req->path.len;
+    h2o_iovec_t path = server__guard_route_path(req);
+    size_t query_at = req->query_at != SIZE_MAX ? req->query_at - (size_t)(path.base - req->path.base) : SIZE_MAX;
+    size_t path_len = query_at != SIZE_MAX ? query_at : path.len;
     server_route_match m;
-    int rc = server_router_match(w->router, req->method.base, req->method.len, req->path.base, path_len, &m);
-    server_req *r = req_create(w, req, &m, rc);
+    int rc = server_router_match(w->router, req->method.base, req->method.len, path.base, path_len, &m);
+    server_req *r = req_create(w, req, path, query_at, &m, rc);
     if (r == NULL) {
         server__early_problem(req, 503, "out of memory", NULL);
         return 0;
     }
-    if (rc == -ENOENT) {
+    if (!server__guard_head(r, req)) {
+        /* answered: 400 or 431, the connection closing */
+    } else if (rc == -ENOENT) {
         server_respond_problem(r, 404, "no such resource", NULL);
     } else if (rc == -EOPNOTSUPP) {
         server_respond_header(r, "allow", m.allow);
@@ -319,6 +330,8 @@ int server__on_req(h2o_handler_t *self, h2o_req_t *req)
 /* ---- reading ---- */
 
 int64_t server_req_deadline(const server_req *r) { return r->deadline; }
+const server_config *server_req_config(const server_req *r) { return r->worker->cfg; }
+int server_req_worker(const server_req *r) { return r->worker->id; }
 int64_t server_req_timeout(const server_req *r) { return AIO_MSEC(r->worker->cfg->request_timeout_ms); }
 int64_t server_req_stall_timeout(const server_req *r) { return AIO_MSEC(r->worker->cfg->stream_stall_timeout_ms); }
 

@@ -102,6 +102,7 @@ static int setup(const server_config *cfg, const server_app *app)
     g->max_request_entity_size = cfg->max_body_bytes;
     g->http1.req_timeout = (uint64_t)cfg->keepalive_timeout_ms;
     g->http2.idle_timeout = (uint64_t)cfg->keepalive_timeout_ms;
+    g->http1.upgrade_to_http2 = 0; /* no h2c (Upgrade or prior knowledge): HTTP/1.1 only, see tls.c */
     h2o_hostconf_t *host = h2o_config_register_host(g, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     h2o_pathconf_t *path = h2o_config_register_path(host, "/", 0);
     h2o_handler_t *handler = h2o_create_handler(path, sizeof(*handler));
@@ -151,7 +152,7 @@ static int run_until_stopped(const server_config *cfg, server_worker *workers, i
 {
     if (status == 0) {
         log_info("h2pg %s listening on %s:%d (%s) with %d thread(s)", PROJECT_VERSION, cfg->host, cfg->port,
-                 proc.tls_ctx ? "https, HTTP/2 and HTTP/1.1" : "http", cfg->threads);
+                 proc.tls_ctx ? "https" : "http", cfg->threads);
         if (cfg->idle_in_transaction_timeout_ms > 0 && cfg->idle_in_transaction_timeout_ms <= cfg->stream_stall_timeout_ms)
             log_warn("IDLE_IN_TRANSACTION_TIMEOUT_MS (%d) is not above STREAM_STALL_TIMEOUT_MS (%d): PostgreSQL will "
                      "end an export whose reader pauses for %d ms",

@@ -63,12 +63,22 @@ typedef struct server_worker {
      * cannot hold the thread (respond.c, server__schedule_send) */
     unsigned turn_sends;
     aio_deferred turn_end; /* resets turn_sends */
+    /* guard.c: the sweep over connections still sending a header section */
+    h2o_timeout_t guard_tick;
+    h2o_timeout_entry_t guard_entry;
     h2o_timeout_t next_turn;
+    /* out of file descriptors, accepting pauses (worker.c, on_accept) */
+    h2o_timeout_t accept_backoff;
+    h2o_timeout_entry_t accept_resume;
 } server_worker;
 
+/* What the worker knows of each accepted connection, by fd. */
 struct server_hup_slot {
-    uint32_t gen;   /* bumped at each accept on this fd */
-    aio_list reqs;  /* server_req in flight on the connection */
+    uint32_t gen;          /* bumped at each accept on this fd */
+    aio_list reqs;         /* server_req in flight on the connection */
+    h2o_socket_t *sock;    /* NULL once h2o closed it (guard.c) */
+    int64_t partial_since; /* aio_now() when a header section began arriving, or 0 */
+    h2o_socket_cb resume_read; /* h2o's read callback, while a refusal is written */
 };
 
 extern _Thread_local server_worker *server__worker;
@@ -100,6 +110,7 @@ struct server_req {
     bool responded; /* the response has started */
     bool finished;  /* ... and was handed to h2o entirely */
     bool client_gone; /* the client hung up while the request ran */
+    bool cut;         /* a streamed body ended before its end (logged so) */
     /* h2o must only be asked to write from inside its own loop phase (a
      * write it completes at once is finished by a callback h2o runs before
      * its next poll; from a task, that order breaks and h2o aborts). Tasks
@@ -125,6 +136,8 @@ struct stream {
     bool started;    /* h2o_start_response was called */
     bool stopped;    /* h2o gave up on the response */
     bool abort;      /* end the response as failed at the next proceed */
+    bool ended;      /* server_stream_end scheduled the last chunk */
+    bool dropped;    /* h2o stopped the generator: the response was cut */
     char *buf;       /* the chunk in flight (h2o does not copy; freed with the request) */
     size_t cap;
 };
@@ -160,6 +173,19 @@ void server__log_init(server_worker *w);
  * (after h2o_context_init); h2o_timeout_dispose(w->ctx.loop,
  * &w->next_turn) undoes it once nothing is linked there. */
 void server__sends_init(server_worker *w);
+/* guard.c: limits on what a connection may send before its request is
+ * whole (MAX_HEADER_BYTES, HEADER_TIMEOUT_MS) and checks of an HTTP/1 head
+ * (smuggling, Host, absolute-form); see there. */
+void server__guard_init(server_worker *w);
+void server__guard_dispose(server_worker *w);
+/* Starts tracking an accepted connection (after server__watch_hangup). */
+void server__guard_track(server_worker *w, h2o_socket_t *sock);
+/* The path to route for req (an absolute-form target's path part). */
+h2o_iovec_t server__guard_route_path(const h2o_req_t *req);
+/* Checks the raw head of an HTTP/1 request: answers 400 or 431 (closing
+ * the connection) and returns false when it must not run. */
+bool server__guard_head(server_req *r, h2o_req_t *req);
+
 /* Starts watching an accepted connection for a hang-up. */
 void server__watch_hangup(server_worker *w, h2o_socket_t *sock);
 /* Sets up the worker's hang-up watcher (0 or -errno). */

@@ -28,6 +28,7 @@ static void stream_stop(h2o_generator_t *g, h2o_req_t *req)
     (void)req;
     struct stream *s = (struct stream *)g;
     s->stopped = true;
+    s->dropped = true; /* h2o calls stop only for a response it abandons */
     aio_event_set(&s->ready);
 }
 
@@ -106,6 +107,7 @@ int server_stream_end(server_req *r)
     if (rc < 0)
         return rc;
     r->finished = true;
+    r->stream->ended = true;
     server__schedule_send(r, SEND_FINAL);
     return 0;
 }

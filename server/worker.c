@@ -12,6 +12,7 @@
 
 #define STOP_DRAIN_AFTER_CANCEL AIO_SEC(3)
 #define KEEPALIVE_CLOSE_WAIT AIO_SEC(2)
+#define ACCEPT_BACKOFF_MS 100 /* a listener out of descriptors rests this long */
 
 /* Publishes the worker's gauges once a second (and the application's). */
 static int metrics_sampler(void *arg)
@@ -27,6 +28,15 @@ static int metrics_sampler(void *arg)
     return 0;
 }
 
+static void on_accept(h2o_socket_t *listener, const char *err);
+
+static void on_accept_resume(h2o_timeout_entry_t *e)
+{
+    server_worker *w = aio_container_of(e, server_worker, accept_resume);
+    if (w->listener != NULL)
+        h2o_socket_read_start(w->listener, on_accept);
+}
+
 static void on_accept(h2o_socket_t *listener, const char *err)
 {
     server_worker *w = listener->data;
@@ -34,10 +44,24 @@ static void on_accept(h2o_socket_t *listener, const char *err)
         return;
     /* level-triggered: take a batch, the kernel tells again if more wait */
     for (int i = 0; i < 64; i++) {
+        errno = 0;
         h2o_socket_t *sock = h2o_evloop_socket_accept(listener);
-        if (sock == NULL)
+        if (sock == NULL) {
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* out of descriptors: the pending connection stays queued
+                 * and the listener stays readable, so retrying now would
+                 * spin; pause it until descriptors may have been freed */
+                if (!h2o_timeout_is_linked(&w->accept_resume)) {
+                    log_warn("worker %d: cannot accept (%s): pausing the listener for %d ms", w->id,
+                             strerror(errno), ACCEPT_BACKOFF_MS);
+                    h2o_socket_read_stop(listener);
+                    h2o_timeout_link(w->ctx.loop, &w->accept_backoff, &w->accept_resume);
+                }
+            }
             break;
+        }
         server__watch_hangup(w, sock);
+        server__guard_track(w, sock);
         h2o_accept(&w->accept_ctx, sock);
     }
 }
@@ -82,6 +106,7 @@ static void drain_requests(server_worker *w)
 static int shutdown_task(void *arg)
 {
     server_worker *w = arg;
+    h2o_timeout_unlink(&w->accept_resume);
     if (w->listener != NULL) {
         h2o_socket_read_stop(w->listener);
         h2o_socket_close(w->listener); /* new connections now go to nobody: the port is closed */
@@ -162,6 +187,9 @@ static void setup(server_worker *w)
     aio_event_set(&w->idle);
     server__log_init(w);
     server__sends_init(w);
+    h2o_timeout_init(w->ctx.loop, &w->accept_backoff, ACCEPT_BACKOFF_MS);
+    server__guard_init(w);
+    w->accept_resume.cb = on_accept_resume;
     server_metrics_set_current(w->metrics);
     w->stop_sock = h2o_evloop_socket_create(aio_loop_evloop(w->loop), w->stop_fd, H2O_SOCKET_FLAG_DONT_READ);
     w->stop_sock->data = w;
@@ -176,8 +204,10 @@ static void teardown(server_worker *w)
         h2o_socket_read_stop(w->hup_sock);
         h2o_socket_close(w->hup_sock);
     }
+    server__guard_dispose(w);
     if (h2o_context_disposable(w)) {
         h2o_timeout_dispose(w->ctx.loop, &w->next_turn);
+        h2o_timeout_dispose(w->ctx.loop, &w->accept_backoff);
         h2o_context_dispose(&w->ctx);
         free(w->ctx.queue); /* the evloop build of h2o closes it but leaves it allocated */
         aio_loop_destroy(w->loop);
