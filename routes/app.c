@@ -1,7 +1,9 @@
 /* The service put together: the routes, the middleware, what each worker
- * needs (its database pools), the database's metrics and the migrations,
- * handed to the server as a server_app. */
+ * needs (its database pools; on worker 0 also the task that prunes expired
+ * idempotency keys), the database's metrics and the migrations, handed to
+ * the server as a server_app. */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
@@ -12,6 +14,7 @@
 #include "db/pool.h"
 #include "routes/app.h"
 #include "routes/handler.h"
+#include "routes/idempotency.h"
 
 #define MIGRATE_RETRY_FOR 30 /* seconds to wait for the database at start */
 
@@ -21,6 +24,7 @@ struct worker_db {
     db_pool *pool;
     db_pool **replicas; /* DATABASE_READ_URL: one pool per replica */
     size_t nreplicas;
+    aio_task *pruner; /* worker 0: expired idempotency keys */
 };
 
 static int slice(int total, int n, int i) { return total / n + (i < total % n ? 1 : 0); }
@@ -28,6 +32,7 @@ static int slice(int total, int n, int i) { return total / n + (i < total % n ? 
 static void worker_stop(void *state)
 {
     struct worker_db *d = state;
+    routes_idempotency_pruner_stop(d->pruner); /* before its pool goes */
     db_pool_set_replicas(NULL, 0);
     for (size_t i = 0; i < d->nreplicas; i++)
         db_pool_destroy(d->replicas[i]);
@@ -58,11 +63,17 @@ static int worker_start(const server_config *cfg, int worker, void **state)
     if (pc.min > pc.max)
         pc.min = pc.max;
     db_tx_set_default_retries(cfg->tx_max_retries);
+    routes_idempotency_set_retention(cfg->idempotency_retention_s);
     char err[512];
     int rc = db_pool_create(&pc, &d->pool, err, sizeof(err));
     if (rc == 0) {
         rc = db_pool_create_replicas(cfg->database_read_url, &pc, &d->replicas, &d->nreplicas, err, sizeof(err));
         db_pool_set_replicas(d->replicas, d->nreplicas);
+    }
+    /* one pruner is enough: the rows are the database's, not a worker's */
+    if (rc == 0 && worker == 0 && (d->pruner = routes_idempotency_pruner_start()) == NULL) {
+        snprintf(err, sizeof(err), "cannot start the idempotency-key pruner");
+        rc = -ENOMEM;
     }
     if (rc < 0) {
         log_error("worker %d: %s", worker, err);
@@ -76,7 +87,7 @@ static int worker_start(const server_config *cfg, int worker, void **state)
 
 enum {
     M_IDLE, M_IN_USE, M_CONNECTING, M_CLEANING, M_OPEN, M_WAITING, M_ACQUIRED, M_ACQUIRE_TIMEOUTS, M_CONNECT_FAILURES,
-    M_CANCELS, M_DISCARDED, M_QUERIES, M_QUERY_ERRORS, M_QUERY_TIMEOUTS, M_QUERY_CANCELLATIONS, M_COUNT
+    M_CANCELS, M_DISCARDED, M_QUERIES, M_QUERY_ERRORS, M_QUERY_TIMEOUTS, M_QUERY_CANCELLATIONS, M_READ_RERUNS, M_COUNT
 };
 
 #define POOL_CONNS "h2pg_db_pool_connections", "gauge", "Database connections by state (sampled each second)."
@@ -104,6 +115,10 @@ static const server_metric_def METRICS[M_COUNT] = {
     [M_QUERY_CANCELLATIONS] = {"h2pg_db_query_cancellations_total", "counter",
                                "Statement calls cut short by cancellation (client gone, sibling failed, shutdown).",
                                NULL},
+    [M_READ_RERUNS] = {"h2pg_db_read_reruns_total", "counter",
+                       "Reads on a shared connection run again because a cancel meant for another request's "
+                       "statement hit them.",
+                       NULL},
 };
 
 static void worker_sample(void *state)
@@ -125,6 +140,7 @@ static void worker_sample(void *state)
     server_metric_set(M_QUERY_ERRORS, c.failures);
     server_metric_set(M_QUERY_TIMEOUTS, c.timeouts);
     server_metric_set(M_QUERY_CANCELLATIONS, c.cancellations);
+    server_metric_set(M_READ_RERUNS, c.reruns);
 }
 
 /* ---- migrations ---- */

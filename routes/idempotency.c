@@ -1,21 +1,52 @@
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <openssl/evp.h>
 
+#include "aio/aio.h"
+#include "base/log.h"
 #include "routes/idempotency.h"
 
+/* Claims the key: a new row, or a row whose outcome is older than the
+ * retention ($3 seconds) taken over as if it were new. A row that is not
+ * expired is locked all the same (ON CONFLICT DO UPDATE locks the row it
+ * conflicts with even when its WHERE says no), returns nothing, and is
+ * replayed. */
 static const db_stmt CLAIM_KEY =
     DB_STMT("idem_claim",
-            "INSERT INTO idempotency_keys (key, request_hash, status, response_body) VALUES ($1, $2, 0, '') "
-            "ON CONFLICT (key) DO NOTHING RETURNING 1",
-            2);
+            "INSERT INTO idempotency_keys AS k (key, request_hash, status, response_body) VALUES ($1, $2, 0, '') "
+            "ON CONFLICT (key) DO UPDATE SET request_hash = EXCLUDED.request_hash, status = 0, response_body = '', "
+            "created_at = now() WHERE k.created_at < now() - make_interval(secs => $3::bigint) RETURNING 1",
+            3);
 static const db_stmt GET_KEY =
     DB_STMT("idem_get", "SELECT request_hash, status, response_body FROM idempotency_keys WHERE key = $1", 1);
 static const db_stmt STORE_KEY =
     DB_STMT("idem_store", "UPDATE idempotency_keys SET status = $2, response_body = $3 WHERE key = $1", 3);
+static const db_stmt FORGET_KEY = DB_STMT("idem_forget", "DELETE FROM idempotency_keys WHERE key = $1", 1);
+/* One batch of the pruner, oldest first, skipping rows a claim holds. */
+static const db_stmt PRUNE_KEYS =
+    DB_STMT("idem_prune",
+            "WITH gone AS (DELETE FROM idempotency_keys k USING "
+            "(SELECT key FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1::bigint) "
+            "ORDER BY created_at LIMIT $2::bigint FOR UPDATE SKIP LOCKED) old "
+            "WHERE k.key = old.key RETURNING 1) SELECT count(*) FROM gone",
+            2);
+
+#define DEFAULT_RETENTION_S 86400
+#define PRUNE_STATEMENT_DEADLINE AIO_SEC(30)
+
+/* Every worker sets the same value at start; relaxed is enough. */
+static _Atomic int64_t retention_s = DEFAULT_RETENTION_S;
+
+void routes_idempotency_set_retention(int64_t seconds)
+{
+    atomic_store_explicit(&retention_s, seconds >= 1 ? seconds : 1, memory_order_relaxed);
+}
+
+static int64_t retention(void) { return atomic_load_explicit(&retention_s, memory_order_relaxed); }
 
 static void outcome_reset(routes_outcome *o)
 {
@@ -86,6 +117,7 @@ static int replay(struct run *run, db_conn *tx)
     return run->out.stored != NULL ? 0 : -ENOMEM;
 }
 
+/* Keeps a 201: its body, for the replays. */
 static int store(struct run *run, db_conn *tx)
 {
     char *text = json_dumps(run->out.body, JSON_COMPACT);
@@ -99,22 +131,33 @@ static int store(struct run *run, db_conn *tx)
     return rc;
 }
 
+/* Anything but a 201 changed nothing: the claim goes, in the same
+ * transaction, so no row is left behind and a retry runs afresh. */
+static int forget(struct run *run, db_conn *tx)
+{
+    PGresult *res;
+    return routes_exec(run->r, tx, &FORGET_KEY, DB_PARAMS(DB_TEXT(run->key)), &res);
+}
+
 static int run_tx(db_conn *tx, void *arg)
 {
     struct run *run = arg;
     outcome_reset(&run->out);
     if (run->key != NULL) {
         PGresult *claimed;
-        int rc = routes_exec(run->r, tx, &CLAIM_KEY, DB_PARAMS(DB_TEXT(run->key), DB_TEXTN(run->hash, 64)), &claimed);
+        int rc = routes_exec(run->r, tx, &CLAIM_KEY,
+                             DB_PARAMS(DB_TEXT(run->key), DB_TEXTN(run->hash, 64), DB_INT8(retention())), &claimed);
         if (rc < 0)
             return rc;
         if (PQntuples(claimed) == 0)
             return replay(run, tx);
     }
     int rc = run->work(run->r, tx, run->arg, &run->out);
-    if (rc < 0 || run->key == NULL || run->out.body == NULL)
+    if (rc < 0 || run->key == NULL)
         return rc;
-    return store(run, tx);
+    if (run->out.status == 201)
+        return run->out.body != NULL ? store(run, tx) : -ENOMEM;
+    return forget(run, tx);
 }
 
 static void fingerprint_hash(const char *fingerprint, char hex[65])
@@ -156,4 +199,74 @@ int routes_idempotent(server_req *r, const char *key, const char *fingerprint, c
                                  : routes_problem(r, 500, "the request decided nothing");
     outcome_reset(&run.out);
     return rc;
+}
+
+/* ---- retention ---- */
+
+int64_t routes_idempotency_prune_interval_ms(int64_t retention_s)
+{
+    int64_t ms = retention_s > INT64_MAX / 1000 ? INT64_MAX : retention_s * 1000;
+    ms /= 4;
+    return ms > 60000 ? 60000 : ms < 1000 ? 1000 : ms;
+}
+
+int routes_idempotency_prune(int64_t *deleted)
+{
+    int64_t total = 0, n;
+    int rc;
+    do {
+        PGresult *res = NULL;
+        aio_timeout scope;
+        aio_timeout_open(&scope, PRUNE_STATEMENT_DEADLINE);
+        rc = db_exec(NULL, &PRUNE_KEYS, DB_PARAMS(DB_INT8(retention()), DB_INT8(ROUTES_IDEMPOTENCY_PRUNE_BATCH)), &res);
+        aio_timeout_close(&scope);
+        n = rc == 0 ? db_get_int(res, 0, 0) : 0;
+        PQclear(res);
+        total += n;
+    } while (rc == 0 && n == ROUTES_IDEMPOTENCY_PRUNE_BATCH);
+    if (deleted != NULL)
+        *deleted = total;
+    return rc;
+}
+
+static int pruner_run(void *arg)
+{
+    (void)arg;
+    db_failure failure;
+    db_failure_open(&failure);
+    int64_t interval = AIO_MSEC(routes_idempotency_prune_interval_ms(retention()));
+    for (;;) {
+        int64_t deleted = 0;
+        int rc = routes_idempotency_prune(&deleted);
+        if (rc == -ECANCELED)
+            break;
+        if (deleted > 0)
+            log_info("idempotency keys: pruned %lld older than %lld s", (long long)deleted, (long long)retention());
+        if (rc == 0)
+            log_debug("idempotency keys: pruning pass done, %lld deleted; the next in %lld ms", (long long)deleted,
+                      (long long)(interval / AIO_MSEC(1)));
+        else if (rc == -EREMOTEIO)
+            log_warn("idempotency keys: pruning failed: SQLSTATE %s: %s; next try in %lld ms", failure.sqlstate,
+                     failure.message, (long long)(interval / AIO_MSEC(1)));
+        else if (rc < 0)
+            log_warn("idempotency keys: pruning failed: %s; next try in %lld ms", strerror(-rc),
+                     (long long)(interval / AIO_MSEC(1)));
+        if (aio_sleep(interval) < 0)
+            break;
+    }
+    db_failure_close(&failure);
+    return 0;
+}
+
+aio_task *routes_idempotency_pruner_start(void)
+{
+    return aio_task_spawn(pruner_run, NULL);
+}
+
+void routes_idempotency_pruner_stop(aio_task *pruner)
+{
+    if (pruner == NULL)
+        return;
+    aio_task_cancel(pruner);
+    aio_task_join(pruner);
 }

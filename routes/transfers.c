@@ -4,9 +4,10 @@
  * two transfers between the same accounts wait for each other instead of
  * deadlocking), the balance checked, both rows updated in one statement,
  * the transfer recorded. Serialization failures and deadlocks re-run it.
- * With an Idempotency-Key the outcome (201, 404 or 422, with its body) is
- * stored in the same transaction (routes/idempotency.h), so a retried
- * request gets the first answer back instead of moving money twice. */
+ * With an Idempotency-Key a 201 is stored with the key in the same
+ * transaction (routes/idempotency.h), so a retried request gets the first
+ * answer back instead of moving money twice; a 404 or 422 moved nothing and
+ * is not stored, so its retry runs again. */
 #include <stdio.h>
 
 #include "routes/idempotency.h"

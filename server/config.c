@@ -118,6 +118,9 @@ static const struct opt_spec options[] = {
         "on shutdown, how long requests in flight may take to finish"),
     INT("TX_MAX_RETRIES", "--tx-max-retries", tx_max_retries, "10", 0, 1000, "N",
         "times a transaction is retried after a serialization failure or deadlock"),
+    INT("IDEMPOTENCY_RETENTION_S", "--idempotency-retention-s", idempotency_retention_s, "86400", 1, 31536000, "SECONDS",
+        "how long the outcome of a request sent with an Idempotency-Key is kept for its retries; an older key counts "
+        "as new, and a background task deletes it"),
     {.env = "MIGRATE_ON_START",
      .flag = "--migrate-on-start",
      .kind = OPT_BOOL,

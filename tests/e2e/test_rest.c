@@ -332,6 +332,21 @@ static char *key_header(const char *tag)
     return fmt("Idempotency-Key: %s-%ld-%u", tag, (long)getpid(), seq++);
 }
 
+/* The rows idempotency_keys holds for the key of a key_header line. */
+static long long rows_for_key(const char *key_line)
+{
+    const char *key = key_line + strlen("Idempotency-Key: ");
+    PGconn *c = test_pg_connect(shared_db);
+    const char *params[] = {key};
+    PGresult *res = PQexecParams(c, "SELECT count(*) FROM idempotency_keys WHERE key = $1", 1, NULL, params, NULL,
+                                 NULL, 0);
+    ck_assert_msg(PQresultStatus(res) == PGRES_TUPLES_OK, "%s", PQresultErrorMessage(res));
+    long long n = atoll(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    PQfinish(c);
+    return n;
+}
+
 /* ======================= users ======================= */
 
 START_TEST(create_user_is_201_with_the_user_and_a_location_that_reads_it_back)
@@ -1633,6 +1648,8 @@ START_TEST(a_retried_transfer_with_the_same_key_replays_the_201_and_moves_money_
     ck_assert_int_eq(balance_of(a), 750);
     ck_assert_int_eq(balance_of(b), 250);
     ck_assert_int_eq(transfers_touching(a), 1);
+    /* the 201 is what a retry needs: it is kept, once */
+    ck_assert_int_eq(rows_for_key(key), 1);
     /* a different key is a different transfer */
     char *other = key_header("replay-other");
     test_response fourth;
@@ -1675,7 +1692,9 @@ START_TEST(the_same_key_with_a_different_body_is_409_and_moves_nothing_more)
 }
 END_TEST
 
-START_TEST(a_replayed_insufficient_funds_422_stays_422_after_the_account_is_funded)
+/* A 4xx changed nothing, so nothing is kept for it: the retry runs again,
+ * and here, with the account funded meanwhile, it moves the money. */
+START_TEST(a_keyed_422_is_not_kept_so_a_retry_after_funding_moves_the_money_once)
 {
     int64_t u = new_user("idem-422");
     int64_t a = new_account(u, 10), b = new_account(u, 1000);
@@ -1684,28 +1703,37 @@ START_TEST(a_replayed_insufficient_funds_422_stays_422_after_the_account_is_fund
     post_transfer(&first, a, b, 500, key);
     static const char *const amount[] = {"amount_cents", NULL};
     assert_invalid(&first, amount, "500 from 10");
-    /* fund it: now the same request would succeed, but the key has its answer */
+    ck_assert_int_eq(rows_for_key(key), 0);
+    /* the same request, at once: refused the same way, still nothing kept */
+    post_transfer(&again, a, b, 500, key);
+    assert_same_bytes(&first, &again, "a 422 run again");
+    test_response_free(&again);
+    ck_assert_int_eq(rows_for_key(key), 0);
+    /* fund it: now the same request succeeds, and that answer is kept */
     test_response r;
     post_transfer(&r, b, a, 1000, NULL);
     ck_assert_int_eq(r.status, 201);
     test_response_free(&r);
     ck_assert_int_eq(balance_of(a), 1010);
     post_transfer(&again, a, b, 500, key);
-    ck_assert_int_eq(again.status, 422);
-    assert_same_bytes(&first, &again, "the replayed 422");
-    char *ct = test_response_header(&again, "Content-Type");
-    ck_assert_msg(ct && strncasecmp(ct, "application/problem+json", 24) == 0, "Content-Type %s", ct);
-    free(ct);
-    ck_assert_int_eq(balance_of(a), 1010);
-    ck_assert_int_eq(balance_of(b), 0);
-    ck_assert_int_eq(transfers_touching(a), 1);
+    json_t *t = expect_json(&again, 201);
+    assert_transfer(t, a, b, 500);
+    json_decref(t);
+    ck_assert_int_eq(rows_for_key(key), 1);
+    test_response replay;
+    post_transfer(&replay, a, b, 500, key);
+    assert_same_bytes(&again, &replay, "the replayed 201");
+    test_response_free(&replay);
+    ck_assert_int_eq(balance_of(a), 510);
+    ck_assert_int_eq(balance_of(b), 500);
+    ck_assert_int_eq(transfers_touching(a), 2);
     test_response_free(&again);
     test_response_free(&first);
     free(key);
 }
 END_TEST
 
-START_TEST(a_replayed_unknown_account_404_is_byte_identical)
+START_TEST(a_keyed_404_leaves_no_row_and_a_retry_answers_it_again)
 {
     int64_t u = new_user("idem-404");
     int64_t a = new_account(u, 10);
@@ -1713,13 +1741,59 @@ START_TEST(a_replayed_unknown_account_404_is_byte_identical)
     test_response first, again;
     post_transfer(&first, a, INT64_MAX, 5, key);
     test_assert_problem(&first, 404);
+    ck_assert_int_eq(rows_for_key(key), 0);
     post_transfer(&again, a, INT64_MAX, 5, key);
     test_assert_problem(&again, 404);
-    assert_same_bytes(&first, &again, "the replayed 404");
-    ck_assert_int_eq(balance_of(a), 10);
+    assert_same_bytes(&first, &again, "a 404 run again");
+    ck_assert_int_eq(rows_for_key(key), 0);
+    /* nothing kept, so the key is free for another request */
+    int64_t b = new_account(u, 0);
+    test_response other;
+    post_transfer(&other, a, b, 5, key);
+    ck_assert_msg(other.status == 201, "the key of a 404 reused for a transfer that can happen: %ld %s", other.status,
+                  other.body);
+    ck_assert_int_eq(rows_for_key(key), 1);
+    ck_assert_int_eq(balance_of(a), 5);
+    test_response_free(&other);
     test_response_free(&again);
     test_response_free(&first);
     free(key);
+}
+END_TEST
+
+/* Two requests with one new key at once, for a transfer that cannot
+ * happen: the second waits on the first's claim, which goes away with the
+ * 404, then runs itself; both are 404 and no row is left. */
+START_TEST(two_concurrent_requests_with_the_same_key_and_an_unknown_account_leave_no_row)
+{
+    int64_t u = new_user("idem-race-404");
+    int64_t a = new_account(u, 100);
+    for (int round = 0; round < 5; round++) {
+        char *key = key_header("race-404");
+        char *body = fmt("{\"from_account_id\":%lld,\"to_account_id\":%lld,\"amount_cents\":10}", (long long)a,
+                         (long long)INT64_MAX);
+        char *req = fmt("POST /transfers HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n%s\r\n"
+                        "Content-Length: %zu\r\n\r\n%s",
+                        key, strlen(body), body);
+        int fd1 = test_raw_connect(shared.port), fd2 = test_raw_connect(shared.port);
+        test_raw_send(fd1, req, strlen(req));
+        test_raw_send(fd2, req, strlen(req));
+        test_response r1, r2;
+        test_raw_read_response(fd1, RESPONSE_TIMEOUT_MS, 0, &r1);
+        test_raw_read_response(fd2, RESPONSE_TIMEOUT_MS, 0, &r2);
+        close(fd1);
+        close(fd2);
+        ck_assert_msg(r1.status == 404 && r2.status == 404, "round %d: statuses %ld and %ld: %s / %s", round,
+                      r1.status, r2.status, r1.body, r2.body);
+        assert_same_bytes(&r1, &r2, "two concurrent 404s with one key");
+        ck_assert_int_eq(rows_for_key(key), 0);
+        test_response_free(&r2);
+        test_response_free(&r1);
+        free(req);
+        free(body);
+        free(key);
+    }
+    ck_assert_int_eq(balance_of(a), 100);
 }
 END_TEST
 
@@ -1788,6 +1862,7 @@ START_TEST(two_concurrent_requests_with_the_same_new_key_make_one_transfer_and_g
         ck_assert_msg(r1.status == 201 && r2.status == 201, "round %d: statuses %ld and %ld: %s / %s", round, r1.status,
                       r2.status, r1.body, r2.body);
         assert_same_bytes(&r1, &r2, "two concurrent requests with one key");
+        ck_assert_int_eq(rows_for_key(key), 1);
         test_response_free(&r2);
         test_response_free(&r1);
         free(req);
@@ -1961,8 +2036,9 @@ static Suite *rest_suite(void)
     tcase_add_test(tc, get_an_unknown_transfer_is_404);
     tcase_add_test(tc, a_retried_transfer_with_the_same_key_replays_the_201_and_moves_money_once);
     tcase_add_test(tc, the_same_key_with_a_different_body_is_409_and_moves_nothing_more);
-    tcase_add_test(tc, a_replayed_insufficient_funds_422_stays_422_after_the_account_is_funded);
-    tcase_add_test(tc, a_replayed_unknown_account_404_is_byte_identical);
+    tcase_add_test(tc, a_keyed_422_is_not_kept_so_a_retry_after_funding_moves_the_money_once);
+    tcase_add_test(tc, a_keyed_404_leaves_no_row_and_a_retry_answers_it_again);
+    tcase_add_test(tc, two_concurrent_requests_with_the_same_key_and_an_unknown_account_leave_no_row);
     tcase_add_test(tc, an_idempotency_key_that_is_not_1_to_255_visible_ascii_characters_is_400);
     tcase_add_test(tc, two_concurrent_requests_with_the_same_new_key_make_one_transfer_and_get_identical_201s);
     tcase_add_test(tc, database_requests_on_a_kept_alive_connection_are_answered_without_delay);
