@@ -14,7 +14,8 @@
  *   ROUTES_MAX_JSON_DEPTH, and it survives a dump and a strict re-parse;
  * - a validator returns true exactly when it appended no error; it
  *   appends exactly one {field, message} per field a reference finds
- *   wrong (written from the contract in /work/shared/spec/API.md), plus
+ *   wrong (written from the contract in /work/shared/spec/API.md, an
+ *   email's characters included), plus
  *   the cross-field errors (quantity times price overflows, the same
  *   account twice, an empty PATCH); what it fills in on success is the
  *   body's own values, within the contract's ranges. */
@@ -103,6 +104,39 @@ static int depth(const json_t *v)
     return d + 1;
 }
 
+/* The characters an email must not hold (API.md: "no spaces or control
+ * characters"): Unicode's Cc (U+0000..U+001F, U+007F..U+009F) and its
+ * White_Space property (U+0020, U+0085, U+00A0, U+1680, U+2000..U+200A,
+ * U+2028, U+2029, U+202F, U+205F, U+3000), as ranges. */
+static const uint32_t email_forbidden[][2] = {
+    {0x0000, 0x001f}, {0x0020, 0x0020}, {0x007f, 0x009f}, {0x00a0, 0x00a0}, {0x1680, 0x1680},
+    {0x2000, 0x200a}, {0x2028, 0x2029}, {0x202f, 0x202f}, {0x205f, 0x205f}, {0x3000, 0x3000},
+};
+
+/* Exactly one '@' with something on both sides, none of the characters
+ * above; s is valid UTF-8 (jansson's strings are). */
+static bool ref_email(const char *s, size_t len)
+{
+    size_t ats = 0;
+    for (size_t i = 0; i < len; i++)
+        ats += s[i] == '@';
+    if (ats != 1 || s[0] == '@' || s[len - 1] == '@')
+        return false;
+    const unsigned char *u = (const unsigned char *)s;
+    for (size_t i = 0; i < len;) {
+        /* the code point at i, and its length: from the lead byte's ones */
+        size_t n = u[i] < 0x80 ? 1 : u[i] < 0xe0 ? 2 : u[i] < 0xf0 ? 3 : 4;
+        uint32_t cp = n == 1 ? u[i] : u[i] & (0x7f >> n);
+        for (size_t k = 1; k < n; k++)
+            cp = cp << 6 | (u[i + k] & 0x3f);
+        for (size_t r = 0; r < sizeof(email_forbidden) / sizeof(email_forbidden[0]); r++)
+            if (cp >= email_forbidden[r][0] && cp <= email_forbidden[r][1])
+                return false;
+        i += n;
+    }
+    return true;
+}
+
 /* A field's state: ABSENT (missing, or null when optional), BAD or OK. */
 enum { ABSENT, BAD, OK };
 
@@ -118,13 +152,8 @@ static int ref_string(json_t *body, const char *field, bool required, size_t max
     FUZZ_CHECK(ref_utf8(s, len, &chars)); /* jansson's strings are */
     if (chars < 1 || chars > max)
         return BAD;
-    if (email) {
-        size_t ats = 0;
-        for (size_t i = 0; i < len; i++)
-            ats += s[i] == '@';
-        if (ats != 1 || s[0] == '@' || s[len - 1] == '@')
-            return BAD;
-    }
+    if (email && !ref_email(s, len))
+        return BAD;
     return OK;
 }
 

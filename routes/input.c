@@ -40,15 +40,64 @@ size_t routes_utf8_chars(const char *s, size_t len)
     return n;
 }
 
-bool routes_valid_email(const char *s, size_t len)
+/* The next code point of strict UTF-8 at s[*i..len), advancing *i; -1 for
+ * a byte that does not start a well-formed sequence (overlong forms,
+ * surrogates and values past U+10FFFF included). */
+static int32_t utf8_next(const unsigned char *s, size_t len, size_t *i)
 {
-    const char *at = memchr(s, '@', len);
-    if (at == NULL || at == s || at == s + len - 1)
-        return false;
-    if (memchr(at + 1, '@', len - (size_t)(at - s) - 1) != NULL)
-        return false;
-    return routes_utf8_chars(s, len) <= 320;
+    unsigned c = s[(*i)++];
+    if (c < 0x80)
+        return (int32_t)c;
+    size_t need;
+    uint32_t cp, min;
+    if ((c & 0xe0) == 0xc0)
+        need = 1, cp = c & 0x1f, min = 0x80;
+    else if ((c & 0xf0) == 0xe0)
+        need = 2, cp = c & 0x0f, min = 0x800;
+    else if ((c & 0xf8) == 0xf0)
+        need = 3, cp = c & 0x07, min = 0x10000;
+    else
+        return -1;
+    if (len - *i < need)
+        return -1;
+    for (size_t k = 0; k < need; k++) {
+        if ((s[*i + k] & 0xc0) != 0x80)
+            return -1;
+        cp = cp << 6 | (s[*i + k] & 0x3f);
+    }
+    *i += need;
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+        return -1;
+    return (int32_t)cp;
 }
+
+/* A control character (C0, DEL, C1) or a space (Unicode White_Space). */
+static bool space_or_control(int32_t cp)
+{
+    return cp <= 0x20 || (cp >= 0x7f && cp <= 0xa0) || cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200a) ||
+           cp == 0x2028 || cp == 0x2029 || cp == 0x202f || cp == 0x205f || cp == 0x3000;
+}
+
+const char *routes_email_problem(const char *s, size_t len)
+{
+    assert(s != NULL || len == 0);
+    size_t chars = 0, ats = 0;
+    for (size_t i = 0; i < len; chars++) {
+        int32_t cp = utf8_next((const unsigned char *)s, len, &i);
+        if (cp < 0)
+            return "must be valid UTF-8";
+        if (space_or_control(cp))
+            return "must not contain spaces or control characters";
+        ats += cp == '@';
+    }
+    if (ats != 1 || s[0] == '@' || s[len - 1] == '@')
+        return "must contain exactly one @ with text on both sides";
+    if (chars > 320)
+        return "must be at most 320 characters long";
+    return NULL;
+}
+
+bool routes_valid_email(const char *s, size_t len) { return routes_email_problem(s, len) == NULL; }
 
 void routes_error(json_t *errors, const char *field, const char *message)
 {
@@ -170,10 +219,12 @@ bool routes_input_user(json_t *body, bool create, routes_user_input *in, json_t 
     size_t before = json_array_size(errors);
     *in = (routes_user_input){0};
     routes_field_string(body, "name", create, 1, 200, errors, &in->name, &in->name_len);
+    const char *problem;
     if (routes_field_string(body, "email", create, 1, 320, errors, &in->email, &in->email_len) &&
-        !routes_valid_email(in->email, in->email_len)) {
-        routes_error(errors, "email", "must contain exactly one @ with text on both sides");
+        (problem = routes_email_problem(in->email, in->email_len)) != NULL) {
+        routes_error(errors, "email", problem);
         in->email = NULL;
+        in->email_len = 0;
     }
     if (!create && json_array_size(errors) == before && in->name == NULL && in->email == NULL)
         routes_error(errors, "name", "give at least one of name and email");

@@ -28,7 +28,14 @@ int routes_json_depth(const char *s, size_t len);
 /* Unicode characters in valid UTF-8 (what "str 1..200" counts). */
 size_t routes_utf8_chars(const char *s, size_t len);
 
-/* Exactly one '@', something on both sides, at most 320 characters. */
+/* An email as the contract has it: valid UTF-8 without spaces or control
+ * characters (C0, DEL, C1, and every Unicode White_Space character: the
+ * NBSP, U+2000..U+200A, U+2028, U+3000...), exactly one '@' with something
+ * on both sides, at most 320 characters. routes_email_problem says why not
+ * (a message for the errors list; the first rule broken, in that order),
+ * or NULL when it is one. Uniqueness ignores case, which is the database's
+ * business (a unique index on lower(email)). */
+const char *routes_email_problem(const char *s, size_t len);
 bool routes_valid_email(const char *s, size_t len);
 
 /* Appends {field, message} to an "errors" list. */
@@ -65,7 +72,7 @@ bool routes_input_is_json(const char *content_type);
 typedef struct routes_user_input {
     const char *name; /* 1..200 characters */
     size_t name_len;
-    const char *email; /* exactly one '@' with text on both sides, <= 320 characters */
+    const char *email; /* routes_valid_email */
     size_t email_len;
 } routes_user_input;
 bool routes_input_user(json_t *body, bool create, routes_user_input *in, json_t *errors);

@@ -262,7 +262,13 @@ START_TEST(embedded_migrations_create_the_schema_and_the_benchmark_data)
     ck_assert_int_gt(test_pg_int(c, "SELECT count(DISTINCT randomnumber) FROM world"), 1000);
     expect_fortunes_match_spec(c);
 
-    ck_assert_int_eq(test_pg_int(c, "SELECT count(*) FROM pg_constraint WHERE conname = 'users_email_key'"), 1);
+    /* emails are unique whatever their case: an index on lower(email) took
+     * the place of 0001's constraint */
+    ck_assert_int_eq(test_pg_int(c, "SELECT count(*) FROM pg_constraint WHERE conname = 'users_email_key'"), 0);
+    ck_assert_int_eq(test_pg_int(c, "SELECT count(*) FROM pg_indexes WHERE tablename = 'users'"
+                                    " AND indexname = 'users_email_lower_key'"
+                                    " AND indexdef LIKE 'CREATE UNIQUE INDEX % (lower(email))'"),
+                     1);
     /* the pruner of old idempotency keys finds them by age */
     ck_assert_int_eq(test_pg_int(c, "SELECT count(*) FROM pg_indexes WHERE tablename = 'idempotency_keys'"
                                     " AND indexname = 'idempotency_keys_created_at_idx'"),
@@ -284,6 +290,7 @@ START_TEST(the_domain_schema_enforces_the_api_limits)
     PGconn *c = test_pg_connect(db);
     test_pg_exec(c, "INSERT INTO users (name, email) VALUES ('Ada', 'ada@example.com')");
     expect_sqlstate(c, "INSERT INTO users (name, email) VALUES ('Ada again', 'ada@example.com')", "23505");
+    expect_sqlstate(c, "INSERT INTO users (name, email) VALUES ('Ada again', 'ADA@Example.COM')", "23505");
     expect_sqlstate(c, "INSERT INTO users (name, email) VALUES ('', 'x@example.com')", "23514");
     expect_sqlstate(c, "INSERT INTO users (id, name, email) VALUES (99, 'X', 'y@example.com')", "428C9");
     long long ada = test_pg_int(c, "SELECT id FROM users WHERE email = 'ada@example.com'");
@@ -436,6 +443,50 @@ START_TEST(a_failing_migration_is_rolled_back_and_earlier_ones_kept)
     ck_assert_msg(run_dir(db, dir, &rep, err, sizeof(err)) == 0, "%s", err);
     ck_assert_int_eq(rep.applied, 1);
     ck_assert(table_exists(c, "half_done"));
+    PQfinish(c);
+    remove_dir(dir);
+    test_pg_drop_db(db);
+}
+END_TEST
+
+/* Users made before emails were compared case-insensitively may clash;
+ * the migration that makes them unique whatever their case stops on them,
+ * says how to find them, and goes in once they are told apart. */
+START_TEST(the_case_insensitive_email_migration_stops_on_clashing_users_and_says_how_to_find_them)
+{
+    static const char migration[] = "0004_users_email_case_insensitive.sql";
+    size_t n;
+    const db_migration *m = db_migrate_embedded(&n);
+    const db_migration *m4 = NULL;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(m[i].name, migration) == 0)
+            m4 = &m[i];
+    ck_assert_msg(m4 != NULL, "no embedded %s", migration);
+    /* the migrations before it, then users as they could be made then */
+    char *db = test_pg_create_db();
+    char *dir = make_temp_dir();
+    for (const db_migration *k = m; k < m4; k++)
+        write_file(dir, k->name, k->sql, "w");
+    db_migrate_report rep;
+    char err[1024] = "";
+    ck_assert_msg(run_dir(db, dir, &rep, err, sizeof(err)) == 0, "%s", err);
+    PGconn *c = test_pg_connect(db);
+    test_pg_exec(c, "INSERT INTO users (name, email) VALUES ('a', 'ada@example.com'), ('b', 'ADA@example.com'), "
+                    "('c', 'grace@example.com')");
+
+    write_file(dir, m4->name, m4->sql, "w");
+    err[0] = '\0';
+    ck_assert_int_eq(run_dir(db, dir, &rep, err, sizeof(err)), -EIO);
+    ck_assert_msg(strstr(err, migration) && strstr(err, "1 email(s) belong to more than one user") &&
+                      strstr(err, "GROUP BY 1 HAVING count(*) > 1"),
+                  "%s", err);
+    ck_assert_int_eq(test_pg_int(c, "SELECT count(*) FROM pg_constraint WHERE conname = 'users_email_key'"), 1);
+
+    test_pg_exec(c, "UPDATE users SET email = 'ada.b@example.com' WHERE name = 'b'");
+    ck_assert_msg(run_dir(db, dir, &rep, err, sizeof(err)) == 0, "%s", err);
+    ck_assert_int_eq(rep.applied, 1);
+    expect_sqlstate(c, "INSERT INTO users (name, email) VALUES ('d', 'Grace@Example.com')", "23505");
+    ck_assert_int_eq(test_pg_int(c, "SELECT count(*) FROM users"), 3);
     PQfinish(c);
     remove_dir(dir);
     test_pg_drop_db(db);
@@ -602,6 +653,7 @@ static Suite *make(void)
     tcase_add_test(run, an_edited_migration_is_rejected_and_nothing_changes);
     tcase_add_test(run, a_new_file_is_applied_on_the_next_run);
     tcase_add_test(run, a_failing_migration_is_rolled_back_and_earlier_ones_kept);
+    tcase_add_test(run, the_case_insensitive_email_migration_stops_on_clashing_users_and_says_how_to_find_them);
     tcase_add_test(run, a_migration_that_ends_the_transaction_itself_is_an_error);
     tcase_add_test(run, an_applied_version_without_its_file_is_rejected);
     tcase_add_test(run, concurrent_runners_apply_each_migration_once);

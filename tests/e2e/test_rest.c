@@ -485,7 +485,11 @@ START_TEST(a_bad_email_is_422_naming_email)
     static const char *const email_field[] = {"email", NULL};
     char *long_local = repeat("b", 319);
     char *too_long = fmt("%s@c", long_local); /* 321 characters */
-    char *bad[] = {"no-at-sign.test", "two@at@signs.test", "@nolocal.test", "nodomain@", "", too_long};
+    char *bad[] = {"no-at-sign.test", "two@at@signs.test", "@nolocal.test", "nodomain@", "", too_long,
+                   /* no spaces or control characters, anywhere (issue 18 #13) */
+                   "\n@\n", "a\r\n@x.test", "tab\t@x.test", "del\x7f@x.test", "ctl\x01@x.test", " lead@x.test",
+                   "trail@x.test ", "in side@x.test", "nb\xc2\xa0sp@x.test", "c1\xc2\x85@x.test",
+                   "ls@x\xe2\x80\xa8.test", "ideographic\xe3\x80\x80@x.test"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         char *body = dump(json_pack("{s:s, s:s}", "name", "x", "email", bad[i]));
         test_response r;
@@ -494,6 +498,7 @@ START_TEST(a_bad_email_is_422_naming_email)
         test_response_free(&r);
         free(body);
     }
+    ck_assert_int_eq(sql_int("SELECT count(*) FROM users WHERE email ~ '[[:space:][:cntrl:]]'"), 0);
     /* 320 characters is the longest allowed, also when they take more bytes */
     char *tag = fmt("%ld", (long)getpid());
     char *pad = repeat("\xC3\xA9", 320 - strlen(tag) - strlen("@x.test"));
@@ -654,8 +659,16 @@ START_TEST(text_is_stored_and_returned_byte_exact)
     PGconn *c = test_pg_connect(shared_db);
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         char *email = unique_email("exact");
-        /* the same awkward text in the email's local part, too */
-        char *awkward_email = fmt("%s%s", names[i], email);
+        /* the same awkward text in the email's local part, too, but for
+         * its spaces and control characters, which an email may not hold */
+        char *local = strdup(names[i]);
+        size_t k = 0;
+        for (const char *p = names[i]; *p != '\0'; p++)
+            if ((unsigned char)*p > 0x20 && *p != 0x7f)
+                local[k++] = *p;
+        local[k] = '\0';
+        char *awkward_email = fmt("%s%s", local, email);
+        free(local);
         char *body = dump(json_pack("{s:s, s:s}", "name", names[i], "email", awkward_email));
         test_response r;
         call(&r, "POST", "/users", body);
@@ -914,6 +927,57 @@ START_TEST(patch_to_a_taken_email_is_409_and_changes_nothing)
 }
 END_TEST
 
+/* An address is one address whatever its case (issue 18 #13). */
+START_TEST(emails_that_differ_only_in_case_are_one_email_409)
+{
+    char *email = fmt("case-%ld@Example.test", (long)getpid());
+    char *upper = fmt("CASE-%ld@EXAMPLE.TEST", (long)getpid());
+    char *lower = fmt("case-%ld@example.test", (long)getpid());
+    char *body = dump(json_pack("{s:s, s:s}", "name", "first", "email", email));
+    test_response r;
+    call(&r, "POST", "/users", body);
+    json_t *u = expect_json(&r, 201);
+    int64_t first = int_member(u, "id");
+    assert_str_member(u, "email", email, strlen(email)); /* stored as sent */
+    json_decref(u);
+    test_response_free(&r);
+    const char *others[] = {upper, lower};
+    for (size_t i = 0; i < 2; i++) {
+        char *again = dump(json_pack("{s:s, s:s}", "name", "second", "email", others[i]));
+        call(&r, "POST", "/users", again);
+        test_assert_problem(&r, 409);
+        test_response_free(&r);
+        free(again);
+    }
+    char *sql = fmt("SELECT count(*) FROM users WHERE lower(email) = '%s'", lower);
+    ck_assert_int_eq(sql_int("%s", sql), 1);
+    /* PATCH another user to it: 409, nothing changes */
+    int64_t other = new_user("case-other");
+    json_t *before = read_user(other);
+    char *path = fmt("/users/%lld", (long long)other);
+    char *patch_body = dump(json_pack("{s:s}", "email", upper));
+    call(&r, "PATCH", path, patch_body);
+    test_assert_problem(&r, 409);
+    test_response_free(&r);
+    json_t *after = read_user(other);
+    ck_assert(json_equal(before, after));
+    /* the holder itself may change the case of its own address */
+    json_t *changed = patch(first, patch_body);
+    assert_str_member(changed, "email", upper, strlen(upper));
+    json_decref(changed);
+    ck_assert_int_eq(sql_int("%s", sql), 1);
+    json_decref(after);
+    json_decref(before);
+    free(patch_body);
+    free(path);
+    free(sql);
+    free(body);
+    free(lower);
+    free(upper);
+    free(email);
+}
+END_TEST
+
 START_TEST(patch_with_neither_name_nor_email_is_422)
 {
     int64_t id = new_user("patch-empty");
@@ -956,7 +1020,8 @@ START_TEST(patch_with_an_invalid_field_is_422_and_changes_nothing)
     } cases[] = {
         {"{\"name\":\"\"}", name_f},   {long_name_body, name_f}, {"{\"email\":\"no-at\"}", email_f},
         {"{\"email\":5}", email_f},    {"{\"name\":false}", name_f}, {mixed, name_f},
-        {mixed2, email_f},
+        {mixed2, email_f},          {"{\"email\":\"with space@x.test\"}", email_f},
+        {"{\"email\":\"\\n@\\n\"}", email_f},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         test_response r;
@@ -1997,6 +2062,7 @@ static Suite *rest_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, create_user_is_201_with_the_user_and_a_location_that_reads_it_back);
     tcase_add_test(tc, create_user_with_a_taken_email_is_409_and_adds_nobody);
+    tcase_add_test(tc, emails_that_differ_only_in_case_are_one_email_409);
     tcase_add_test(tc, create_user_with_a_missing_field_or_a_field_of_the_wrong_type_is_422_naming_it);
     tcase_add_test(tc, user_name_length_is_1_to_200_unicode_characters);
     tcase_add_test(tc, a_bad_email_is_422_naming_email);

@@ -350,6 +350,7 @@ const CASES = [
     check: (res) => (eq(res.json?.user, ctx.userAJson) ? [] : [`user ${JSON.stringify(res.json?.user)} differs from the created ${JSON.stringify(ctx.userAJson)}`]),
   },
   { name: "duplicate email", method: "POST", path: "/users", ...json({ name: "Ada again", email: "ada@example.com" }), expect: 409 },
+  { name: "duplicate email in other case", method: "POST", path: "/users", ...json({ name: "Ada again", email: "ADA@Example.COM" }), expect: 409 },
   {
     name: "a name of 200 characters (400 bytes)",
     method: "POST", path: "/users", ...json({ name: bigName, email: "grace@example.com" }), expect: 201,
@@ -370,6 +371,9 @@ const CASES = [
   { name: "a missing email", method: "POST", path: "/users", ...json({ name: "X" }), expect: 422, check: expectErrorField("email") },
   { name: "an email with two @", method: "POST", path: "/users", ...json({ name: "X", email: "a@b@c" }), expect: 422, check: expectErrorField("email") },
   { name: "an email with nothing before @", method: "POST", path: "/users", ...json({ name: "X", email: "@b" }), expect: 422, check: expectErrorField("email") },
+  { name: "an email with a space", method: "POST", path: "/users", ...json({ name: "X", email: "a b@example.com" }), expect: 422, check: expectErrorField("email") },
+  { name: "an email with newlines", method: "POST", path: "/users", ...json({ name: "X", email: "\n@\n" }), expect: 422, check: expectErrorField("email") },
+  { name: "an email with a DEL", method: "POST", path: "/users", ...json({ name: "X", email: "a\u007f@example.com" }), expect: 422, check: expectErrorField("email") },
   { name: "an email of 321 characters", method: "POST", path: "/users", ...json({ name: "X", email: "a".repeat(317) + "@x.y" }), expect: 422, check: expectErrorField("email") },
   { name: "a name that is a number", method: "POST", path: "/users", ...json({ name: 42, email: "x3@example.com" }), expect: 422, check: expectErrorField("name") },
   { name: "a text/plain body", method: "POST", path: "/users", ...raw('{"name":"X","email":"x4@example.com"}', "text/plain"), expect: 415 },
@@ -421,6 +425,8 @@ const CASES = [
   { name: "a patch with no field", method: "PATCH", path: () => `/users/${need("userA")}`, ...json({}), expect: 422 },
   { name: "a patch with a bad email", method: "PATCH", path: () => `/users/${need("userA")}`, ...json({ email: "nope" }), expect: 422, check: expectErrorField("email") },
   { name: "a patch to another user's email", method: "PATCH", path: () => `/users/${need("userA")}`, body: () => json({ email: need("userBEmail") }), expect: 409 },
+  { name: "a patch to another user's email in capitals", method: "PATCH", path: () => `/users/${need("userA")}`, body: () => json({ email: need("userBEmail").toUpperCase() }), expect: 409 },
+  { name: "a patch with a space in the email", method: "PATCH", path: () => `/users/${need("userA")}`, ...json({ email: "ada @example.com" }), expect: 422, check: expectErrorField("email") },
   { name: "a patch of an unknown user", method: "PATCH", path: `/users/${NO_ID}`, ...json({ name: "X" }), expect: 404 },
   { name: "a text/plain patch", method: "PATCH", path: () => `/users/${need("userA")}`, ...raw('{"name":"X"}', "text/plain"), expect: 415 },
 

@@ -388,6 +388,8 @@ const SAMPLES = {
       { name: A(200, "é"), email: "x@y" },
       { name: "A", email: A(316) + "@x.y" },
       { name: "Ada", email: "ada@example.com", nickname: "unknown fields are ignored" },
+      { name: "Ada", email: "ADA@EXAMPLE.COM" },
+      { name: "Élève", email: "élève@école.fr" },
     ],
     invalid: [
       {},
@@ -401,11 +403,21 @@ const SAMPLES = {
       { name: "Ada", email: "@b" },
       { name: "Ada", email: "a@" },
       { name: "Ada", email: A(317) + "@x.y" },
+      { name: "Ada", email: "\n@\n" },
+      { name: "Ada", email: "a b@c" },
+      { name: "Ada", email: " a@b" },
+      { name: "Ada", email: "a@b " },
+      { name: "Ada", email: "a\t@b" },
+      { name: "Ada", email: "a\u007f@b" },
+      { name: "Ada", email: "a\u0085@b" },
+      { name: "Ada", email: "a\u00a0b@c" },
+      { name: "Ada", email: "a@b\u2028" },
+      { name: "Ada", email: "a@b\u3000c" },
     ],
   },
   UserPatch: {
     valid: [{ name: "Ada" }, { email: "a@b" }, { name: "Ada", email: "a@b" }],
-    invalid: [{}, { name: "" }, { email: "nope" }, { name: A(201) }],
+    invalid: [{}, { name: "" }, { email: "nope" }, { name: A(201) }, { email: "a b@c" }, { email: "a@b\u0000" }],
   },
   OrderCreate: {
     valid: [
