@@ -85,16 +85,32 @@ static bool op_prepare_failed(const db_op *op)
     return false;
 }
 
+/* A cancel that was meant for another op, sent shortly before: it may
+ * have landed on this one, which the server ran right after. */
+static bool hit_by_cancel(const db_conn *c, const db_op *op)
+{
+    if (op->rc != -EREMOTEIO || c->cancel_at == 0 || c->cancel_target == op ||
+        aio_now() - c->cancel_at > DB_COLLATERAL_WINDOW)
+        return false;
+    for (int i = 0; i < op->ncalls; i++)
+        if (op->results[i] != NULL && strcmp(db_sqlstate(op->results[i]), "57014") == 0)
+            return true;
+    return false;
+}
+
 static void op_complete(db_conn *c, db_op *op)
 {
     aio_link_unlink(&op->link);
-    op->conn_retired = c->retired;
+    op->collateral = hit_by_cancel(c, op);
     if (op->abandoned)
         op_free(op);
     else
         aio_future_set(&op->done, op->rc);
+    c->head_since = aio_now();
     if (aio_list_is_empty(&c->ops))
         aio_event_set(&c->drained);
+    else if (c->state == DB_CONN_SHARED)
+        db__pool_head_check(c);
 }
 
 /* The connection is unusable: every op fails, the pool is told. */
@@ -298,6 +314,7 @@ static db_op *op_alloc(size_t n)
     op->prepped = (const db_stmt **)(void *)&op->prep_errors[max_prep];
     op->call_rc = (int *)(void *)&op->prepped[max_prep];
     op->ncalls = (int)n;
+    op->conn = NULL;
     aio_future_init(&op->done);
     aio_link_init(&op->link);
     return op;
@@ -413,6 +430,9 @@ db_op *db__conn_send(db_conn *c, db_call *calls, size_t n, int flags)
     if (aio_link_is_linked(&c->flush.link) && !c->corked)
         set_cork(c, 1); /* not the first op of this turn: hold it for the turn's flush */
     bool ok = send_op(c, op, calls, n, begin, atomic);
+    if (aio_list_is_empty(&c->ops))
+        c->head_since = aio_now();
+    op->conn = c;
     aio_list_push_back(&c->ops, &op->link);
     aio_event_clear(&c->drained);
     if (!ok) {
@@ -426,19 +446,21 @@ db_op *db__conn_send(db_conn *c, db_call *calls, size_t n, int flags)
 
 int db__op_wait(db_op *op, db_call *calls, size_t n, bool *abandoned)
 {
-    bool on_retired;
-    return db__op_wait_ex(op, calls, n, abandoned, &on_retired);
+    bool collateral;
+    return db__op_wait_ex(op, calls, n, abandoned, &collateral);
 }
 
-int db__op_wait_ex(db_op *op, db_call *calls, size_t n, bool *abandoned, bool *on_retired)
+int db__op_wait_ex(db_op *op, db_call *calls, size_t n, bool *abandoned, bool *collateral)
 {
     *abandoned = false;
-    *on_retired = false;
+    *collateral = false;
     int rc = aio_future_wait(&op->done);
     if (rc == -ECANCELED || rc == -ETIMEDOUT) {
         if (!aio_future_done(&op->done)) {
             op->abandoned = true;
             *abandoned = true;
+            if (op->conn != NULL && op->conn->state == DB_CONN_SHARED)
+                db__pool_head_check(op->conn);
             return rc;
         }
         rc = op->done.result; /* completed meanwhile: keep the outcome */
@@ -459,7 +481,7 @@ int db__op_wait_ex(db_op *op, db_call *calls, size_t n, bool *abandoned, bool *o
     }
     for (int k = 0; k < op->nprep; k++)
         PQclear(op->prep_errors[k]);
-    *on_retired = op->conn_retired;
+    *collateral = op->collateral;
     free(op);
     return rc;
 }
@@ -588,6 +610,7 @@ void db__conn_close(db_conn *c)
         }
     }
     aio_deferred_cancel(&c->flush);
+    h2o_timeout_unlink(&c->watchdog);
     if (c->sock != NULL)
         h2o_socket_close(c->sock);
     PQfinish(c->pg);

@@ -19,6 +19,10 @@
 #include "db/pool.h"
 #include "aio/aio.h"
 
+/* A 57014 this soon after a cancel meant for another op counts as that
+ * cancel's (a read hit by it runs again). */
+#define DB_COLLATERAL_WINDOW AIO_SEC(1)
+
 /* Statements prepared per connection, at most (a power of two, with room). */
 #define DB_PREPARED_SLOTS 512
 
@@ -46,7 +50,16 @@ struct db_conn {
     bool corked;           /* TCP_CORK set until this turn's flush */
     bool want_write;       /* PQflush left data unsent */
     bool broken;
-    bool retired;          /* was shared, then retired after an interrupted statement */
+    bool retired;          /* was shared, then retired: its abandoned head would not go */
+    /* The shared connection's head-of-line watchdog (pool.c): a statement
+     * whose requester is gone is cancelled on the server only once it is
+     * at the head of the pipeline (the one the server runs) and has run
+     * there for a moment; queued ones are simply dropped when they come. */
+    int64_t head_since;        /* when the head op became the head */
+    h2o_timeout_entry_t watchdog;
+    h2o_loop_t *watchdog_loop;
+    const db_op *cancel_target; /* the op the last cancel was meant for */
+    int64_t cancel_at;         /* when that cancel was sent (0: never) */
     const db_stmt *begin;  /* BEGIN to send in front of the next statement */
     char sqlstate[6];      /* of the last failed statement */
     int64_t created_at, idle_since;
@@ -61,9 +74,9 @@ enum { DB_TAG_PREPARE = -1, DB_TAG_SYNC = -2, DB_TAG_BEGIN = -3 };
 struct db_op {
     aio_link link;
     aio_future done;
+    db_conn *conn;
     bool abandoned;  /* the waiter gave up: discard the results and free the op */
-    bool cancel_sent; /* the janitor sent a cancel while this op was at the head */
-    bool conn_retired; /* the connection had been retired when the op completed */
+    bool collateral; /* a statement got 57014 from a cancel meant for another op */
     int rc;          /* first failure */
     int ntags, pos;  /* expected results and the next one */
     int ncalls;
@@ -89,10 +102,10 @@ db_op *db__conn_send(db_conn *c, db_call *calls, size_t n, int flags);
  * is interrupted, the op is abandoned (freed when its results arrive),
  * *abandoned is set and -ECANCELED / -ETIMEDOUT is returned. */
 int db__op_wait(db_op *op, db_call *calls, size_t n, bool *abandoned);
-/* Same, also telling whether the op completed on a connection that had
- * been retired from sharing (a 57014 there may be a cancel meant for
- * another request's statement). */
-int db__op_wait_ex(db_op *op, db_call *calls, size_t n, bool *abandoned, bool *on_retired);
+/* Same, also telling whether a 57014 in the results may be collateral: a
+ * cancel meant for another request's statement on a shared connection,
+ * which landed on this one (a read can simply run again). */
+int db__op_wait_ex(db_op *op, db_call *calls, size_t n, bool *abandoned, bool *collateral);
 
 /* Pool hooks (pool.c). */
 struct db_conninfo;
@@ -104,9 +117,8 @@ void db__pool_abandoned(db_conn *c);
 /* The pool's shared connection (opening one if needed; awaits). -EAGAIN
  * when another task is opening it right now (use an exclusive one). */
 int db__pool_shared(db_pool *p, db_conn **out);
-/* A statement on the shared connection was interrupted: stop sharing it
- * and let the janitor cancel abandoned statements as they reach the head,
- * drain it and return it to the pool. */
-void db__pool_retire_shared(db_conn *c);
+/* The head of c's pipeline may have changed, or an op of it was abandoned:
+ * arms the watchdog of a shared connection whose head is abandoned. */
+void db__pool_head_check(db_conn *c);
 
 #endif

@@ -120,6 +120,7 @@ static bool unreachable(int rc, const db_call *calls, size_t n)
 }
 
 #define SHARED_MAX_BATCH 4
+#define SHARED_RETRIES 2 /* runs again of a read hit by someone else's cancel */
 
 static bool any_cancelled(const db_call *calls, size_t n)
 {
@@ -131,7 +132,12 @@ static bool any_cancelled(const db_call *calls, size_t n)
 
 /* On the pool's shared connection, pipelined with other tasks' reads: no
  * connection is borrowed per statement, and the server reads many
- * statements per wakeup. */
+ * statements per wakeup. Each call ends with a Sync of its own, so one that
+ * fails (or is cancelled) aborts nothing of anyone else's. A call whose
+ * requester gives up is left in the pipeline (its result dropped when it
+ * comes; the watchdog cancels it on the server once it is the one running:
+ * pool.c); a read hit by a cancel meant for someone else's statement runs
+ * again, invisibly. */
 static int exec_shared(db_pool *pool, db_call *calls, size_t n, int flags)
 {
     /* a large batch with a Sync after every statement (a server flush
@@ -153,20 +159,30 @@ static int exec_shared(db_pool *pool, db_call *calls, size_t n, int flags)
         db_op *op = db__conn_send(c, calls, n, flags);
         if (op == NULL)
             return -ENOMEM;
-        bool abandoned, retired;
-        rc = db__op_wait_ex(op, calls, n, &abandoned, &retired);
-        if (abandoned) {
-            db__pool_retire_shared(c); /* it may be stuck: stop sharing it */
-            return rc;
-        }
-        /* a cancel meant for an abandoned statement of another request can
-         * land on ours, when that one finished just before: run it again */
-        if (rc == -EREMOTEIO && retired && attempt == 0 && any_cancelled(calls, n)) {
+        bool abandoned, collateral;
+        rc = db__op_wait_ex(op, calls, n, &abandoned, &collateral);
+        if (rc == -EREMOTEIO && collateral && attempt < SHARED_RETRIES && any_cancelled(calls, n)) {
+            counters.reruns++;
             db_calls_clear(calls, n);
             continue;
         }
         return rc;
     }
+}
+
+int db_read_batch(db_call *calls, size_t n, int flags)
+{
+    db_pool *pool = db_pool_current();
+    assert(pool != NULL && "no database pool on this thread");
+    return count(exec_shared(pool, calls, n, flags), calls, n);
+}
+
+int db_read(const db_stmt *stmt, db_params params, PGresult **res)
+{
+    db_call call = {.stmt = stmt, .params = params};
+    int rc = db_read_batch(&call, 1, 0);
+    *res = call.result;
+    return rc;
 }
 
 int db_exec_batch_read(db_call *calls, size_t n, int flags)
@@ -306,43 +322,26 @@ bool db_get_bool(const PGresult *r, int row, int col)
 
 /* ---- gather ---- */
 
-struct gathered {
-    db_call *call;
-    db_conn *conn;
-};
-
 static int gather_one(void *arg)
 {
-    struct gathered *g = arg;
-    int rc = db_exec_batch(g->conn, g->call, 1, 0);
-    if (rc == 0 && g->call->required && PQntuples(g->call->result) == 0)
+    db_call *call = arg;
+    int rc = db_read_batch(call, 1, 0);
+    if (rc == 0 && call->required && PQntuples(call->result) == 0)
         return -ENOENT; /* the group cancels the others, on the server too */
     return rc;
 }
 
-/* The calls share one borrowed connection: queued in the same loop turn,
- * they leave in one write and come back pipelined, in one round trip. */
+/* Each call is a task of its own on the shared connection: queued in the
+ * same loop turn, they leave in one write with other requests' reads. */
 int db_gather(db_call *calls, size_t n)
 {
-    assert(n <= DB_MAX_GATHER && "db_gather of more calls than DB_MAX_GATHER");
     for (size_t i = 0; i < n; i++) {
         calls[i].result = NULL;
         calls[i].rc = -ECANCELED;
     }
-    db_conn *conn;
-    int rc = db_pool_acquire(db_pool_current(), &conn);
-    if (rc < 0)
-        return count(rc, calls, 0);
-    struct gathered g[DB_MAX_GATHER];
     aio_group group;
     aio_group_init(&group);
-    for (size_t i = 0; i < n; i++) {
-        g[i] = (struct gathered){.call = &calls[i], .conn = conn};
-        aio_group_spawn(&group, gather_one, &g[i]);
-    }
-    rc = aio_group_join(&group);
-    /* if a call was interrupted, the connection went to the janitor (which
-     * cancels what is left on the server) and this release is a no-op */
-    db_pool_release(conn);
-    return rc;
+    for (size_t i = 0; i < n; i++)
+        aio_group_spawn(&group, gather_one, &calls[i]);
+    return aio_group_join(&group);
 }

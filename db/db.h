@@ -112,26 +112,35 @@ enum {
  * db_calls_clear). */
 int db_exec_batch(db_conn *conn, db_call *calls, size_t n, int flags);
 
-/* asyncio.gather over reads (autocommit, the calling task's pool): each
- * call awaits in a task of its own, under the caller's deadline, and they
- * leave together, pipelined on one connection: one round trip, which the
- * server runs in order. A call marked required that returns no row fails
- * the gather with -ENOENT as soon as its result arrives; that, or any
- * other failure, cancels the calls still running, on the server too. Put
- * the required call first. Returns 0, -ENOENT or the first failure (as
- * db_exec). Every call's result is set if it completed; the caller frees
- * them (db_calls_clear). */
+/* Autocommit reads on the calling thread's shared connection, pipelined
+ * with other tasks' reads (many requests' statements per backend wake-up;
+ * no connection borrowed per request). Read-your-writes: the primary
+ * answers. Each call has a Sync of its own, so a failure aborts nothing
+ * of anyone else's. Interrupted (deadline, cancel), a call stops waiting
+ * at once; its statement is dropped when its result comes, or, once it is
+ * the one the server runs, cancelled there by the connection's watchdog.
+ * A read hit by a cancel meant for another request's statement runs again,
+ * invisibly. Not for statements with effects, nor for anything inside a
+ * transaction. Errors as db_exec. */
+int db_read(const db_stmt *stmt, db_params params, PGresult **res);
+int db_read_batch(db_call *calls, size_t n, int flags);
+
+/* asyncio.gather over reads (db_read, each in a task of its own, under the
+ * caller's deadline): they leave together, pipelined, in one round trip,
+ * and the server runs them in order. A call marked required that returns
+ * no row fails the gather with -ENOENT as soon as its result arrives; that,
+ * or any other failure, cancels the calls still running, on the server
+ * too. Put the required call first. Returns 0, -ENOENT or the first
+ * failure (as db_exec). Every call's result is set if it completed; the
+ * caller frees them (db_calls_clear). */
 int db_gather(db_call *calls, size_t n);
-#define DB_MAX_GATHER 16
 
 /* Like db_exec / db_exec_batch (autocommit), for short reads that
  * tolerate replica lag: sent to one of this thread's read replicas in turn
  * (db_pool_set_replicas), skipping replicas that are down; if the replica
  * cannot be reached, or none is set, the primary answers. Never for
- * read-your-writes reads. They run on the pool's shared connection,
- * pipelined with other tasks' reads; one that is interrupted retires that
- * connection, whose janitor cancels it on the server when it reaches the
- * head of the pipeline. */
+ * read-your-writes reads. They run on that pool's shared connection, as
+ * db_read does. */
 int db_exec_read(const db_stmt *stmt, db_params params, PGresult **res);
 int db_exec_batch_read(db_call *calls, size_t n, int flags);
 
@@ -167,6 +176,7 @@ bool db_failed_with(const char *sqlstate);
 /* Statements run by this thread so far, and how many failed (any error). */
 typedef struct db_counters {
     uint64_t statements, failures, timeouts, cancellations;
+    uint64_t reruns; /* shared-connection reads run again after someone else's cancel hit them */
 } db_counters;
 void db_counters_get(db_counters *out);
 

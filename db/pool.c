@@ -13,6 +13,12 @@
 #define DRAIN_TIMEOUT AIO_SEC(5)
 #define RECANCEL_EVERY AIO_MSEC(20)
 #define MAINTAIN_EVERY AIO_SEC(1)
+/* The shared connection's watchdog looks at its head this often: an
+ * abandoned head gets its first cancel after it has run this long (a
+ * statement that ends by itself in a few ms needs none, and every cancel
+ * risks landing on the next statement), then one every RECANCEL_EVERY;
+ * past DRAIN_TIMEOUT the connection is retired and closed. */
+#define WATCHDOG_MS 5
 
 struct db_pool {
     db_pool_config cfg;
@@ -21,8 +27,10 @@ struct db_pool {
     aio_list all;     /* every open connection */
     aio_list dead;    /* broken while idle: closed at the end of the turn */
     aio_list waiters; /* FIFO */
-    db_conn *shared;  /* the connection lag-tolerant reads share, pipelined */
+    db_conn *shared;  /* the connection autocommit reads share, pipelined */
+    h2o_timeout_t watchdog_tick; /* its head-of-line watchdog (WATCHDOG_MS) */
     bool shared_opening;
+    aio_event shared_ready; /* set whenever no task is opening the shared connection */
     size_t nopen, nidle, nconnecting, ncleaning, nwaiting;
     int64_t backoff, backoff_until, backoff_since; /* since: when a failure last set them */
     char last_error[256];
@@ -54,6 +62,7 @@ static void unref(db_pool *p)
     if (--p->refs > 0)
         return;
     aio_deferred_cancel(&p->reap);
+    h2o_timeout_dispose(aio_loop_evloop(aio_loop_current()), &p->watchdog_tick);
     db_conninfo_free(p->ci);
     free(p);
 }
@@ -76,6 +85,7 @@ static void fail_waiters(db_pool *p, int rc)
 }
 
 static void spawn_connector(db_pool *p);
+static void on_watchdog(h2o_timeout_entry_t *e);
 
 /* Opens connections for waiters the idle list cannot serve, within max. */
 static void maybe_grow(db_pool *p, size_t wanted)
@@ -190,21 +200,49 @@ struct janitor_arg {
     bool shared; /* a retired shared connection: others' statements are in it too */
 };
 
-/* Cancels whatever statement the server runs on c now (libpq 15's PQcancel
- * blocks, so on a helper thread). */
-static void cancel_on_server(db_pool *p, db_conn *c)
+static int run_cancel(struct cancel_job *j)
 {
-    struct cancel_job *j = calloc(1, sizeof(*j));
-    if (j == NULL || (j->cancel = PQgetCancel(c->pg)) == NULL) {
-        free(j);
-        return;
-    }
-    p->stats.cancels_sent++;
     int rc = aio_to_thread_abandonable(send_cancel, j, cancel_job_free);
     if (rc == 0)
         log_warn("could not cancel a query on the server: %s", j->err);
     if (rc >= 0)
         cancel_job_free(j, rc);
+    return 0;
+}
+
+static struct cancel_job *cancel_job_new(db_pool *p, db_conn *c)
+{
+    struct cancel_job *j = calloc(1, sizeof(*j));
+    if (j == NULL || (j->cancel = PQgetCancel(c->pg)) == NULL) {
+        free(j);
+        return NULL;
+    }
+    p->stats.cancels_sent++;
+    return j;
+}
+
+/* Cancels whatever statement the server runs on c now (libpq 15's PQcancel
+ * blocks, so on a helper thread). Awaits. */
+static void cancel_on_server(db_pool *p, db_conn *c)
+{
+    struct cancel_job *j = cancel_job_new(p, c);
+    if (j != NULL)
+        run_cancel(j);
+}
+
+/* The same from a loop callback: a task of its own sends it. The job holds
+ * libpq's standalone cancel object, not the connection, which may be
+ * closed before the cancel leaves. */
+static int cancel_task(void *arg) { return run_cancel(arg); }
+
+static void cancel_in_background(db_pool *p, db_conn *c)
+{
+    struct cancel_job *j = cancel_job_new(p, c);
+    aio_task *t = j != NULL ? aio_task_spawn(cancel_task, j) : NULL;
+    if (t != NULL)
+        aio_task_detach(t);
+    else if (j != NULL)
+        cancel_job_free(j, 0);
 }
 
 /* Brings a connection back to a clean, idle state, or closes it. */
@@ -225,14 +263,15 @@ static int janitor(void *arg)
         /* Other requests' statements share the pipeline: cancel only while an
          * abandoned statement is at its head, i.e. the one the server runs.
          * A cancel that lands just after it finished hits the next one; that
-         * request sees 57014 on a retired connection and retries (db.c). */
+         * request sees 57014 marked collateral and runs again (db.c). */
         db_op *cancelled = NULL;
         int64_t last = 0;
         while (!c->broken && !aio_list_is_empty(&c->ops) && aio_now() < give_up) {
             db_op *head = aio_container_of(c->ops.next, db_op, link);
             if (head->abandoned && (head != cancelled || aio_now() - last >= RECANCEL_EVERY)) {
-                head->cancel_sent = true;
                 cancelled = head;
+                c->cancel_target = head;
+                c->cancel_at = aio_now();
                 last = aio_now();
                 cancel_on_server(p, c);
                 continue;
@@ -357,32 +396,84 @@ int db__pool_shared(db_pool *p, db_conn **out)
         *out = p->shared;
         return 0;
     }
-    if (p->shared_opening)
-        return -EAGAIN;
+    if (p->shared_opening) {
+        /* another task is getting it: wait for that rather than borrow a
+         * connection of our own (a gather's calls must share one) */
+        int rc = aio_event_wait(&p->shared_ready);
+        if (rc < 0)
+            return rc;
+        if (p->shared == NULL || p->shared->broken)
+            return -EAGAIN;
+        *out = p->shared;
+        return 0;
+    }
     p->shared_opening = true;
+    aio_event_clear(&p->shared_ready);
     db_conn *c;
     int rc = db_pool_acquire(p, &c);
     p->shared_opening = false;
+    aio_event_set(&p->shared_ready);
     if (rc < 0)
         return rc;
     c->state = DB_CONN_SHARED;
     c->holder = NULL;
     c->retired = false;
+    c->watchdog.cb = on_watchdog;
+    c->watchdog_loop = aio_loop_evloop(aio_loop_current());
     if (p->shared == NULL)
         p->shared = c;
     *out = c;
     return 0;
 }
 
-void db__pool_retire_shared(db_conn *c)
+/* Stops sharing c: the janitor cancels its abandoned statements as they
+ * reach the head, drains it and returns it to the pool, or closes it. */
+static void retire_shared(db_conn *c)
 {
     db_pool *p = c->pool;
     if (c->state != DB_CONN_SHARED)
         return; /* retired already */
+    h2o_timeout_unlink(&c->watchdog);
     if (p->shared == c)
         p->shared = NULL;
     c->retired = true;
     start_janitor(c, true, true);
+}
+
+/* The head-of-line watchdog of the shared connection: an abandoned head
+ * that has run WATCHDOG_MS gets a cancel, then one every RECANCEL_EVERY
+ * (PostgreSQL drops a cancel that arrives between two statements); a head
+ * that would not go for DRAIN_TIMEOUT retires the connection. */
+static void on_watchdog(h2o_timeout_entry_t *e)
+{
+    db_conn *c = aio_container_of(e, db_conn, watchdog);
+    if (c->broken || c->state != DB_CONN_SHARED || aio_list_is_empty(&c->ops))
+        return;
+    db_op *head = aio_container_of(c->ops.next, db_op, link);
+    if (!head->abandoned)
+        return;
+    int64_t now = aio_now();
+    if (now - c->head_since > DRAIN_TIMEOUT) {
+        log_warn("a statement on the shared connection would not end: retiring the connection");
+        retire_shared(c);
+        return;
+    }
+    bool again = c->cancel_target == head && now - c->cancel_at >= RECANCEL_EVERY;
+    if ((c->cancel_target != head && now - c->head_since >= AIO_MSEC(WATCHDOG_MS)) || again) {
+        c->cancel_target = head;
+        c->cancel_at = now;
+        cancel_in_background(c->pool, c);
+    }
+    h2o_timeout_link(c->watchdog_loop, &c->pool->watchdog_tick, &c->watchdog);
+}
+
+void db__pool_head_check(db_conn *c)
+{
+    if (c->state != DB_CONN_SHARED || c->broken || aio_list_is_empty(&c->ops) || h2o_timeout_is_linked(&c->watchdog))
+        return;
+    db_op *head = aio_container_of(c->ops.next, db_op, link);
+    if (head->abandoned)
+        h2o_timeout_link(c->watchdog_loop, &c->pool->watchdog_tick, &c->watchdog);
 }
 
 void db__pool_abandoned(db_conn *c)
@@ -415,6 +506,9 @@ int db_pool_create(const db_pool_config *cfg, db_pool **out, char *err, size_t e
     aio_list_init(&p->waiters);
     aio_deferred_init(&p->reap, on_reap);
     aio_event_init(&p->wake);
+    aio_event_init(&p->shared_ready);
+    aio_event_set(&p->shared_ready);
+    h2o_timeout_init(aio_loop_evloop(aio_loop_current()), &p->watchdog_tick, WATCHDOG_MS);
     p->refs = 1;
     if ((p->maintainer = aio_task_spawn(maintainer, p)) == NULL) {
         db_conninfo_free(p->ci);

@@ -113,13 +113,28 @@ int routes_gather(server_req *r, db_call *calls, size_t n)
     return rc;
 }
 
+int routes_read(server_req *r, const db_stmt *stmt, db_params params, PGresult **res)
+{
+    int rc = db_read(stmt, params, res);
+    own(r, *res);
+    return rc;
+}
+
+int routes_read_batch(server_req *r, db_call *calls, size_t n)
+{
+    int rc = db_read_batch(calls, n, 0);
+    for (size_t i = 0; i < n; i++)
+        own(r, calls[i].result);
+    return rc;
+}
+
 int routes_get_by_id(server_req *r, const db_stmt *stmt, const char *missing)
 {
     int64_t id;
     PGresult *res;
     int rc = routes_path_id(r, "id", &id);
     if (rc == 0)
-        rc = routes_exec(r, NULL, stmt, DB_PARAMS(DB_INT8(id)), &res);
+        rc = routes_read(r, stmt, DB_PARAMS(DB_INT8(id)), &res);
     if (rc < 0)
         return rc;
     if (PQntuples(res) == 0)

@@ -84,6 +84,10 @@ int routes_body(server_req *r, routes_validator validate, void *out);
 int routes_exec(server_req *r, db_conn *conn, const db_stmt *stmt, db_params params, PGresult **res);
 int routes_batch(server_req *r, db_conn *conn, db_call *calls, size_t n, int flags);
 int routes_gather(server_req *r, db_call *calls, size_t n);
+/* db_read / db_read_batch (autocommit reads on the shared pipelined
+ * connection), results freed with the request. */
+int routes_read(server_req *r, const db_stmt *stmt, db_params params, PGresult **res);
+int routes_read_batch(server_req *r, db_call *calls, size_t n);
 
 /* GET by id: the {id} parameter, stmt's one row ($1 = id) as JSON, else
  * 404 with `missing` as the detail. */

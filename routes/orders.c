@@ -44,7 +44,7 @@ static int list_orders(server_req *r)
         return rc;
     db_call calls[] = {DB_CALL(&USER_EXISTS, DB_INT8(user_id)),
                        DB_CALL(&LIST_ORDERS, DB_INT8(user_id), DB_INT8(page.after), DB_INT8(page.limit))};
-    rc = routes_batch(r, NULL, calls, 2, 0);
+    rc = routes_read_batch(r, calls, 2);
     if (rc < 0)
         return rc;
     if (PQntuples(calls[0].result) == 0)

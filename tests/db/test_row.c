@@ -459,6 +459,8 @@ AIO_TEST(a_required_call_without_a_row_fails_the_gather_and_cancels_the_rest_on_
     AIO_WAIT_UNTIL(test_pg_int(k.admin, ACTIVE_POOL_QUERIES) == 0, 5000);
     ck_assert_double_lt(ms_since_ns(t0), 3000);
     AIO_WAIT_UNTIL(test_db_pool_stats(k.pool).cleaning == 0, 5000);
+    fprintf(stderr, "gather: -ENOENT after %.1f ms; cancels sent %llu\n", ms,
+            (unsigned long long)test_db_pool_stats(k.pool).cancels_sent);
     ck_assert_uint_ge(test_db_pool_stats(k.pool).cancels_sent, 1);
     ck_assert_uint_eq(test_db_pool_stats(k.pool).closed_dirty, 0);
     PQclear(exec_ok(&SELECT_ONE, DB_NO_PARAMS));

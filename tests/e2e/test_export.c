@@ -573,7 +573,9 @@ static void large_setup(void)
     /* A request deadline shorter than every pause below: a reader that
      * pauses (STALL_MS, PAUSE_MS) is bounded by the stall limit
      * (STREAM_STALL_TIMEOUT_MS, 60 s by default), not by the deadline. */
-    const char *server_env[] = {"REQUEST_TIMEOUT_MS=" LARGE_REQUEST_TIMEOUT, NULL};
+    const char *server_env[] = {"REQUEST_TIMEOUT_MS=" LARGE_REQUEST_TIMEOUT,
+                                /* six readers at once, maybe all on one of the two threads */
+                                "EXPORT_MAX_CONCURRENT=16", NULL};
     test_server_start(&large, large_db, server_env);
 }
 
