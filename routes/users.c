@@ -1,5 +1,5 @@
-/* Users: create, page through, read with their orders and accounts (three
- * reads in flight at once), update, delete. */
+/* Users: create, page through, read with their first orders and accounts
+ * (three reads in flight at once), update, delete. */
 #include "routes/handler.h"
 
 #define USER_COLUMNS "id, name, email, created_at"
@@ -14,8 +14,12 @@ static const db_stmt USER_ORDERS =
             "SELECT id, user_id, item, quantity, price_cents, total_cents, created_at FROM orders WHERE user_id = $1 "
             "ORDER BY id LIMIT 100",
             1);
-static const db_stmt USER_ACCOUNTS = DB_STMT(
-    "user_accounts", "SELECT id, user_id, balance_cents, created_at FROM accounts WHERE user_id = $1 ORDER BY id", 1);
+/* The first 100 of each, by id, so that a user with 200,000 accounts is
+ * not a 17 MB answer; all of them: the paged routes, /users/{id}/orders and
+ * /users/{id}/accounts. */
+static const db_stmt USER_ACCOUNTS =
+    DB_STMT("user_accounts",
+            "SELECT id, user_id, balance_cents, created_at FROM accounts WHERE user_id = $1 ORDER BY id LIMIT 100", 1);
 static const db_stmt UPDATE_USER =
     DB_STMT("user_update",
             "UPDATE users SET name = COALESCE($2, name), email = COALESCE($3, email) WHERE id = $1 "

@@ -269,6 +269,11 @@ START_TEST(embedded_migrations_create_the_schema_and_the_benchmark_data)
                                     " AND indexname = 'users_email_lower_key'"
                                     " AND indexdef LIKE 'CREATE UNIQUE INDEX % (lower(email))'"),
                      1);
+    /* a user's accounts are paged by id, straight from an index */
+    ck_assert_int_eq(test_pg_int(c, "SELECT count(*) FROM pg_indexes WHERE tablename = 'accounts'"
+                                    " AND indexdef LIKE '% (user_id, id)'"),
+                     1);
+    ck_assert_int_eq(test_pg_int(c, "SELECT count(*) FROM pg_indexes WHERE indexname = 'accounts_user_id_idx'"), 0);
     /* the pruner of old idempotency keys finds them by age */
     ck_assert_int_eq(test_pg_int(c, "SELECT count(*) FROM pg_indexes WHERE tablename = 'idempotency_keys'"
                                     " AND indexname = 'idempotency_keys_created_at_idx'"),

@@ -1323,7 +1323,7 @@ static int walk_pages(const test_server *s, const char *base, long limit, bool g
             snprintf(path, sizeof(path), "%s", base);
         after = get_page(s, path, limit, ids, n, max);
         pages++;
-        ck_assert_int_lt(pages, 1000);
+        ck_assert_int_lt(pages, 10000); /* no endless walk */
     } while (after != 0);
     return pages;
 }
@@ -1502,6 +1502,150 @@ START_TEST(create_account_with_an_invalid_field_is_422_naming_it)
     free(str);
     free(frac);
     free(neg);
+}
+END_TEST
+
+/* ---- GET /users/{id}/accounts, and the bound of GET /users/{id} ---- */
+
+START_TEST(get_user_lists_only_the_first_100_accounts_by_id)
+{
+    int64_t id = new_user("many-accounts");
+    char *sql = fmt("INSERT INTO accounts (user_id, balance_cents) SELECT %lld, g FROM generate_series(1, 130) g",
+                    (long long)id);
+    PGconn *c = test_pg_connect(shared_db);
+    test_pg_exec(c, sql);
+    free(sql);
+    char *first_sql = fmt("SELECT min(id) FROM accounts WHERE user_id = %lld", (long long)id);
+    long long first = test_pg_int(c, first_sql);
+    free(first_sql);
+    PQfinish(c);
+
+    char *path = fmt("/users/%lld", (long long)id);
+    test_response r;
+    call(&r, "GET", path, NULL);
+    json_t *j = expect_json(&r, 200);
+    json_t *accounts = json_object_get(j, "accounts");
+    ck_assert_msg(json_is_array(accounts), "%.300s", r.body);
+    ck_assert_int_eq(json_array_size(accounts), 100);
+    for (size_t i = 0; i < 100; i++)
+        ck_assert_int_eq(int_member(json_array_get(accounts, i), "id"), first + (long long)i);
+    json_decref(j);
+    test_response_free(&r);
+    free(path);
+}
+END_TEST
+
+START_TEST(list_accounts_pages_through_the_users_accounts_only)
+{
+    int64_t user = new_user("account-lister"), other = new_user("account-interleaved");
+    int64_t want[23];
+    for (int i = 0; i < 23; i++) {
+        want[i] = new_account(user, i);
+        if (i % 5 == 0)
+            new_account(other, i);
+    }
+    char *base = fmt("/users/%lld/accounts", (long long)user);
+    int64_t got[64];
+    size_t n = 0;
+    /* default limit 20: a full page, then 3 */
+    ck_assert_int_eq(walk_pages(&shared, base, 20, false, got, &n, 64), 2);
+    ck_assert_int_eq(n, 23);
+    for (int i = 0; i < 23; i++)
+        ck_assert_int_eq(got[i], want[i]);
+    /* limit 4: 5 full pages and 3; limit 23: one full page, then an empty one */
+    n = 0;
+    ck_assert_int_eq(walk_pages(&shared, base, 4, true, got, &n, 64), 6);
+    ck_assert_int_eq(n, 23);
+    for (int i = 0; i < 23; i++)
+        ck_assert_int_eq(got[i], want[i]);
+    n = 0;
+    ck_assert_int_eq(walk_pages(&shared, base, 23, true, got, &n, 64), 2);
+    ck_assert_int_eq(n, 23);
+    /* every item is an account of the user, as GET /accounts/{id} has it */
+    test_response r;
+    char *first = fmt("%s?limit=1", base);
+    call(&r, "GET", first, NULL);
+    json_t *page = expect_json(&r, 200);
+    char *apath = fmt("/accounts/%lld", (long long)want[0]);
+    test_response a;
+    call(&a, "GET", apath, NULL);
+    json_t *aj = expect_json(&a, 200);
+    ck_assert_msg(json_equal(aj, json_array_get(json_object_get(page, "items"), 0)), "%s vs %s", a.body, r.body);
+    json_decref(aj);
+    test_response_free(&a);
+    json_decref(page);
+    test_response_free(&r);
+    free(apath);
+    free(first);
+    assert_bad_page_params_are_400(&shared, base);
+    free(base);
+}
+END_TEST
+
+START_TEST(list_accounts_of_an_unknown_user_is_404_and_of_a_user_without_accounts_an_empty_page)
+{
+    static const char *const unknown[] = {"/users/9223372036854775807/accounts", "/users/0/accounts",
+                                          "/users/x/accounts"};
+    for (size_t i = 0; i < sizeof(unknown) / sizeof(unknown[0]); i++)
+        ck_assert_msg(status_of("GET", unknown[i]) == 404, "GET %s", unknown[i]);
+    int64_t user = new_user("no-accounts");
+    char *path = fmt("/users/%lld/accounts", (long long)user);
+    test_response r;
+    call(&r, "GET", path, NULL);
+    json_t *j = expect_json(&r, 200);
+    ck_assert_msg(json_is_array(json_object_get(j, "items")) && json_array_size(json_object_get(j, "items")) == 0 &&
+                      json_is_null(json_object_get(j, "next_after")),
+                  "%s", r.body);
+    json_decref(j);
+    test_response_free(&r);
+    free(path);
+}
+END_TEST
+
+/* Issue 18 #14: a user with 200,000 accounts was a 17 MB answer. Now it is
+ * the first 100, and the paged route gives every one of them, once. */
+START_TEST(a_user_with_200000_accounts_is_a_small_answer_and_the_paged_route_has_them_all)
+{
+    enum { MANY = 200000 };
+    int64_t id = new_user("hoarder");
+    char *sql = fmt("INSERT INTO accounts (user_id, balance_cents) SELECT %lld, 0 FROM generate_series(1, %d)",
+                    (long long)id, MANY);
+    PGconn *c = test_pg_connect(shared_db);
+    test_pg_exec(c, sql);
+    free(sql);
+    PQfinish(c);
+
+    char *path = fmt("/users/%lld", (long long)id);
+    test_response r;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    call(&r, "GET", path, NULL);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    json_t *j = expect_json(&r, 200);
+    ck_assert_int_eq(json_array_size(json_object_get(j, "accounts")), 100);
+    ck_assert_msg(r.body_len < 16384, "GET /users/{id} answered %zu bytes", r.body_len);
+    size_t detail_bytes = r.body_len;
+    double detail_ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+    json_decref(j);
+    test_response_free(&r);
+
+    int64_t *ids = malloc(sizeof(int64_t) * MANY);
+    ck_assert_ptr_nonnull(ids);
+    size_t n = 0;
+    char *base = fmt("/users/%lld/accounts", (long long)id);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int pages = walk_pages(&shared, base, 100, true, ids, &n, MANY);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    ck_assert_int_eq(n, MANY);
+    ck_assert_int_eq(pages, MANY / 100 + 1); /* the last full page, then an empty one */
+    double walk_s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    fprintf(stderr,
+            "200,000 accounts: GET /users/{id} %zu bytes in %.1f ms; GET /users/{id}/accounts, 100 a page: %d pages "
+            "in %.1f s\n",
+            detail_bytes, detail_ms, pages, walk_s);
+    free(base);
+    free(ids);
+    free(path);
 }
 END_TEST
 
@@ -2093,6 +2237,10 @@ static Suite *rest_suite(void)
     tcase_add_test(tc, create_account_for_an_unknown_user_is_404);
     tcase_add_test(tc, create_account_with_an_invalid_field_is_422_naming_it);
     tcase_add_test(tc, get_an_unknown_account_is_404);
+    tcase_add_test(tc, get_user_lists_only_the_first_100_accounts_by_id);
+    tcase_add_test(tc, list_accounts_pages_through_the_users_accounts_only);
+    tcase_add_test(tc, list_accounts_of_an_unknown_user_is_404_and_of_a_user_without_accounts_an_empty_page);
+    tcase_add_test(tc, a_user_with_200000_accounts_is_a_small_answer_and_the_paged_route_has_them_all);
     tcase_add_test(tc, transfer_is_201_moves_both_balances_and_reads_back);
     tcase_add_test(tc, transfer_beyond_the_balance_is_422_and_moves_nothing);
     tcase_add_test(tc, transfer_to_the_same_account_is_422_and_moves_nothing);

@@ -497,6 +497,29 @@ const CASES = [
   { name: "an account of an unknown user", method: "POST", path: "/accounts", ...json({ user_id: Number(NO_ID), balance_cents: 1 }), expect: 404 },
   { name: "a text/plain account", method: "POST", path: "/accounts", ...raw('{"user_id":1,"balance_cents":1}', "text/plain"), expect: 415 },
   { name: "read an account", method: "GET", path: () => `/accounts/${need("acc1")}`, expect: 200, check: expectFields({ balance_cents: 10000 }) },
+  {
+    name: "a user's accounts",
+    method: "GET", path: () => `/users/${need("userA")}/accounts`, expect: 200,
+    check: (res) => (eq((res.json?.items ?? []).map((a) => a.id), [ctx.acc1]) && res.json.next_after === null ? [] : ["not the one account with next_after null"]),
+  },
+  {
+    name: "a user's accounts, one a page",
+    method: "GET", path: () => `/users/${need("userA")}/accounts?limit=1`, expect: 200,
+    check: (res) => (eq((res.json?.items ?? []).map((a) => a.id), [ctx.acc1]) && res.json.next_after === ctx.acc1 ? [] : ["not the account with next_after = its id"]),
+  },
+  {
+    name: "a user's accounts after the last",
+    method: "GET", path: () => `/users/${need("userA")}/accounts?after=${need("acc1")}`, expect: 200,
+    check: expectJson({ items: [], next_after: null }),
+  },
+  { name: "the accounts of an unknown user", method: "GET", path: `/users/${NO_ID}/accounts`, expect: 404 },
+  { name: "accounts with limit=500", method: "GET", path: () => `/users/${need("userA")}/accounts?limit=500`, expect: 400, check: expectErrorField("limit") },
+  { name: "accounts with after=abc", method: "GET", path: () => `/users/${need("userA")}/accounts?after=abc`, expect: 400, check: expectErrorField("after") },
+  {
+    name: "a user with their accounts",
+    method: "GET", path: () => `/users/${need("userA")}`, expect: 200,
+    check: (res) => (eq((res.json?.accounts ?? []).map((a) => a.id), [ctx.acc1]) ? [] : ["accounts are not the one opened"]),
+  },
   { name: "an unknown account", method: "GET", path: `/accounts/${NO_ID}`, expect: 404 },
 
   // transfers

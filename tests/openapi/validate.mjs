@@ -58,6 +58,7 @@ export const API_OPERATIONS = [
   { method: "DELETE", path: "/users/{id}", success: { 204: null }, errors: [...DB, 404, 409] },
   { method: "POST", path: "/users/{id}/orders", success: { 201: "application/json" }, errors: [...BODY, 404], body: "OrderCreate" },
   { method: "GET", path: "/users/{id}/orders", success: { 200: "application/json" }, errors: [...DB, 404], query: ["limit", "after"] },
+  { method: "GET", path: "/users/{id}/accounts", success: { 200: "application/json" }, errors: [...DB, 404], query: ["limit", "after"] },
   { method: "GET", path: "/orders/{id}", success: { 200: "application/json" }, errors: [...DB, 404] },
   { method: "POST", path: "/accounts", success: { 201: "application/json" }, errors: [...BODY, 404], body: "AccountCreate" },
   { method: "GET", path: "/accounts/{id}", success: { 200: "application/json" }, errors: [...DB, 404] },
@@ -489,8 +490,29 @@ const SAMPLES = {
     invalid: [{ items: [] }, { items: [], next_after: 0 }, { items: [], next_after: "4" }],
   },
   UserDetail: {
-    valid: [{ user: { id: 1, name: "A", email: "a@b", created_at: "2025-01-31T09:15:02Z" }, orders: [], accounts: [] }],
-    invalid: [{ user: { id: 1, name: "A", email: "a@b", created_at: "2025-01-31T09:15:02Z" }, orders: [] }],
+    valid: [
+      { user: { id: 1, name: "A", email: "a@b", created_at: "2025-01-31T09:15:02Z" }, orders: [], accounts: [] },
+      {
+        user: { id: 1, name: "A", email: "a@b", created_at: "2025-01-31T09:15:02Z" }, orders: [],
+        accounts: Array.from({ length: 100 }, (_, i) => ({ id: i + 1, user_id: 1, balance_cents: 0, created_at: "2025-01-31T09:15:02Z" })),
+      },
+    ],
+    invalid: [
+      { user: { id: 1, name: "A", email: "a@b", created_at: "2025-01-31T09:15:02Z" }, orders: [] },
+      // at most the first 100 accounts: the rest are GET /users/{id}/accounts
+      {
+        user: { id: 1, name: "A", email: "a@b", created_at: "2025-01-31T09:15:02Z" }, orders: [],
+        accounts: Array.from({ length: 101 }, (_, i) => ({ id: i + 1, user_id: 1, balance_cents: 0, created_at: "2025-01-31T09:15:02Z" })),
+      },
+    ],
+  },
+  AccountPage: {
+    valid: [{ items: [], next_after: null }, { items: [{ id: 4, user_id: 1, balance_cents: 0, created_at: "2025-01-31T09:15:02Z" }], next_after: 4 }],
+    invalid: [
+      { items: [] },
+      { items: [], next_after: 0 },
+      { items: [{ id: 4, user_id: 1, balance_cents: -1, created_at: "2025-01-31T09:15:02Z" }], next_after: null },
+    ],
   },
   Problem: {
     valid: [
