@@ -1,6 +1,7 @@
 #include "support/server.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -11,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -193,9 +195,10 @@ static char **build_argv(const char *const *args)
 }
 
 /* Forks and execs the binary with out_fd as stdout and stderr and
- * /dev/null as stdin. Only async-signal-safe calls after the fork: the
- * parent may hold libcurl's and OpenSSL's locks. */
-static pid_t spawn(char **argv, char **env, int out_fd)
+ * /dev/null as stdin, with RLIMIT_NOFILE set to nofile when it is above 0.
+ * Only async-signal-safe calls after the fork: the parent may hold
+ * libcurl's and OpenSSL's locks. */
+static pid_t spawn(char **argv, char **env, int out_fd, long nofile)
 {
     int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
     ck_assert_msg(devnull >= 0, "/dev/null: %s", strerror(errno));
@@ -217,6 +220,15 @@ static pid_t spawn(char **argv, char **env, int out_fd)
             signal(sigs[i], SIG_DFL);
         if (dup2(devnull, STDIN_FILENO) < 0 || dup2(out_fd, STDOUT_FILENO) < 0 || dup2(out_fd, STDERR_FILENO) < 0)
             _exit(127);
+        if (nofile > 0) {
+            struct rlimit rl = {.rlim_cur = (rlim_t)nofile, .rlim_max = (rlim_t)nofile};
+            if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+                static const char msg[] = "test support: cannot set RLIMIT_NOFILE\n";
+                ssize_t ignored = write(STDERR_FILENO, msg, sizeof(msg) - 1);
+                (void)ignored;
+                _exit(127);
+            }
+        }
         execve(H2PG_BINARY, argv, env);
         static const char msg[] = "test support: cannot exec " H2PG_BINARY "\n";
         ssize_t ignored = write(STDERR_FILENO, msg, sizeof(msg) - 1);
@@ -295,6 +307,12 @@ static int probe_healthz_tls(int port, int timeout_ms)
 
 void test_server_start(test_server *s, const char *db_conninfo, const char *const *env)
 {
+    test_server_start_with(s, db_conninfo, env, NULL);
+}
+
+void test_server_start_with(test_server *s, const char *db_conninfo, const char *const *env,
+                            const test_server_options *opts)
+{
     memset(s, 0, sizeof(*s));
     char db_kv[2048], port_kv[32];
     ck_assert_msg(snprintf(db_kv, sizeof(db_kv), "DATABASE_URL=%s", db_conninfo) < (int)sizeof(db_kv),
@@ -318,7 +336,7 @@ void test_server_start(test_server *s, const char *db_conninfo, const char *cons
     char **argv = build_argv(args);
     int log_fd = open(s->log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     ck_assert_msg(log_fd >= 0, "%s: %s", s->log_path, strerror(errno));
-    s->pid = spawn(argv, child_env.env, log_fd);
+    s->pid = spawn(argv, child_env.env, log_fd, opts != NULL ? opts->nofile : 0);
     close(log_fd);
     free(argv);
     free_env(&child_env);
@@ -394,7 +412,7 @@ int test_run_binary(const char *const *args, const char *const *env, char **outp
     ck_assert_msg(pipe2(fds, O_CLOEXEC) == 0, "pipe: %s", strerror(errno));
     struct child_env child_env = build_env(NULL, env);
     char **argv = build_argv(args);
-    pid_t pid = spawn(argv, child_env.env, fds[1]);
+    pid_t pid = spawn(argv, child_env.env, fds[1], 0);
     close(fds[1]);
     free(argv);
     free_env(&child_env);
@@ -463,6 +481,39 @@ long test_rss_kib(pid_t pid)
             break;
     fclose(f);
     return kib;
+}
+
+long test_cpu_ms(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%ld/stat", (long)pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    /* the name, in parentheses, may hold spaces: fields count from its end */
+    const char *p = strrchr(buf, ')');
+    unsigned long utime, stime;
+    if (p == NULL || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime, &stime) != 2)
+        return -1;
+    long hz = sysconf(_SC_CLK_TCK);
+    return (long)((utime + stime) * 1000UL / (unsigned long)(hz > 0 ? hz : 100));
+}
+
+int test_fd_count(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%ld/fd", (long)pid);
+    DIR *d = opendir(path);
+    if (d == NULL)
+        return -1;
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
 }
 
 void test_server_start_on_fresh_db(test_server *s, char **db, const char *const *env)

@@ -43,6 +43,24 @@ long test_rss_kib(pid_t pid);
  * exits first or that takes over 20 s. */
 void test_server_start(test_server *s, const char *db_conninfo, const char *const *env);
 
+/* What test_server_start_with may change besides the environment: limits
+ * set in the child before it execs the server (test-only; nothing the
+ * server reads). */
+typedef struct test_server_options {
+    long nofile; /* RLIMIT_NOFILE (soft and hard), when above 0 */
+} test_server_options;
+
+/* test_server_start, with opts (may be NULL). */
+void test_server_start_with(test_server *s, const char *db_conninfo, const char *const *env,
+                            const test_server_options *opts);
+
+/* CPU time (user + system) a process has used so far, in milliseconds, from
+ * /proc/PID/stat; -1 if it cannot be read. */
+long test_cpu_ms(pid_t pid);
+
+/* The number of file descriptors a process has open (/proc/PID/fd), or -1. */
+int test_fd_count(pid_t pid);
+
 /* A fresh database (test_pg_create_db, into *db) and a server on it
  * started as test_server_start does; and the end of both (stopping the
  * server if it still runs, dropping the database if there is one; *db is
