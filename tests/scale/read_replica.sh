@@ -67,7 +67,8 @@ start_h2pg app DATABASE_URL="$primary" DATABASE_READ_URL="$replica" MIGRATE_ON_S
 app_pid=$spawned
 base="http://127.0.0.1:$port"
 wait_until 10 answers "$port" /readyz || die "the service is not ready"
-migrated() { [[ "$(sql "$replica" "SELECT count(*) FROM schema_migrations" 2>/dev/null)" == 2 ]]; }
+nmig="$(find "$repo/migrations" -maxdepth 1 -name '[0-9]*.sql' | wc -l)"
+migrated() { [[ "$(sql "$replica" "SELECT count(*) FROM schema_migrations" 2>/dev/null)" == "$nmig" ]]; }
 wait_until 30 migrated || die "the migrations did not reach the replica"
 
 # calls of one statement on a server, by its text as pg_stat_statements
