@@ -2071,6 +2071,36 @@ static void exports_setup(void)
     PQfinish(c);
 }
 
+/* One whole export before the case's RSS is taken: what every export
+ * reuses is allocated by the first (under ASan its allocator's size
+ * classes: RSS +35 MiB at the first export of EXPORT_ROWS, then flat). */
+static void warm_up_exports(struct hostile *h)
+{
+    int fd = test_raw_connect(h->srv.port);
+    static const char req[] = "GET /export/orders HTTP/1.1\r\nHost: hostile.test\r\nConnection: close\r\n\r\n";
+    test_raw_send(fd, req, sizeof(req) - 1);
+    char head[16] = "", tail[8] = "";
+    size_t total = 0;
+    for (;;) { /* read as fast as it comes, keeping the start and the end */
+        char buf[65536];
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        ck_assert_msg(poll(&p, 1, IO_TIMEOUT_MS) == 1, "the warm-up export stalled after %zu bytes", total);
+        ssize_t n = recv(fd, buf, sizeof(buf), 0);
+        ck_assert_msg(n >= 0, "recv: %s", strerror(errno));
+        if (n == 0)
+            break;
+        if (total < sizeof(head) - 1)
+            memcpy(head + total, buf, (size_t)n < sizeof(head) - 1 - total ? (size_t)n : sizeof(head) - 1 - total);
+        if (n >= 5)
+            memcpy(tail, buf + n - 5, 5);
+        total += (size_t)n;
+    }
+    close(fd);
+    ck_assert_msg(strncmp(head, "HTTP/1.1 200", 12) == 0 && memcmp(tail, "0\r\n\r\n", 5) == 0,
+                  "the warm-up export: %zu bytes, starting \"%s\"", total, head);
+    h->rss_before = test_rss_kib(h->srv.pid);
+}
+
 /* Reads from fd until at least want bytes came (or the peer closed, or
  * IO_TIMEOUT_MS passed); returns how many. */
 static size_t read_at_least(int fd, size_t want)
@@ -2114,6 +2144,7 @@ START_TEST(exports_beyond_their_limit_get_503_at_once_and_leave_the_pool_to_othe
     struct hostile h;
     const char *const env[] = {"POOL_MAX=8", "THREADS=2", NULL};
     hostile_begin_env(&h, "pinned exports", env, NULL);
+    warm_up_exports(&h);
     peer p;
     connect_or_abort(&p, &h.srv);
     test_response r;
@@ -2231,6 +2262,7 @@ START_TEST(an_export_cut_short_is_logged_as_cut_and_a_whole_one_is_not)
     struct hostile h;
     const char *const env[] = {"STREAM_STALL_TIMEOUT_MS=" STR(STALL_LIMIT_MS), NULL};
     hostile_begin_env(&h, "exports cut", env, NULL);
+    warm_up_exports(&h);
     char req[192];
     /* whole */
     int fd = test_raw_connect(h.srv.port);
@@ -2277,6 +2309,41 @@ START_TEST(an_export_cut_short_is_logged_as_cut_and_a_whole_one_is_not)
     json_decref(hangup);
     json_decref(stall);
     hostile_end(&h);
+
+    /* LOG_FORMAT=text: " cut" after the byte count */
+    test_server s;
+    const char *const text_env[] = {"LOG_FORMAT=text", NULL};
+    test_server_start(&s, db, text_env);
+    fd = test_raw_connect(s.port);
+    len = snprintf(req, sizeof(req), "GET /export/orders?after=%lld HTTP/1.1\r\nHost: hostile.test\r\n"
+                                     "X-Request-Id: cut-text-whole\r\n\r\n", export_max_id - 10);
+    test_raw_send(fd, req, (size_t)len);
+    test_raw_read_response(fd, IO_TIMEOUT_MS, 0, &r);
+    ck_assert_int_eq(r.status, 200);
+    test_response_free(&r);
+    close(fd);
+    fd = test_raw_connect_rcvbuf(s.port, 4096);
+    len = snprintf(req, sizeof(req), "GET /export/orders HTTP/1.1\r\nHost: hostile.test\r\nX-Request-Id: cut-text\r\n\r\n");
+    test_raw_send(fd, req, (size_t)len);
+    ck_assert_uint_ge(read_at_least(fd, 8192), 8192);
+    close(fd);
+    ck_assert(test_server_log_wait(&s, " cut-text\n", IO_TIMEOUT_MS));
+    ck_assert(test_server_log_wait(&s, " cut-text-whole\n", IO_TIMEOUT_MS));
+    char *log = test_server_log(&s);
+    for (const char *line = log; *line != '\0';) {
+        const char *nl = strchr(line, '\n');
+        size_t n = nl != NULL ? (size_t)(nl - line) : strlen(line);
+        bool is_cut = n > 9 && memcmp(line + n - 9, " cut-text", 9) == 0;
+        bool is_whole = n > 15 && memcmp(line + n - 15, " cut-text-whole", 15) == 0;
+        if (is_cut || is_whole) {
+            bool marked = memmem(line, n, " /export/orders 200 ", 20) != NULL && memmem(line, n, " cut ", 5) != NULL;
+            ck_assert_msg(marked == is_cut, "LOG_FORMAT=text: %.*s", (int)n, line);
+            report("exports cut, LOG_FORMAT=text: %.*s", (int)n, line);
+        }
+        line += n + (nl != NULL);
+    }
+    free(log);
+    ck_assert_int_eq(test_server_stop(&s), 0);
 }
 END_TEST
 
