@@ -1,39 +1,122 @@
 #!/usr/bin/env bash
-# The benchmark: in one run, for each workload, the database's own ceiling
-# (pgbench -M prepared running the same SQL) and the service under wrk, then
-# a table: workload, service req/s, ceiling, ratio, p50, p99, non-2xx, RSS.
+# The benchmark: in one sitting, for each workload, the database's own
+# ceiling (pgbench -M prepared running the same SQL; static nginx for /json),
+# then h2pg and, if asked, its opponents one after the other under the same
+# wrk load, each measured the same way: req/s, p50, p99, non-2xx, and where
+# the CPU goes per request completed -- the server's (all its processes and
+# threads), PostgreSQL's (the whole cluster) and the load generator's -- plus
+# the share of the machine that something else took meanwhile.
 #
-#   bench/run.sh [seconds per measurement (default 10)]
+#   bench/run.sh [--peers node,tfb] [seconds per measurement (default 10)]
+#   PEERS=node,tfb bench/run.sh 10          (the same)
+#
+# Peers (opponents), on h2pg's benchmark database, each started once in a
+# session of its own and loaded only in its turn:
+#   node  fastify + postgres.js (/work/shared/peers/node), run from a writable
+#         copy: NODE_PEER_DIR (default /opt/node-peer); workers: PEER_THREADS
+#   tfb   TechEmpower's h2o C entry (/work/shared/peers/tfb-h2o): TFB_H2O_DIR
+#         (default /opt/tfb-h2o), TFB_RUN (default
+#         /work/shared/peers/tfb-h2o/run.sh); threads: PEER_THREADS
+# A workload runs for every server that serves it (h2pg: all; node: json,
+# plaintext, db, queries, updates, fortunes, user; tfb: the same but user),
+# back to back, each after a 2 s warm-up, so that a noisy machine hurts all
+# alike. With peers, a last table gives the ratios h2pg / peer.
 #
 # Starts everything itself: builds, a private PostgreSQL (synchronous_commit
-# off, as the reference figures were taken) unless DATABASE_URL is set, a
-# database with the benchmark data, the service, and nginx for the static
-# /json ceiling. Needs wrk, pgbench (postgresql-client), nginx.
-# Environment: THREADS, POOL_MAX (service), CONNS (wrk connections, 256),
-# ONLY (a workload name to run alone).
+# off, as the reference figures were taken) unless DATABASE_URL is set (then
+# in key=value form, and PostgreSQL's CPU is measured only if it runs on this
+# machine and its processes are visible), a database with the benchmark data,
+# the servers, and nginx for the static /json ceiling. Needs wrk, pgbench
+# (postgresql-client), nginx; node for the node peer.
+# Environment: THREADS, POOL_MAX (h2pg), CONNS (wrk connections, 256), ONLY
+# (workloads to run alone, comma-separated: json plaintext db queries updates
+# fortunes user transfer transfer-key), PEER_THREADS (peers' workers/threads,
+# default THREADS or the number of cores), PEER_DB_PASS (the database
+# password the peers give, if DATABASE_URL's server asks for one).
+#
+# CPU is read from /proc/<pid>/stat (utime + stime of every live process of a
+# server's or the cluster's process tree, plus cutime + cstime, which hold
+# the children that ended and were reaped meanwhile: PostgreSQL's postmaster
+# reaps every backend), before and after each measurement, so it counts what
+# each of them spent whatever else the machine was doing. The resolution is
+# one clock tick (10 ms) per process.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ -z "${DATABASE_URL:-}" ]; then
-    exec scripts/with-postgres.sh "$0" "$@"
-fi
-
-secs="${1:-10}"
+args=("$@")
+peers="${PEERS:-}"
+secs=10
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --peers) peers="${2:-}"; shift 2 ;;
+    --peers=*) peers="${1#--peers=}"; shift ;;
+    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    [0-9]*) secs="$1"; shift ;;
+    *) echo "bench: unknown argument $1 (bench/run.sh [--peers node,tfb] [seconds])" >&2; exit 2 ;;
+    esac
+done
 conns="${CONNS:-256}"
-only="${ONLY:-}"
+only=",${ONLY:-},"
+peer_threads="${PEER_THREADS:-${THREADS:-$(nproc)}}"
+node_dir="${NODE_PEER_DIR:-/opt/node-peer}"
+tfb_dir="${TFB_H2O_DIR:-/opt/tfb-h2o}"
+tfb_run="${TFB_RUN:-/work/shared/peers/tfb-h2o/run.sh}"
+servers=(h2pg)
+for p in ${peers//,/ }; do
+    case "$p" in
+    node)
+        if ! command -v node >/dev/null || [ ! -x "$node_dir/run.sh" ]; then
+            echo "bench: the node peer needs node and $node_dir/run.sh (set NODE_PEER_DIR to a writable copy of /work/shared/peers/node)" >&2
+            exit 1
+        fi ;;
+    tfb)
+        if [ ! -x "$tfb_run" ] || [ ! -x "$tfb_dir/opt/bin/h2o-app" ]; then
+            echo "bench: the tfb peer needs $tfb_run and a build in $tfb_dir (TFB_RUN, TFB_H2O_DIR)" >&2
+            exit 1
+        fi ;;
+    *) echo "bench: unknown peer $p (node, tfb)" >&2; exit 2 ;;
+    esac
+    servers+=("$p")
+done
+workloads=(json plaintext db queries updates fortunes user transfer transfer-key)
+want() { [ "$only" = ",," ] || [[ "$only" == *",$1,"* ]]; }
+serves() { # server workload
+    case "$1:$2" in
+    h2pg:*) return 0 ;;
+    node:json | node:plaintext | node:db | node:queries | node:updates | node:fortunes | node:user) return 0 ;;
+    tfb:json | tfb:plaintext | tfb:db | tfb:queries | tfb:updates | tfb:fortunes) return 0 ;;
+    esac
+    return 1
+}
+for w in ${ONLY//,/ }; do
+    [[ " ${workloads[*]} " == *" $w "* ]] || { echo "bench: unknown workload $w in ONLY (${workloads[*]})" >&2; exit 2; }
+done
 for tool in wrk pgbench nginx; do
     command -v "$tool" >/dev/null || {
         echo "bench: $tool is missing (apt-get install wrk postgresql-client nginx)" >&2
         exit 1
     }
 done
+if [ -z "${DATABASE_URL:-}" ]; then
+    exec scripts/with-postgres.sh "$0" "${args[@]}"
+fi
 scripts/build.sh >/dev/null
 
 work="$(mktemp -d)"
-server_pid=""
+declare -A pid_of=() base_of=() label_of=([h2pg]=h2pg [node]=node [tfb]=tfb-h2o)
 nginx_conf=""
+stop_servers() {
+    local s pid
+    for s in "${!pid_of[@]}"; do kill -TERM "${pid_of[$s]}" 2>/dev/null || true; done
+    for s in "${!pid_of[@]}"; do
+        pid="${pid_of[$s]}"
+        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+}
 cleanup() {
-    [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+    stop_servers
     [ -n "$nginx_conf" ] && nginx -c "$nginx_conf" -s stop 2>/dev/null
     psql -q "$DATABASE_URL" -c "DROP DATABASE IF EXISTS h2pg_bench WITH (FORCE)" 2>/dev/null || true
     rm -rf "$work"
@@ -53,7 +136,7 @@ psql -q "$DATABASE_URL" -c "DROP DATABASE IF EXISTS h2pg_bench WITH (FORCE)" -c 
 db="$DATABASE_URL dbname=h2pg_bench"
 build/h2pg migrate --database-url "$db" --log-level warn
 USERS=10000
-psql -q "$db" <<SQL
+psql -q "$db" >/dev/null <<SQL
 ALTER SYSTEM SET synchronous_commit = off;
 SELECT pg_reload_conf();
 INSERT INTO users (name, email) SELECT 'user ' || i, 'user' || i || '@example.com' FROM generate_series(1, $USERS) i;
@@ -65,19 +148,78 @@ VACUUM ANALYZE;
 SQL
 ACCOUNTS=$((USERS * 2))
 
-# ---- the service ----
-port="$(free_port)"
-# In a session of its own, as a service runs (systemd, a container) and as
-# PostgreSQL and nginx run here: with the kernel's autogroup scheduling
+# ---- PostgreSQL's processes: the postmaster is the checkpointer's parent ----
+pg_root=""
+ckpt=$(psql -Atq "$db" -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'" 2>/dev/null || true)
+if [ -n "$ckpt" ] && [ -r "/proc/$ckpt/status" ]; then
+    pg_root=$(awk '/^PPid:/ {print $2}' "/proc/$ckpt/status")
+    [ "$(cat "/proc/$pg_root/comm" 2>/dev/null)" = postgres ] || pg_root=""
+fi
+[ -n "$pg_root" ] || echo "bench: PostgreSQL's processes are not visible here; its CPU is not measured" >&2
+
+# ---- the servers ----
+# Each in a session of its own, as a service runs (systemd, a container) and
+# as PostgreSQL and nginx run here: with the kernel's autogroup scheduling
 # (sched_autogroup_enabled=1) each session shares the CPUs as one group, so
 # a server left in this script's session would split one share with wrk
 # while PostgreSQL has a whole one (measured: /db 51-61k req/s so, 85k in
-# its own session, on the same code).
-DATABASE_URL="$db" MIGRATE_ON_START=false LOG_LEVEL=warn PORT="$port" HOST=127.0.0.1 \
-    setsid build/h2pg serve >"$work/server.log" 2>&1 &
-server_pid=$!
-for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
-base="http://127.0.0.1:$port"
+# its own session, on the same code). (Without job control a background
+# child is no process-group leader, so setsid execs in place: $! is the
+# server.)
+wait_ready() { # server url
+    local pid="${pid_of[$1]}"
+    for _ in $(seq 300); do
+        curl -fs -o /dev/null "$2" && return 0
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "bench: ${label_of[$1]} did not answer $2; its log:" >&2
+    tail -n 20 "$work/$1.log" >&2
+    exit 1
+}
+# the peers log in as h2pg's user, to the same database
+pg_user=$(psql -Atq "$db" -c "SELECT current_user")
+pg_host=$(psql -Atq "$db" -c "SELECT coalesce(host(inet_server_addr()), '127.0.0.1')")
+pg_port=$(psql -Atq "$db" -c "SELECT current_setting('port')")
+pg_pass="${PEER_DB_PASS:-${PGPASSWORD:-}}"
+if [ -z "$pg_pass" ] && [[ " $DATABASE_URL " =~ [[:space:]]password=([^[:space:]]+) ]]; then
+    pg_pass="${BASH_REMATCH[1]}"
+fi
+urlenc() {
+    local s="$1" out="" c i
+    for ((i = 0; i < ${#s}; i++)); do
+        c="${s:i:1}"
+        case "$c" in [A-Za-z0-9._~-]) out+="$c" ;; *) out+=$(printf '%%%02X' "'$c") ;; esac
+    done
+    printf '%s' "$out"
+}
+start_server() { # name
+    local port
+    port="$(free_port)"
+    case "$1" in
+    h2pg)
+        DATABASE_URL="$db" MIGRATE_ON_START=false LOG_LEVEL=warn PORT="$port" HOST=127.0.0.1 \
+            setsid build/h2pg serve >"$work/h2pg.log" 2>&1 &
+        pid_of[h2pg]=$!
+        wait_ready h2pg "http://127.0.0.1:$port/readyz" ;;
+    node)
+        DATABASE_URL="postgresql://$(urlenc "$pg_user")${pg_pass:+:$(urlenc "$pg_pass")}@$pg_host:$pg_port/h2pg_bench" \
+            PORT="$port" WORKERS="$peer_threads" setsid "$node_dir/run.sh" >"$work/node.log" 2>&1 &
+        pid_of[node]=$!
+        wait_ready node "http://127.0.0.1:$port/readyz" ;;
+    tfb)
+        TFB_H2O_DIR="$tfb_dir" DB_HOST="$pg_host" DB_PORT="$pg_port" DB_NAME=h2pg_bench DB_USER="$pg_user" \
+            DB_PASS="$pg_pass" THREADS="$peer_threads" setsid "$tfb_run" "$port" >"$work/tfb.log" 2>&1 &
+        pid_of[tfb]=$!
+        wait_ready tfb "http://127.0.0.1:$port/json" ;;
+    esac
+    base_of[$1]="http://127.0.0.1:$port"
+}
+for s in "${servers[@]}"; do # those that serve a workload of this run
+    for w in "${workloads[@]}"; do
+        if want "$w" && serves "$s" "$w"; then start_server "$s"; break; fi
+    done
+done
 
 # ---- nginx: the static ceiling for /json ----
 nginx_conf="$work/nginx.conf"
@@ -99,6 +241,9 @@ http {
 EOF
 nginx -c "$nginx_conf" 2>/dev/null && break
 done
+base_of[nginx]="http://127.0.0.1:$nport"
+for _ in $(seq 50); do [ -s "$work/nginx.pid" ] && break; sleep 0.1; done
+pid_nginx=$(cat "$work/nginx.pid" 2>/dev/null || true)
 
 # ---- pgbench scripts: the same SQL the service runs ----
 cat >"$work/db.sql" <<'EOF'
@@ -158,8 +303,12 @@ COMMIT;
 EOF
 
 # ---- wrk scripts for the POST and random-id workloads ----
+# GET /users/{id}: ids 1..USERS, all of which exist; the same script for
+# every server that serves it.
 cat >"$work/user.lua" <<EOF
-math.randomseed(os.time())
+local thread_id = 0
+setup = function(thread) thread_id = thread_id + 1; thread:set("tid", thread_id) end
+init = function() math.randomseed(os.time() + tid) end
 request = function()
   return wrk.format("GET", "/users/" .. math.random(1, $USERS))
 end
@@ -183,67 +332,194 @@ end
 EOF
 
 # ---- measuring ----
-pg_tps() { # script -> tps
-    { pgbench -n -M prepared -c64 -j2 -T "$secs" -f "$1" "$db" 2>"$work/pgbench.err" || true; } |
-        awk '/^tps/ {printf "%d", $3}'
-    if grep -q aborted "$work/pgbench.err"; then
-        echo "bench: pgbench $(basename "$1") had aborted clients:" >&2
-        grep -m3 error "$work/pgbench.err" >&2
-    fi
+hz=$(getconf CLK_TCK)
+page_kib=$(($(getconf PAGESIZE) / 1024))
+ncpu=$(nproc)
+# CPU ticks (utime + stime + cutime + cstime) and RSS (KiB) of the process
+# trees under each root pid, one "ticks kib" line per root ("0 0" for none),
+# from one pass over /proc.
+proc_trees() { # root pid...
+    # cat, not awk, opens the files: a process may end between the glob and
+    # the read, and mawk stops at a file it cannot open
+    cat /proc/[0-9]*/stat 2>/dev/null | awk -v roots="$*" -v pk="$page_kib" '
+    {
+        p = 0; s = $0
+        while ((i = index(substr(s, p + 1), ")")) > 0) p += i # comm may hold ")"
+        split(substr(s, p + 2), f, " ")                        # f[1] = field 3, state
+        pid = $1 ""; pp[pid] = f[2] ""; t[pid] = f[12] + f[13] + f[14] + f[15]; r[pid] = f[22]
+    }
+    END {
+        n = split(roots, R, " ")
+        for (k = 1; k <= n; k++) {
+            delete inside; inside[R[k] ""] = 1
+            do {
+                grown = 0
+                for (x in pp) if (!(x in inside) && (pp[x] in inside)) { inside[x] = 1; grown = 1 }
+            } while (grown)
+            ct = 0; rs = 0
+            for (x in inside) if (x in t) { ct += t[x]; rs += r[x] }
+            printf "%d %d\n", ct, rs * pk
+        }
+    }'
 }
-sample_rss() {
+busy_ticks() { awk '$1 == "cpu" {print $2 + $3 + $4 + $7 + $8 + $9; exit}' /proc/stat; }
+snap() { # server-root ("none": no server) -> "server-ticks pg-ticks busy-ticks"
+    local a b
+    { read -r a _; read -r b _; } < <(proc_trees "${1:-none}" "${pg_root:-none}")
+    echo "$a $b $(busy_ticks)"
+}
+us_per() { # ticks count -> microseconds per unit, or "-"
+    awk -v t="$1" -v n="$2" -v hz="$hz" 'BEGIN { if (t == "" || n + 0 <= 0) print "-"; else printf "%.1f", t * 1e6 / hz / n }'
+}
+sample_rss() { # root pid: peak RSS of its tree, KiB, into $work/rss
     local peak=0 v
-    while kill -0 "$server_pid" 2>/dev/null; do
-        v=$(awk '/VmRSS/ {print $2}' "/proc/$server_pid/status" 2>/dev/null || echo 0)
+    while kill -0 "$1" 2>/dev/null; do
+        read -r _ v < <(proc_trees "$1")
         [ "${v:-0}" -gt "$peak" ] && peak=$v && echo "$peak" >"$work/rss"
         sleep 0.2
     done
 }
-run_wrk() { # path [lua] -> sets req p50 p99 non2xx rss_mib
-    local out args=(-t2 -c"$conns" -d"${secs}s" --latency)
-    [ -n "${2:-}" ] && args+=(-s "$2")
-    wrk "${args[@]}" -d2s "$base$1" >/dev/null 2>&1 || true # warm up
+# Fills the row's fields from the CPU before (s0) and after (s1), the
+# client's ticks and the count of requests or transactions.
+cpu_fields() { # "s0" "s1" client-ticks count server-measured(1/0)
+    local -a x y
+    local srv=0
+    read -r -a x <<<"$1"; read -r -a y <<<"$2"
+    if [ "$5" = 1 ]; then srv=$((y[0] - x[0])); srv_us=$(us_per "$srv" "$4"); else srv_us="-"; fi
+    if [ -n "$pg_root" ]; then pg_us=$(us_per $((y[1] - x[1])) "$4"); else pg_us="-"; fi
+    cli_us=$(us_per "$3" "$4")
+    # everything else busy on the machine meanwhile, as a share of all its CPU
+    other=$(awk -v b=$((y[2] - x[2])) -v m=$(($3 + srv + y[1] - x[1])) -v w="$window" -v hz="$hz" -v c="$ncpu" \
+        'BEGIN { v = (b - m) / (w * hz * c) * 100; if (v < 0) v = 0; printf "%.0f%%", v }')
+}
+# wrk against one server (or nginx): sets req p50 p99 non2xx srv_us pg_us
+# cli_us other rss_mib
+run_wrk() { # server path [lua]
+    local url="${base_of[$1]}$2" root out s0 s1 t0 t1 args=(-t2 -c"$conns" -d"${secs}s" --latency)
+    if [ "$1" = nginx ]; then root="$pid_nginx"; else root="${pid_of[$1]}"; fi
+    [ -n "${3:-}" ] && args+=(-s "$3")
+    wrk "${args[@]}" -d2s "$url" >/dev/null 2>&1 || true # warm up
     echo 0 >"$work/rss"
-    sample_rss &
+    sample_rss "$root" &
     local sampler=$!
-    out="$(wrk "${args[@]}" "$base$1" 2>&1)"
+    s0=$(snap "$root"); t0=$(date +%s.%N)
+    # the subshell's cutime + cstime, once wrk is reaped, are wrk's CPU
+    out="$(wrk "${args[@]}" "$url" 2>&1; me=$BASHPID; echo "client-ticks $(awk '{ sub(/.*\) /, ""); print $14 + $15 }' "/proc/$me/stat")")"
+    s1=$(snap "$root"); t1=$(date +%s.%N)
     kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null || true
+    window=$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')
     req=$(awk '/Requests\/sec/ {printf "%d", $2}' <<<"$out")
     p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
     p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
     non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
     non2xx=${non2xx:-0}
+    local n cli errs
+    n=$(awk '/ requests in / {print $1}' <<<"$out")
+    cli=$(awk '$1 == "client-ticks" {print $2}' <<<"$out")
     errs=$(awk '/Socket errors/ {print}' <<<"$out")
-    [ -n "$errs" ] && echo "  ($1: $errs)" >&2
+    [ -n "$errs" ] && echo "  (${label_of[$1]:-$1} $2: $errs)" >&2
+    [ -n "$req" ] || { echo "  (${label_of[$1]:-$1} $2: wrk failed: $out)" >&2; req=0 p50=- p99=-; }
+    cpu_fields "$s0" "$s1" "${cli:-0}" "${n:-0}" 1
     rss_mib=$(awk '{printf "%.1f", $1 / 1024}' "$work/rss")
 }
-
-printf '%-34s %10s %10s %7s %9s %9s %8s %8s\n' workload "req/s" ceiling ratio p50 p99 non-2xx "RSS MiB" | tee "$work/table"
-row() { # name ceiling-label
-    local ratio="-"
-    [ "${2:-0}" -gt 0 ] 2>/dev/null && ratio=$(awk -v a="$req" -v b="$2" 'BEGIN {printf "%.2f", a / b}')
-    printf '%-34s %10s %10s %7s %9s %9s %8s %8s\n' "$1" "$req" "${3:-$2}" "$ratio" "$p50" "$p99" "$non2xx" "$rss_mib" | tee -a "$work/table"
+# pgbench with the same SQL: sets req (tps) pg_us cli_us other, srv_us "-"
+run_pgbench() { # script
+    local out s0 s1 t0 t1
+    s0=$(snap none); t0=$(date +%s.%N)
+    out="$({ pgbench -n -M prepared -c64 -j2 -T "$secs" -f "$1" "$db" 2>"$work/pgbench.err" || true; }
+        me=$BASHPID; echo "client-ticks $(awk '{ sub(/.*\) /, ""); print $14 + $15 }' "/proc/$me/stat")")"
+    sleep 0.2 # its backends end (the postmaster reaps them into its cutime)
+    s1=$(snap none); t1=$(date +%s.%N)
+    window=$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')
+    if grep -q aborted "$work/pgbench.err"; then
+        echo "bench: pgbench $(basename "$1") had aborted clients:" >&2
+        grep -m3 error "$work/pgbench.err" >&2
+    fi
+    req=$(awk '/^tps/ {printf "%d", $3}' <<<"$out")
+    local n
+    n=$(awk '/number of transactions actually processed/ {split($NF, a, "/"); print a[1]}' <<<"$out")
+    cpu_fields "$s0" "$s1" "$(awk '$1 == "client-ticks" {print $2}' <<<"$out")" "${n:-0}" 0
+    p50=- p99=- non2xx=- rss_mib=-
 }
-want() { [ -z "$only" ] || [ "$only" = "$1" ]; }
+
+fmt='| %-33s | %-19s | %9s | %10s | %8s | %8s | %7s | %13s | %9s | %13s | %7s | %7s |\n'
+# shellcheck disable=SC2059 # one format for every row of the tables
+header() {
+    printf "$fmt" workload server "req/s" "of ceiling" p50 p99 non-2xx "server µs/req" "PG µs/req" "client µs/req" "RSS MiB" "others"
+    printf "$fmt" :- :- -: -: -: -: -: -: -: -: -: -: | tr ' ' - | sed 's/|-/| /g; s/-|/ |/g'
+}
+# shellcheck disable=SC2059
+row() { # workload server [ceiling]
+    local of="-"
+    [ "${3:-0}" -gt 0 ] 2>/dev/null && of=$(awk -v a="$req" -v b="$3" 'BEGIN {printf "%.2f", a / b}')
+    printf "$fmt" "$1" "$2" "$req" "$of" "$p50" "$p99" "$non2xx" "$srv_us" "$pg_us" "$cli_us" "$rss_mib" "$other"
+    echo "$1|$2|$req|$srv_us|$pg_us" >>"$work/results"
+}
+workload() { # name label path [lua]: the servers that serve it, after the ceiling
+    local s
+    for s in "${servers[@]}"; do
+        serves "$s" "$1" || continue
+        run_wrk "$s" "$3" "${4:-}"; row "$2" "${label_of[$s]}" "$ceiling"
+    done
+    echo
+}
+: >"$work/results"
+echo "bench: servers ${servers[*]}; wrk -t2 -c$conns ${secs}s per measurement after a 2 s warm-up; load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 
 if want json; then
-    ceiling=$(wrk -t2 -c"$conns" -d"${secs}s" "http://127.0.0.1:$nport/json" | awk '/Requests\/sec/ {printf "%d", $2}')
-    run_wrk /json; row "/json (ceiling: static nginx)" "$ceiling"
+    header; run_wrk nginx /json; row /json "nginx (static)"; ceiling=$req
+    workload json /json /json
 fi
-if want plaintext; then run_wrk /plaintext; row "/plaintext" 0 "-"; fi
-if want db; then c=$(pg_tps "$work/db.sql"); run_wrk /db; row "/db" "$c"; fi
+if want plaintext; then header; ceiling=0; workload plaintext /plaintext /plaintext; fi
+if want db; then
+    header; run_pgbench "$work/db.sql"; row /db pgbench; ceiling=$req
+    workload db /db /db
+fi
 if want queries; then
-    plain=$(pg_tps "$work/queries.sql")
-    c=$(pg_tps "$work/queries-pipelined.sql")
-    run_wrk "/queries?queries=20"; row "/queries?queries=20 (pipelined)" "$c" "$c ($plain)"
+    header
+    run_pgbench "$work/queries.sql"; row "/queries?queries=20" "pgbench"
+    run_pgbench "$work/queries-pipelined.sql"; row "/queries?queries=20" "pgbench (pipelined)"; ceiling=$req
+    workload queries "/queries?queries=20" "/queries?queries=20"
 fi
-if want updates; then c=$(pg_tps "$work/updates.sql"); run_wrk "/updates?queries=20"; row "/updates?queries=20" "$c"; fi
-if want fortunes; then c=$(pg_tps "$work/fortunes.sql"); run_wrk /fortunes; row "/fortunes" "$c"; fi
-if want user; then c=$(pg_tps "$work/user.sql"); run_wrk /users/1 "$work/user.lua"; row "GET /users/{id}" "$c"; fi
-if want transfer; then c=$(pg_tps "$work/transfer.sql"); run_wrk /transfers "$work/transfer.lua"; row "POST /transfers" "$c"; fi
+if want updates; then
+    header; run_pgbench "$work/updates.sql"; row "/updates?queries=20" pgbench; ceiling=$req
+    workload updates "/updates?queries=20" "/updates?queries=20"
+fi
+if want fortunes; then
+    header; run_pgbench "$work/fortunes.sql"; row /fortunes pgbench; ceiling=$req
+    workload fortunes /fortunes /fortunes
+fi
+if want user; then
+    header; run_pgbench "$work/user.sql"; row "GET /users/{id}" pgbench; ceiling=$req
+    workload user "GET /users/{id}" /users/1 "$work/user.lua"
+fi
+if want transfer; then
+    header; run_pgbench "$work/transfer.sql"; row "POST /transfers" pgbench; ceiling=$req
+    workload transfer "POST /transfers" /transfers "$work/transfer.lua"
+fi
 if want transfer-key; then
-    c=$(pg_tps "$work/transfer-key.sql")
-    IDEMPOTENT=1 run_wrk /transfers "$work/transfer.lua"; row "POST /transfers + Idempotency-Key" "$c"
+    header; run_pgbench "$work/transfer-key.sql"; row "POST /transfers + Idempotency-Key" pgbench; ceiling=$req
+    IDEMPOTENT=1 workload transfer-key "POST /transfers + Idempotency-Key" /transfers "$work/transfer.lua"
 fi
-echo
-echo "$(date -u +%Y-%m-%d) $(nproc) cores, $(uname -m); wrk -t2 -c$conns ${secs}s; pgbench -M prepared -c64 -j2; THREADS=${THREADS:-$(nproc)} POOL_MAX=${POOL_MAX:-32}"
+
+# ---- h2pg against each peer, ratios h2pg / peer ----
+ran=()
+for s in "${servers[@]:1}"; do [ -n "${pid_of[$s]:-}" ] && ran+=("$s"); done
+if [ ${#ran[@]} -gt 0 ]; then
+    echo "h2pg / peer (a ratio above 1 is h2pg faster in req/s; below 1, h2pg cheaper in µs/req):"
+    echo
+    echo "| workload | peer | req/s h2pg / peer | ratio | server µs/req h2pg / peer | ratio | PG µs/req h2pg / peer | ratio |"
+    echo "|:-|:-|-:|-:|-:|-:|-:|-:|"
+    awk -F'|' '
+    # no ratio of next to nothing (PostgreSQL on /json: a stray tick)
+    function ratio(a, b) { return (a == "-" || b == "-" || a + 0 < 0.5 || b + 0 < 0.5) ? "-" : sprintf("%.2f", a / b) }
+    $2 == "h2pg" { r[$1] = $3; s[$1] = $4; p[$1] = $5; next }
+    $2 == "node" || $2 == "tfb-h2o" {
+        if (!($1 in r)) next
+        printf "| %s | %s | %s / %s | %s | %s / %s | %s | %s / %s | %s |\n", $1, $2, r[$1], $3, ratio(r[$1], $3),
+            s[$1], $4, ratio(s[$1], $4), p[$1], $5, ratio(p[$1], $5)
+    }' "$work/results"
+    echo
+fi
+echo "$(date -u +%Y-%m-%d) $(nproc) cores, $(uname -m); wrk -t2 -c$conns ${secs}s; pgbench -M prepared -c64 -j2; h2pg THREADS=${THREADS:-$(nproc)} POOL_MAX=${POOL_MAX:-32}$([ ${#ran[@]} -gt 0 ] && echo "; peers ${ran[*]} with $peer_threads workers/threads"); load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "CPU per request completed (µs): the server's processes and threads, PostgreSQL's whole cluster, the client (wrk or pgbench); others: the rest of the machine's busy CPU during the run, as a share of all of it"
