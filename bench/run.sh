@@ -88,7 +88,8 @@ serves() { # server workload
     esac
     return 1
 }
-for w in ${ONLY//,/ }; do
+only_list="${ONLY:-}"
+for w in ${only_list//,/ }; do
     [[ " ${workloads[*]} " == *" $w "* ]] || { echo "bench: unknown workload $w in ONLY (${workloads[*]})" >&2; exit 2; }
 done
 for tool in wrk pgbench nginx; do
