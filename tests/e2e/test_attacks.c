@@ -466,8 +466,13 @@ static void attack_once(attacker *k, conn *c)
             break;
         }
         if (off < cur_len && stopped == 0) {
+            int64_t attempt = now_us();
             ssize_t w = conn_send(c, cur + off, cur_len - off);
             if (w < 0) {
+                /* a TLS write the server's close cut short reports no
+                 * byte sent, though records of it went out */
+                if (first_byte == 0)
+                    first_byte = attempt;
                 /* what the server answered before it closed is still to be read */
                 while ((r = conn_recv(c, buf, sizeof(buf))) > 0)
                     if (ngot < sizeof(got)) {
