@@ -411,19 +411,18 @@ int db__pool_shared(db_pool *p, db_conn **out)
     aio_event_clear(&p->shared_ready);
     db_conn *c;
     int rc = db_pool_acquire(p, &c);
+    if (rc == 0) {
+        c->state = DB_CONN_SHARED;
+        c->holder = NULL;
+        c->retired = false;
+        c->watchdog.cb = on_watchdog;
+        c->watchdog_loop = aio_loop_evloop(aio_loop_current());
+        p->shared = c; /* before the waiters wake: they take it, not a connection of their own */
+        *out = c;
+    }
     p->shared_opening = false;
     aio_event_set(&p->shared_ready);
-    if (rc < 0)
-        return rc;
-    c->state = DB_CONN_SHARED;
-    c->holder = NULL;
-    c->retired = false;
-    c->watchdog.cb = on_watchdog;
-    c->watchdog_loop = aio_loop_evloop(aio_loop_current());
-    if (p->shared == NULL)
-        p->shared = c;
-    *out = c;
-    return 0;
+    return rc < 0 ? rc : 0;
 }
 
 /* Stops sharing c: the janitor cancels its abandoned statements as they
@@ -459,7 +458,10 @@ static void on_watchdog(h2o_timeout_entry_t *e)
         return;
     }
     bool again = c->cancel_target == head && now - c->cancel_at >= RECANCEL_EVERY;
-    if ((c->cancel_target != head && now - c->head_since >= AIO_MSEC(WATCHDOG_MS)) || again) {
+    /* h2o's clock is in whole, cached milliseconds: a tick may come up to
+     * one early by ours */
+    bool overdue = now - c->head_since >= AIO_MSEC(WATCHDOG_MS - 1);
+    if ((c->cancel_target != head && overdue) || again) {
         c->cancel_target = head;
         c->cancel_at = now;
         cancel_in_background(c->pool, c);

@@ -10,6 +10,7 @@
 #define H2PG_TESTS_AIO_CHECK_H
 
 #include <check.h>
+#include <stdbool.h>
 
 #include "aio/aio.h"
 #include "support/clock.h"
@@ -24,14 +25,16 @@
     END_TEST                                                                                                                       \
     static int name##_body(void *arg __attribute__((unused)))
 
-/* From a task: polls cond every 10 ms for at most ms milliseconds, then
- * asserts it. */
+/* From a task: polls cond every 10 ms for at most ms milliseconds and
+ * asserts its last reading (not a fresh one: a condition that held once
+ * and then stopped would fail with a wrong message). */
 #define AIO_WAIT_UNTIL(cond, ms)                                                                                       \
     do {                                                                                                               \
         int64_t wait_t0_ = aio_now();                                                                                  \
-        while (!(cond) && ms_since_ns(wait_t0_) < (ms))                                                                \
+        bool wait_ok_;                                                                                                 \
+        while (!(wait_ok_ = (cond)) && ms_since_ns(wait_t0_) < (ms))                                                   \
             ck_assert_int_eq(aio_sleep(AIO_MSEC(10)), 0);                                                              \
-        ck_assert_msg((cond), "still not true after %d ms: %s", (int)(ms), #cond);                                     \
+        ck_assert_msg(wait_ok_, "still not true after %d ms: %s", (int)(ms), #cond);                                   \
     } while (0)
 
 #endif
