@@ -54,7 +54,7 @@ static int list_users(server_req *r)
     PGresult *res;
     int rc = routes_page_params(r, &page);
     if (rc == 0)
-        rc = routes_exec(r, NULL, &LIST_USERS, DB_PARAMS(DB_INT8(page.after), DB_INT8(page.limit)), &res);
+        rc = routes_read(r, &LIST_USERS, DB_PARAMS(DB_INT8(page.after), DB_INT8(page.limit)), &res);
     return rc < 0 ? rc : routes_page_answer(r, res, page.limit);
 }
 

@@ -17,7 +17,7 @@
 # check, a sanitizer report, a leak, a timeout), naming the input; keep it
 # as a regression test with
 #   cp <input> fuzz/regressions/<target>/<what-it-is>
-# and replay it with build-fuzz/fuzz_<target> <input>.
+# and replay it with build-fuzz/fuzz/fuzz_<target> <input>.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -60,7 +60,7 @@ for t in "${targets[@]}"; do
     echo "== $t"
     status=0
     # new inputs go to the first directory only; the others are read
-    "build-fuzz/fuzz_$t" "${dict[@]}" -max_total_time="$seconds" -timeout=10 -print_final_stats=1 \
+    "build-fuzz/fuzz/fuzz_$t" "${dict[@]}" -max_total_time="$seconds" -timeout=10 -print_final_stats=1 \
         -artifact_prefix="$dir/artifacts/" "$dir/corpus" "fuzz/corpus/$t" "fuzz/regressions/$t" \
         >"$log" 2>&1 || status=$?
     last="$(grep -E '^#[0-9]+' "$log" | tail -1 || true)"
@@ -80,7 +80,7 @@ for t in "${targets[@]}"; do
     echo "$line"
     summary+=("$line")
     if [ "$merge" = 1 ] && [ "$status" -eq 0 ]; then
-        "build-fuzz/fuzz_$t" -merge=1 "fuzz/corpus/$t" "$dir/corpus" >"$dir/merge.log" 2>&1
+        "build-fuzz/fuzz/fuzz_$t" -merge=1 "fuzz/corpus/$t" "$dir/corpus" >"$dir/merge.log" 2>&1
         echo "   merged into fuzz/corpus/$t: $(sed -n 's/^MERGE-OUTER: \([0-9]* new files.*\)/\1/p' "$dir/merge.log")"
     fi
 done

@@ -70,6 +70,8 @@ typedef struct server_worker {
     /* out of file descriptors, accepting pauses (worker.c, on_accept) */
     h2o_timeout_t accept_backoff;
     h2o_timeout_entry_t accept_resume;
+    int64_t accept_warned_at; /* aio_now() of the last warning, 0 before */
+    unsigned accept_pauses;   /* pauses since that warning */
 } server_worker;
 
 /* What the worker knows of each accepted connection, by fd. */

@@ -37,6 +37,23 @@ static void on_accept_resume(h2o_timeout_entry_t *e)
         h2o_socket_read_start(w->listener, on_accept);
 }
 
+/* A shortage of descriptors lasts as long as the attack or the leak that
+ * causes it: one warning every ACCEPT_WARN_EVERY, with how many times the
+ * listener paused meanwhile, rather than one per pause. */
+#define ACCEPT_WARN_EVERY AIO_SEC(10)
+
+static void warn_accept_paused(server_worker *w, int err)
+{
+    w->accept_pauses++;
+    int64_t now = aio_now();
+    if (w->accept_warned_at != 0 && now - w->accept_warned_at < ACCEPT_WARN_EVERY)
+        return;
+    log_warn("worker %d: cannot accept (%s): pausing the listener for %d ms (%u pauses since the last warning)",
+             w->id, strerror(err), ACCEPT_BACKOFF_MS, w->accept_pauses);
+    w->accept_warned_at = now;
+    w->accept_pauses = 0;
+}
+
 static void on_accept(h2o_socket_t *listener, const char *err)
 {
     server_worker *w = listener->data;
@@ -52,8 +69,7 @@ static void on_accept(h2o_socket_t *listener, const char *err)
                  * and the listener stays readable, so retrying now would
                  * spin; pause it until descriptors may have been freed */
                 if (!h2o_timeout_is_linked(&w->accept_resume)) {
-                    log_warn("worker %d: cannot accept (%s): pausing the listener for %d ms", w->id,
-                             strerror(errno), ACCEPT_BACKOFF_MS);
+                    warn_accept_paused(w, errno);
                     h2o_socket_read_stop(listener);
                     h2o_timeout_link(w->ctx.loop, &w->accept_backoff, &w->accept_resume);
                 }
