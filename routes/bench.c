@@ -4,12 +4,12 @@
  * one statement with ids sorted (so concurrent updates lock rows in the same
  * order and cannot deadlock), and fortunes sorted and HTML-escaped. */
 #include <errno.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "aio/aio.h"
+#include "base/fmt.h"
 #include "routes/handler.h"
 #include "server/parse.h"
 
@@ -50,6 +50,23 @@ static int plaintext(server_req *r)
 
 static const db_stmt WORLD = DB_STMT("world_by_id", "SELECT id, randomnumber FROM world WHERE id = $1", 1);
 
+/* {"id":ID,"randomNumber":N} into out (at most WORLD_JSON_MAX bytes) */
+#define WORLD_JSON_MAX (sizeof("{\"id\":,\"randomNumber\":}") - 1 + 2 * BASE_FMT_I64_MAX)
+
+static size_t world_json(char *out, int64_t id, int64_t number)
+{
+    static const char a[] = "{\"id\":", b[] = ",\"randomNumber\":";
+    size_t n = 0;
+    memcpy(out, a, sizeof(a) - 1);
+    n += sizeof(a) - 1;
+    n += base_fmt_i64(out + n, id);
+    memcpy(out + n, b, sizeof(b) - 1);
+    n += sizeof(b) - 1;
+    n += base_fmt_i64(out + n, number);
+    out[n++] = '}';
+    return n;
+}
+
 static int db_route(server_req *r)
 {
     PGresult *res;
@@ -58,11 +75,10 @@ static int db_route(server_req *r)
         PQclear(res);
         return rc < 0 ? rc : routes_problem(r, 500, "the world table is incomplete");
     }
-    char body[64];
-    int n = snprintf(body, sizeof(body), "{\"id\":%lld,\"randomNumber\":%lld}", (long long)db_get_int(res, 0, 0),
-                     (long long)db_get_int(res, 0, 1));
+    char body[WORLD_JSON_MAX];
+    size_t n = world_json(body, db_get_int(res, 0, 0), db_get_int(res, 0, 1));
     PQclear(res);
-    server_respond(r, 200, "application/json", body, (size_t)n);
+    server_respond(r, 200, "application/json", body, n);
     return 0;
 }
 
@@ -92,8 +108,7 @@ struct world_rows {
 
 static void respond_rows(server_req *r, const struct world_rows *w)
 {
-    /* at most 500 * 40 bytes */
-    size_t cap = (size_t)w->n * 40 + 2;
+    size_t cap = (size_t)w->n * (WORLD_JSON_MAX + 1) + 2;
     char *body = base_arena_alloc(server_req_arena(r), cap);
     if (body == NULL) {
         server_respond_problem(r, 500, "out of memory", NULL);
@@ -101,9 +116,11 @@ static void respond_rows(server_req *r, const struct world_rows *w)
     }
     size_t len = 0;
     body[len++] = '[';
-    for (int i = 0; i < w->n; i++)
-        len += (size_t)snprintf(body + len, cap - len, "%s{\"id\":%d,\"randomNumber\":%d}", i ? "," : "", w->id[i],
-                                w->number[i]);
+    for (int i = 0; i < w->n; i++) {
+        if (i > 0)
+            body[len++] = ',';
+        len += world_json(body + len, w->id[i], w->number[i]);
+    }
     body[len++] = ']';
     server_respond(r, 200, "application/json", body, len);
 }
@@ -177,13 +194,16 @@ static int choose_rows(struct world_rows *w, int32_t *ids, int32_t *numbers)
 /* "{1,2,3}" in the request's arena, or NULL. */
 static const char *int_array(server_req *r, const int32_t *v, int n)
 {
-    char *s = base_arena_alloc(server_req_arena(r), (size_t)n * 12 + 3);
+    char *s = base_arena_alloc(server_req_arena(r), (size_t)n * (BASE_FMT_I64_MAX + 1) + 3);
     if (s == NULL)
         return NULL;
     size_t len = 0;
     s[len++] = '{';
-    for (int i = 0; i < n; i++)
-        len += (size_t)sprintf(s + len, "%s%d", i ? "," : "", v[i]);
+    for (int i = 0; i < n; i++) {
+        if (i > 0)
+            s[len++] = ',';
+        len += base_fmt_i64(s + len, v[i]);
+    }
     s[len++] = '}';
     s[len] = '\0';
     return s;
@@ -235,45 +255,6 @@ static int cmp_fortune(const void *a, const void *b)
     return c ? c : (x->len > y->len) - (x->len < y->len);
 }
 
-static size_t escaped_len(const char *s, int len)
-{
-    size_t n = 0;
-    for (int i = 0; i < len; i++) {
-        switch (s[i]) {
-        case '&': n += 5; break;
-        case '<':
-        case '>': n += 4; break;
-        case '"':
-        case '\'': n += 6; break;
-        default: n += 1;
-        }
-    }
-    return n;
-}
-
-static size_t escape_html(char *out, const char *s, int len)
-{
-    size_t n = 0;
-    for (int i = 0; i < len; i++) {
-        const char *rep = NULL;
-        switch (s[i]) {
-        case '&': rep = "&amp;"; break;
-        case '<': rep = "&lt;"; break;
-        case '>': rep = "&gt;"; break;
-        case '"': rep = "&quot;"; break;
-        case '\'': rep = "&#39;"; break;
-        }
-        if (rep) {
-            size_t l = strlen(rep);
-            memcpy(out + n, rep, l);
-            n += l;
-        } else {
-            out[n++] = s[i];
-        }
-    }
-    return n;
-}
-
 static int fortunes(server_req *r)
 {
     PGresult *res;
@@ -300,9 +281,10 @@ static int fortunes(server_req *r)
     static const char head[] = "<!DOCTYPE html><html><head><title>Fortunes</title></head><body><table>"
                                "<tr><th>id</th><th>message</th></tr>";
     static const char tail[] = "</table></body></html>";
+    static const char row_head[] = "<tr><td>", cell[] = "</td><td>", row_tail[] = "</td></tr>";
     size_t cap = sizeof(head) + sizeof(tail);
     for (int i = 0; i <= rows; i++)
-        cap += 40 + escaped_len(f[i].msg, f[i].len);
+        cap += sizeof(row_head) + BASE_FMT_I64_MAX + sizeof(cell) + BASE_HTML_ESCAPE_MAX(f[i].len) + sizeof(row_tail);
     char *body = base_arena_alloc(server_req_arena(r), cap);
     if (body == NULL) {
         PQclear(res);
@@ -313,10 +295,14 @@ static int fortunes(server_req *r)
     memcpy(body, head, sizeof(head) - 1);
     len += sizeof(head) - 1;
     for (int i = 0; i <= rows; i++) {
-        len += (size_t)sprintf(body + len, "<tr><td>%lld</td><td>", (long long)f[i].id);
-        len += escape_html(body + len, f[i].msg, f[i].len);
-        memcpy(body + len, "</td></tr>", 10);
-        len += 10;
+        memcpy(body + len, row_head, sizeof(row_head) - 1);
+        len += sizeof(row_head) - 1;
+        len += base_fmt_i64(body + len, f[i].id);
+        memcpy(body + len, cell, sizeof(cell) - 1);
+        len += sizeof(cell) - 1;
+        len += base_html_escape(body + len, f[i].msg, (size_t)f[i].len);
+        memcpy(body + len, row_tail, sizeof(row_tail) - 1);
+        len += sizeof(row_tail) - 1;
     }
     memcpy(body + len, tail, sizeof(tail) - 1);
     len += sizeof(tail) - 1;

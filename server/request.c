@@ -9,7 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
+#include "base/fmt.h"
 #include "base/log.h"
 #include "server/server_int.h"
 #include "server/parse.h"
@@ -215,6 +218,27 @@ static bool copy_request(server_req *r, h2o_req_t *req, h2o_iovec_t path, size_t
     return r->method != NULL && r->path != NULL && r->query != NULL;
 }
 
+/* The connection's peer as text into out (64 bytes), "-" if unknown. IPv4,
+ * nearly every request, without h2o's sprintf. */
+static void peer_address(h2o_req_t *req, char *out)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
+    if (sl >= sizeof(struct sockaddr_in) && ss.ss_family == AF_INET) {
+        const uint8_t *a = (const uint8_t *)&((struct sockaddr_in *)&ss)->sin_addr;
+        size_t n = 0;
+        for (int i = 0; i < 4; i++) {
+            if (i > 0)
+                out[n++] = '.';
+            n += base_fmt_i64(out + n, a[i]);
+        }
+        out[n] = '\0';
+        return;
+    }
+    if (sl == 0 || h2o_socket_getnumerichost((struct sockaddr *)&ss, sl, out) == SIZE_MAX)
+        strcpy(out, "-");
+}
+
 /* X-Request-Id (the client's or its proxy's, if well-formed, else a new
  * one) and the client's address and scheme through TRUSTED_PROXIES. */
 static void identify(server_req *r, h2o_req_t *req)
@@ -225,10 +249,7 @@ static void identify(server_req *r, h2o_req_t *req)
     else
         hex16(r->id, server__next_random(r->worker));
     char peer[64];
-    struct sockaddr_storage ss;
-    socklen_t sl = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
-    if (sl == 0 || h2o_socket_getnumerichost((struct sockaddr *)&ss, sl, peer) == SIZE_MAX)
-        snprintf(peer, sizeof(peer), "-");
+    peer_address(req, peer);
     /* only the header the proxies are configured to set: a client's own
      * Forwarded, passed through by a proxy that sets X-Forwarded-For,
      * must not name the client */
