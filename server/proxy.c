@@ -245,11 +245,20 @@ static int parse_forwarded(const char *h, struct hop *hops)
     return n;
 }
 
+/* src into dst[cap], cut to fit, always terminated (snprintf "%s" without
+ * printf: this runs for every request) */
+static void copy_bounded(char *dst, size_t cap, const char *src)
+{
+    size_t n = strnlen(src, cap - 1);
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
 void server_proxies_resolve(const server_proxies *p, const char *peer, const char *scheme, const char *forwarded,
                             const char *x_forwarded_for, const char *x_forwarded_proto, server_client *out)
 {
-    snprintf(out->addr, sizeof(out->addr), "%s", peer ? peer : "-");
-    snprintf(out->proto, sizeof(out->proto), "%s", scheme ? scheme : "http");
+    copy_bounded(out->addr, sizeof(out->addr), peer ? peer : "-");
+    copy_bounded(out->proto, sizeof(out->proto), scheme ? scheme : "http");
     if (peer == NULL || !server_proxies_trusts(p, peer))
         return;
 

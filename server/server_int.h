@@ -154,6 +154,8 @@ bool server__valid_request_id(const char *s, size_t len);
 const h2o_header_t *server__find_header(const h2o_req_t *req, const char *name);
 /* Drops a reference to r; the last one frees it. */
 void server__req_unref(server_req *r);
+/* Frees the finished requests this thread keeps for reuse (at worker exit). */
+void server__req_cache_drain(void);
 /* respond.c: hands r's pending answer (SEND_*) to h2o, now or from h2o's
  * timeouts (see there). */
 void server__schedule_send(server_req *r, int action);

@@ -236,6 +236,7 @@ static void teardown(server_worker *w)
          * anyway, and h2o cannot dispose a context with live connections */
         log_warn("worker %d: exiting with client connections still open", w->id);
     }
+    server__req_cache_drain();
     free(w->log_buf);
     w->log_buf = NULL;
     free(w->hup_slots);
