@@ -1,5 +1,6 @@
 #include "base/fmt.h"
 
+#include <stdbool.h>
 #include <string.h>
 
 size_t base_fmt_i64(char *out, int64_t v)
@@ -26,10 +27,34 @@ static const struct {
     size_t len;
 } html_entity[] = {{"&amp;", 5}, {"&lt;", 4}, {"&gt;", 4}, {"&quot;", 6}, {"&#39;", 5}};
 
+/* Whether any byte of x is c (c repeated in every byte): the classic
+ * "has a zero byte" test on x ^ c. */
+static inline uint64_t has_byte(uint64_t x, uint64_t c)
+{
+    uint64_t y = x ^ c;
+    return (y - 0x0101010101010101ULL) & ~y & 0x8080808080808080ULL;
+}
+
+#define BYTES(c) (0x0101010101010101ULL * (unsigned char)(c))
+
+/* Whether any of the 8 bytes at s is one HTML text must escape. */
+static inline bool any_special(const char *s)
+{
+    uint64_t x;
+    memcpy(&x, s, 8);
+    return has_byte(x, BYTES('&')) | has_byte(x, BYTES('<')) | has_byte(x, BYTES('>')) | has_byte(x, BYTES('"')) |
+           has_byte(x, BYTES('\''));
+}
+
 size_t base_html_escape(char *out, const char *s, size_t len)
 {
     size_t n = 0, run = 0; /* run: bytes since the last special one, copied at once */
     for (size_t i = 0; i < len; i++) {
+        /* most text has no special byte: skip 8 at a time while none is */
+        while (i + 8 <= len && !any_special(s + i))
+            i += 8;
+        if (i >= len)
+            break;
         unsigned k = html_special[(unsigned char)s[i]];
         if (k == 0)
             continue;

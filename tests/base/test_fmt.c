@@ -91,6 +91,17 @@ START_TEST(html_text_escapes_the_five_specials_and_keeps_every_other_byte)
         expect_escape(&all[b], 1);
     }
     expect_escape(all, sizeof(all));
+    /* long plain runs (skipped 8 bytes at a time) with one special at every
+     * position and every length around a word boundary */
+    char plain[64];
+    for (size_t len = 0; len <= sizeof(plain); len++)
+        for (size_t at = 0; at <= len; at++)
+            for (const char *sp = "&<>\"'"; *sp; sp++) {
+                memset(plain, 'x', sizeof(plain));
+                if (at < len)
+                    plain[at] = *sp;
+                expect_escape(plain, len);
+            }
     /* random strings dense in specials, including all specials (the worst case) */
     static const char pool[] = "&<>\"'ab\x00\xff";
     srand(11);
