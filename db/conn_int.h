@@ -115,7 +115,8 @@ bool db__pool_unnamed(const db_pool *p);
 void db__pool_conn_broken(db_conn *c);
 void db__pool_abandoned(db_conn *c);
 /* The pool's shared connection (opening one if needed; awaits). -EAGAIN
- * when another task is opening it right now (use an exclusive one). */
+ * when the pool has a single connection, or another task was opening it
+ * and failed (use an exclusive one). */
 int db__pool_shared(db_pool *p, db_conn **out);
 /* The head of c's pipeline may have changed, or an op of it was abandoned:
  * arms the watchdog of a shared connection whose head is abandoned. */

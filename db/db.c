@@ -148,7 +148,7 @@ static int exec_shared(db_pool *pool, db_call *calls, size_t n, int flags)
     for (int attempt = 0;; attempt++) {
         db_conn *c;
         int rc = db__pool_shared(pool, &c);
-        if (rc == -EAGAIN) /* someone is opening it: do not wait for that */
+        if (rc == -EAGAIN) /* a pool of one, or someone is opening it: do not wait for that */
             return exec_batch(pool, NULL, calls, n, flags);
         if (rc < 0)
             return rc;

@@ -392,6 +392,10 @@ void db__pool_conn_broken(db_conn *c)
 
 int db__pool_shared(db_pool *p, db_conn **out)
 {
+    /* the shared connection is kept open for good: out of a pool of one it
+     * would leave nothing for transactions, so such a pool shares none */
+    if (p->cfg.max < 2)
+        return -EAGAIN;
     if (p->shared != NULL && !p->shared->broken) {
         *out = p->shared;
         return 0;

@@ -474,6 +474,32 @@ AIO_TEST(a_required_call_without_a_row_fails_the_gather_and_cancels_the_rest_on_
     return 0;
 }
 
+/* The shared connection stays open for good: out of a pool of one it would
+ * leave nothing for a statement that must borrow. Such a pool shares none. */
+AIO_TEST(a_pool_of_one_shares_no_connection_so_a_read_leaves_it_for_a_write)
+{
+    struct keys_db k;
+    keys_db_open(&k, 1);
+    PGresult *r = NULL;
+    ck_assert_int_eq(db_read(&FIND_KEY, DB_PARAMS(DB_INT4(1)), &r), 0);
+    ck_assert_int_eq(PQntuples(r), 1);
+    PQclear(r);
+    db_call gathered[] = {DB_CALL(&FIND_KEY, DB_INT4(1)), DB_CALL0(&SELECT_ONE)};
+    ck_assert_int_eq(db_gather(gathered, 2), 0);
+    db_calls_clear(gathered, 2);
+    /* a borrow now finds the one connection idle, at once */
+    int64_t t0 = aio_now();
+    aio_timeout scope;
+    aio_timeout_open(&scope, AIO_SEC(3));
+    int rc = db_exec(NULL, &INSERT_KEY, DB_PARAMS(DB_INT4(2)), &r);
+    aio_timeout_close(&scope);
+    PQclear(r);
+    ck_assert_msg(rc == 0, "the write after a read failed with %d after %.0f ms", rc, ms_since_ns(t0));
+    ck_assert_uint_eq(test_db_pool_stats(k.pool).open, 1);
+    keys_db_close(&k);
+    return 0;
+}
+
 int main(void)
 {
     Suite *s = suite_create("db_row");
@@ -501,6 +527,7 @@ int main(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, a_gather_runs_every_call_and_sets_every_result);
     tcase_add_test(tc, a_required_call_without_a_row_fails_the_gather_and_cancels_the_rest_on_the_server);
+    tcase_add_test(tc, a_pool_of_one_shares_no_connection_so_a_read_leaves_it_for_a_write);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }
