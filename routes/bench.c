@@ -44,7 +44,7 @@ static int json_route(server_req *r)
 static int plaintext(server_req *r)
 {
     static const char body[] = "Hello, World!";
-    server_respond(r, 200, "text/plain", body, sizeof(body) - 1);
+    server_respond_arena(r, 200, "text/plain", body, sizeof(body) - 1);
     return 0;
 }
 
@@ -122,7 +122,7 @@ static void respond_rows(server_req *r, const struct world_rows *w)
         len += world_json(body + len, w->id[i], w->number[i]);
     }
     body[len++] = ']';
-    server_respond(r, 200, "application/json", body, len);
+    server_respond_arena(r, 200, "application/json", body, len);
 }
 
 /* Reads n random rows, one statement per row, in one round trip and one
@@ -307,7 +307,7 @@ static int fortunes(server_req *r)
     memcpy(body + len, tail, sizeof(tail) - 1);
     len += sizeof(tail) - 1;
     PQclear(res);
-    server_respond(r, 200, "text/html; charset=utf-8", body, len);
+    server_respond_arena(r, 200, "text/html; charset=utf-8", body, len);
     return 0;
 }
 

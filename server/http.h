@@ -83,6 +83,10 @@ int64_t server_req_stall_timeout(const server_req *r);
 void server_respond_header(server_req *r, const char *name, const char *value);
 /* Sends status with body bytes (copied) of the given content type. */
 void server_respond(server_req *r, int status, const char *content_type, const char *body, size_t len);
+/* The same without the copy, for a body allocated from server_req_arena(r)
+ * (it lives until h2o is done with the request, the write included) or in
+ * static storage. */
+void server_respond_arena(server_req *r, int status, const char *content_type, const char *body, size_t len);
 /* Sends a JSON value (not consumed). */
 void server_respond_json(server_req *r, int status, const json_t *body);
 /* Sends an RFC 9457 problem: {"type":"about:blank","title","status","detail"}

@@ -128,7 +128,7 @@ void server_respond_header(server_req *r, const char *name, const char *value)
     }
 }
 
-void server_respond(server_req *r, int status, const char *content_type, const char *body, size_t len)
+static void respond(server_req *r, int status, const char *content_type, const char *body, size_t len, bool copy)
 {
     assert(!r->responded && "one response per request");
     r->responded = true;
@@ -144,8 +144,18 @@ void server_respond(server_req *r, int status, const char *content_type, const c
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL, r->id, strlen(r->id));
     req->res.content_length = len;
     r->finished = true;
-    r->send_body = h2o_strdup(&req->pool, body, len);
+    r->send_body = copy ? h2o_strdup(&req->pool, body, len) : h2o_iovec_init(body, len);
     server__schedule_send(r, SEND_INLINE);
+}
+
+void server_respond(server_req *r, int status, const char *content_type, const char *body, size_t len)
+{
+    respond(r, status, content_type, body, len, true);
+}
+
+void server_respond_arena(server_req *r, int status, const char *content_type, const char *body, size_t len)
+{
+    respond(r, status, content_type, body, len, false);
 }
 
 
@@ -161,14 +171,12 @@ void server_respond_json(server_req *r, int status, const json_t *body)
         server_respond(r, status, "application/json", stack, len);
         return;
     }
-    char *big = malloc(len);
+    char *big = base_arena_alloc(&r->arena, len);
     if (big == NULL || json_dumpb(body, big, len, JSON_COMPACT) != len) {
-        free(big);
         server_respond_problem(r, 500, "the response could not be encoded", NULL);
         return;
     }
-    server_respond(r, status, "application/json", big, len);
-    free(big);
+    server_respond_arena(r, status, "application/json", big, len);
 }
 
 
