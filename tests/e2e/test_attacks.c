@@ -556,7 +556,7 @@ typedef struct prober {
 typedef struct probe_stats {
     size_t n;
     long errors;
-    double p50, max;
+    double p50, p99, max;
     long rss_peak;
     char first_error[256];
 } probe_stats;
@@ -638,6 +638,7 @@ static probe_stats prober_take(prober *p)
     if (p->n > 0) {
         qsort(p->lat, p->n, sizeof(*p->lat), cmp_double);
         s.p50 = p->lat[p->n / 2];
+        s.p99 = p->lat[p->n * 99 / 100];
         s.max = p->lat[p->n - 1];
     }
     p->n = 0;
@@ -675,7 +676,7 @@ static long rss_bound_kib(void)
     return kib;
 }
 
-/* The well-behaved client's worst latency under attack: LATENCY_BOUND_MS
+/* The well-behaved client's p99 latency under attack: LATENCY_BOUND_MS
  * (100 ms), or four times its worst in the quiet second right before, if
  * that is more. On a quiet machine the normal build's worst is a few ms,
  * so 100 ms holds; on a machine loaded by other work (another test run,
@@ -758,9 +759,9 @@ static void run_attack(const test_server *srv, const target *t, prober *pr, atta
            "of a core (%.0f%% in the quiet second before)",
            tr, a->name, rss_before, rss_peak, rss_peak - rss_before, rss_bound_kib(), rss_after, 100 * cpu,
            100 * quiet_cpu);
-    report("%s, %s: well-behaved client: %zu requests, %ld errors, p50 %.1f ms, max %.1f ms (bound %.0f ms; quiet "
-           "second before: %zu requests, p50 %.1f ms, max %.1f ms)",
-           tr, a->name, under.n, under.errors, under.p50, under.max, bound, quiet.n, quiet.p50, quiet.max);
+    report("%s, %s: well-behaved client: %zu requests, %ld errors, p50 %.1f ms, p99 %.1f ms, max %.1f ms (bound %.0f "
+           "ms on the p99; quiet second before: %zu requests, p50 %.1f ms, max %.1f ms)",
+           tr, a->name, under.n, under.errors, under.p50, under.p99, under.max, bound, quiet.n, quiet.p50, quiet.max);
 
     ck_assert_msg(sum.answered_h2 == 0 && sum.alpn_h2 == 0,
                   "%s, %s: the server spoke HTTP/2: %d connections answered with frames (%s), h2 selected by ALPN on "
@@ -780,8 +781,11 @@ static void run_attack(const test_server *srv, const target *t, prober *pr, atta
                   tr, a->name, rss_peak - rss_before, rss_bound_kib());
     ck_assert_msg(under.n > 0 && under.errors == 0, "%s, %s: the well-behaved client saw %ld error(s) in %zu requests: %s",
                   tr, a->name, under.errors, under.n, under.first_error);
-    ck_assert_msg(under.max <= bound, "%s, %s: the well-behaved client waited %.1f ms (bound %.0f ms)", tr, a->name,
-                  under.max, bound);
+    /* the 99th percentile (of some 200 requests): one scheduler hiccup of
+     * a loaded machine is not the attack; an attack that slows the server
+     * (rapid reset did: 0.3-1.4 s) slows them all */
+    ck_assert_msg(under.p99 <= bound, "%s, %s: the well-behaved client's p99 was %.1f ms (bound %.0f ms, max %.1f ms)",
+                  tr, a->name, under.p99, bound, under.max);
     ck_assert_msg(cpu - quiet_cpu <= CPU_BOUND, "%s, %s: the server used %.0f%% of a core under the attack, %.0f%% "
                   "before", tr, a->name, 100 * cpu, 100 * quiet_cpu);
 }
