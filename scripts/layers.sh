@@ -4,7 +4,8 @@
 #      lines point from each folder into each other one), checked against
 #      the layers: arrows point down only;
 #   2. the libraries a layer must not see (server/ knows nothing of libpq,
-#      the runtime nothing but h2o);
+#      the runtime nothing but h2o, the HTTP client neither libpq nor h2o:
+#      it waits on fds through aio/);
 #   3. functions longer than 60 lines outside tests/, fuzz/ and bench/.
 #
 #   scripts/layers.sh [DIR]           prints the graph and any violation
@@ -26,14 +27,16 @@ declare -A allowed=(
     [aio]=""
     [db]="aio base"
     [server]="aio base"
-    [routes]="aio base db server"
+    [client]="aio base"
+    [routes]="aio base db server client"
 )
-layers=(base aio db server routes)
+layers=(base aio db server client routes)
 # System headers a layer must not include.
 declare -A forbidden_headers=(
     [aio]="libpq-fe.h jansson.h"
     [base]="libpq-fe.h h2o.h jansson.h"
     [server]="libpq-fe.h"
+    [client]="libpq-fe.h h2o.h"
 )
 MAX_LINES=60
 
