@@ -351,6 +351,38 @@ AIO_TEST(refused_and_unresolvable_fail_clearly_without_blocking_the_loop)
     return 0;
 }
 
+static int leave_a_request_behind(void *arg)
+{
+    aio_task_detach(aio_task_spawn(fetch_slow, NULL));
+    return aio_sleep(AIO_MSEC(100));
+}
+
+static int fetch_echo_once(void *arg)
+{
+    client_http_response resp;
+    int rc = fetch("/echo", &resp);
+    client_http_response_dispose(&resp);
+    return rc;
+}
+
+/* The multi belongs to the loop: a loop that ends with a request in flight
+ * aborts it and frees the multi (ASan's leak check runs at exit), and the
+ * next loop on the thread gets a client of its own. */
+START_TEST(a_loop_that_ends_aborts_its_requests_and_frees_its_client)
+{
+    server_start();
+    int64_t t0 = now_ns();
+    ck_assert_int_eq(aio_run(leave_a_request_behind, NULL, NULL), 0);
+    double ms = ms_since_ns(t0);
+    for (int i = 0; i < 200 && atomic_load(&closed_at_ns) == 0; i++)
+        usleep(10000);
+    ck_assert_int_ne(atomic_load(&closed_at_ns), 0);
+    ck_assert(ms < 2000);
+    ck_assert_int_eq(aio_run(fetch_echo_once, NULL, NULL), 0);
+    ck_assert_int_eq(atomic_load(&accepted), 2);
+}
+END_TEST
+
 /* ---- TLS: openssl s_server with a certificate made for the test ---- */
 
 static char tls_dir[64] = "/tmp/h2pg-client-XXXXXX";
@@ -432,6 +464,7 @@ int main(void)
     tcase_add_test(tc, a_response_over_the_cap_fails_with_efbig);
     tcase_add_test(tc, a_connection_dropped_mid_body_fails_with_econnreset);
     tcase_add_test(tc, refused_and_unresolvable_fail_clearly_without_blocking_the_loop);
+    tcase_add_test(tc, a_loop_that_ends_aborts_its_requests_and_frees_its_client);
     tcase_add_test(tc, tls_is_verified_against_the_ca_file_and_refused_when_untrusted);
     suite_add_tcase(s, tc);
     return run_suite(s);
