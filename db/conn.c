@@ -134,6 +134,8 @@ static void conn_break(db_conn *c, const char *why)
             aio_future_set(&op->done, op->rc);
     }
     aio_event_set(&c->drained);
+    if (c->notify != NULL)
+        aio_event_set(c->notify);
     if (c->sock != NULL && h2o_socket_is_reading(c->sock))
         h2o_socket_read_stop(c->sock);
     db__pool_conn_broken(c);
@@ -219,6 +221,23 @@ static void dispatch(db_conn *c, PGresult *r)
 
 static void flush_now(db_conn *c);
 
+/* A listener's connection: NOTIFYs are parsed by libpq when it reads
+ * results, or, with nothing in flight, when asked whether it is busy;
+ * count them and wake the listener. */
+static void take_notifies(db_conn *c)
+{
+    if (aio_list_is_empty(&c->ops))
+        (void)PQisBusy(c->pg); /* parses what arrived while idle */
+    PGnotify *n;
+    uint64_t before = c->notifies;
+    while ((n = PQnotifies(c->pg)) != NULL) {
+        c->notifies++;
+        PQfreemem(n);
+    }
+    if (c->notifies != before)
+        aio_event_set(c->notify);
+}
+
 /* Drains every result libpq can give without blocking. */
 static void consume(db_conn *c)
 {
@@ -240,6 +259,8 @@ static void consume(db_conn *c)
     }
     if (!c->broken && PQstatus(c->pg) == CONNECTION_BAD)
         conn_break(c, PQerrorMessage(c->pg));
+    if (!c->broken && c->notify != NULL)
+        take_notifies(c);
 }
 
 static void on_readable(h2o_socket_t *sock, const char *err)

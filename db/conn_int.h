@@ -60,6 +60,8 @@ struct db_conn {
     h2o_loop_t *watchdog_loop;
     const db_op *cancel_target; /* the op the last cancel was meant for */
     int64_t cancel_at;         /* when that cancel was sent (0: never) */
+    aio_event *notify;     /* a listener's (listen.c): set when a NOTIFY arrives or the connection breaks */
+    uint64_t notifies;     /* NOTIFYs parsed since the listener last looked */
     const db_stmt *begin;  /* BEGIN to send in front of the next statement */
     char sqlstate[6];      /* of the last failed statement */
     int64_t created_at, idle_since;
