@@ -29,6 +29,10 @@ typedef struct server_app {
      * sets up what the handlers need; 0, or < 0 to stop the process (the
      * reason logged). *state is the worker's, handed to the hooks below. */
     int (*worker_start)(const server_config *cfg, int worker, void **state);
+    /* When the shutdown starts, on each worker, before the grace period
+     * (never awaits): end what would otherwise run until cancelled, such
+     * as streams that never finish by themselves. */
+    void (*worker_stopping)(void *state);
     /* At shutdown, in a task of the worker, after its requests ended. */
     void (*worker_stop)(void *state);
     /* Once a second on each worker: refresh the metrics the application

@@ -130,6 +130,8 @@ static int shutdown_task(void *arg)
     }
     /* responses from now on say Connection: close */
     h2o_context_request_shutdown(&w->ctx);
+    if (w->app_started && w->app->worker_stopping != NULL)
+        w->app->worker_stopping(w->app_state);
     drain_requests(w);
     /* idle keep-alive connections: let h2o's own idle timeout close them now */
     w->ctx.http1.req_timeout.timeout = 0;
