@@ -13,6 +13,7 @@
 #include "db/migrate.h"
 #include "db/pool.h"
 #include "routes/app.h"
+#include "routes/events.h"
 #include "routes/handler.h"
 #include "routes/idempotency.h"
 
@@ -24,6 +25,7 @@ struct worker_db {
     db_pool *pool;
     db_pool **replicas; /* DATABASE_READ_URL: one pool per replica */
     size_t nreplicas;
+    db_pool *listen; /* DATABASE_LISTEN_URL: GET /events LISTENs there */
     aio_task *pruner; /* worker 0: expired idempotency keys */
 };
 
@@ -33,6 +35,9 @@ static void worker_stop(void *state)
 {
     struct worker_db *d = state;
     routes_idempotency_pruner_stop(d->pruner); /* before its pool goes */
+    routes_events_stop();
+    if (d->listen != NULL)
+        db_pool_destroy(d->listen);
     db_pool_set_replicas(NULL, 0);
     for (size_t i = 0; i < d->nreplicas; i++)
         db_pool_destroy(d->replicas[i]);
@@ -40,6 +45,38 @@ static void worker_stop(void *state)
     if (d->pool != NULL)
         db_pool_destroy(d->pool);
     free(d);
+}
+
+/* Where GET /events LISTENs: DATABASE_LISTEN_URL, on a pool of its own;
+ * else a connection of the worker's pool, unless that is behind a
+ * transaction pooler (LISTEN needs a session of its own) or has a single
+ * connection (LISTEN would hold it for good); else it polls. */
+static int events_setup(const server_config *cfg, const db_pool_config *pc, struct worker_db *d, char *err,
+                        size_t errlen)
+{
+    db_pool *listen = NULL;
+    if (cfg->database_listen_url[0] != '\0') {
+        db_pool_config lc = *pc;
+        lc.conninfo = cfg->database_listen_url;
+        lc.min = 0;
+        lc.max = 1;
+        lc.transaction_pooler = false;
+        lc.replica = true; /* not the thread's pool */
+        int rc = db_pool_create(&lc, &d->listen, err, errlen);
+        if (rc < 0)
+            return rc;
+        listen = d->listen;
+    } else if (cfg->database_pooler != SERVER_POOLER_TRANSACTION && pc->max >= 2) {
+        listen = d->pool;
+    }
+    routes_events_configure(listen, AIO_MSEC(cfg->events_poll_ms), AIO_MSEC(cfg->events_heartbeat_ms));
+    return 0;
+}
+
+static void worker_stopping(void *state)
+{
+    (void)state;
+    routes_events_stopping();
 }
 
 static int worker_start(const server_config *cfg, int worker, void **state)
@@ -70,6 +107,8 @@ static int worker_start(const server_config *cfg, int worker, void **state)
         rc = db_pool_create_replicas(cfg->database_read_url, &pc, &d->replicas, &d->nreplicas, err, sizeof(err));
         db_pool_set_replicas(d->replicas, d->nreplicas);
     }
+    if (rc == 0)
+        rc = events_setup(cfg, &pc, d, err, sizeof(err));
     /* one pruner is enough: the rows are the database's, not a worker's */
     if (rc == 0 && worker == 0 && (d->pruner = routes_idempotency_pruner_start()) == NULL) {
         snprintf(err, sizeof(err), "cannot start the idempotency-key pruner");
@@ -87,7 +126,8 @@ static int worker_start(const server_config *cfg, int worker, void **state)
 
 enum {
     M_IDLE, M_IN_USE, M_CONNECTING, M_CLEANING, M_OPEN, M_WAITING, M_ACQUIRED, M_ACQUIRE_TIMEOUTS, M_CONNECT_FAILURES,
-    M_CANCELS, M_DISCARDED, M_QUERIES, M_QUERY_ERRORS, M_QUERY_TIMEOUTS, M_QUERY_CANCELLATIONS, M_READ_RERUNS, M_COUNT
+    M_CANCELS, M_DISCARDED, M_QUERIES, M_QUERY_ERRORS, M_QUERY_TIMEOUTS, M_QUERY_CANCELLATIONS, M_READ_RERUNS,
+    M_EVENT_SUBSCRIBERS, M_COUNT
 };
 
 #define POOL_CONNS "h2pg_db_pool_connections", "gauge", "Database connections by state (sampled each second)."
@@ -119,6 +159,8 @@ static const server_metric_def METRICS[M_COUNT] = {
                        "Reads on a shared connection run again because a cancel meant for another request's "
                        "statement hit them.",
                        NULL},
+    [M_EVENT_SUBSCRIBERS] = {"h2pg_events_subscribers", "gauge", "Open GET /events streams (sampled each second).",
+                             NULL},
 };
 
 static void worker_sample(void *state)
@@ -141,6 +183,7 @@ static void worker_sample(void *state)
     server_metric_set(M_QUERY_TIMEOUTS, c.timeouts);
     server_metric_set(M_QUERY_CANCELLATIONS, c.cancellations);
     server_metric_set(M_READ_RERUNS, c.reruns);
+    server_metric_set(M_EVENT_SUBSCRIBERS, routes_events_subscribers());
 }
 
 /* ---- migrations ---- */
@@ -192,6 +235,7 @@ int routes_app(server_app *app)
         .nroutes = n,
         .around = routes_around,
         .worker_start = worker_start,
+        .worker_stopping = worker_stopping,
         .worker_stop = worker_stop,
         .worker_sample = worker_sample,
         .migrate = migrate,

@@ -75,6 +75,10 @@ static const struct opt_spec options[] = {
         "PostgreSQL connection string: a libpq URI or key=value conninfo"),
     STR("DATABASE_READ_URL", "--database-read-url", database_read_url, "", "URL", "none",
         "read replicas: one conninfo, or several URIs separated by spaces; /db, /queries, /fortunes read there"),
+    STR("DATABASE_LISTEN_URL", "--database-listen-url", database_listen_url, "", "URL",
+        "LISTEN on a pool connection's server",
+        "where GET /events LISTENs for new events; set it to the server itself behind a transaction-pooling PgBouncer "
+        "(without it there, new events are polled for)"),
     CHOICE("DATABASE_POOLER", "--database-pooler", database_pooler, "none", pooler_choices,
            "use transaction when a transaction-mode pooler such as PgBouncer sits in front of PostgreSQL"),
     STR("HOST", "--host", host, "0.0.0.0", "ADDR", NULL, "address to listen on"),
@@ -97,6 +101,11 @@ static const struct opt_spec options[] = {
         "time budget for handling one request"),
     INT("STREAM_STALL_TIMEOUT_MS", "--stream-stall-timeout-ms", stream_stall_timeout_ms, "60000", 1, 3600000, "MS",
         "how long a streamed response (the export) waits for the client to take the next chunk"),
+    INT("EVENTS_HEARTBEAT_MS", "--events-heartbeat-ms", events_heartbeat_ms, "15000", 10, 3600000, "MS",
+        "GET /events sends a comment line after this long without an event, so idle connections stay open"),
+    INT("EVENTS_POLL_MS", "--events-poll-ms", events_poll_ms, "1000", 10, 600000, "MS",
+        "how often GET /events reads new events when it cannot LISTEN; with LISTEN, a sweep every ten times this "
+        "catches what a notification missed"),
     {.env = "MAX_BODY_BYTES",
      .flag = "--max-body-bytes",
      .kind = OPT_BYTES,

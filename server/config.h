@@ -35,6 +35,7 @@ typedef enum server_forwarded { SERVER_FORWARDED_XFF, SERVER_FORWARDED_RFC7239 }
 typedef struct server_config {
     const char *database_url;      /* "" means libpq's defaults (PG* variables) */
     const char *database_read_url; /* read replicas: one conninfo, or URIs separated by whitespace */
+    const char *database_listen_url; /* GET /events LISTENs here; "": on a pool connection */
     server_pooler database_pooler;
     const char *host;
     int port;
@@ -44,6 +45,8 @@ typedef struct server_config {
     int pool_acquire_timeout_ms;
     int request_timeout_ms;
     int stream_stall_timeout_ms; /* a streamed response waits this long for the client to take a chunk */
+    int events_heartbeat_ms;     /* GET /events: a comment line after this long without an event */
+    int events_poll_ms;          /* GET /events: reads new events this often without LISTEN */
     size_t max_body_bytes;
     int max_inflight; /* per thread */
     int statement_timeout_ms;            /* 0 = off */

@@ -407,3 +407,23 @@ line="$(access_line direct "$rid")"
 [[ "$(field client "$line")" == 127.0.0.1 && "$(field proto "$line")" == http ]] ||
     die "TRUSTED_PROXIES unset: forged X-Forwarded-For / Forwarded / X-Forwarded-Proto were believed: $line"
 ok "TRUSTED_PROXIES unset, direct from 127.0.0.1: forged forwarding headers ignored"
+
+# ---- Server-Sent Events pass through at once ----
+
+# GET /events through nginx: an event committed while the stream is open
+# reaches the client through the proxy at once (nginx buffering would hold
+# it until 4-8 KiB had gathered, i.e. for ever on a quiet stream).
+start_server events MIGRATE_ON_START=false EVENTS_HEARTBEAT_MS=60000
+start_nginx nginx-events "$port"
+curl -s -N --max-time 20 "http://127.0.0.1:$nginx_port/events" >"$tmp/events.out" &
+sse_pid=$!
+for _ in $(seq 100); do grep -q '^retry:' "$tmp/events.out" && break; sleep 0.1; done
+grep -q '^retry:' "$tmp/events.out" || die "GET /events through nginx: no stream within 10 s"
+eid="$(psql "$db_url" -X -qAt -v ON_ERROR_STOP=1 -c "SELECT events_emit('user.created', '{\"via\":\"nginx\"}')")"
+for _ in $(seq 100); do grep -q "^id: $eid\$" "$tmp/events.out" && break; sleep 0.1; done
+kill "$sse_pid" 2>/dev/null || true
+wait "$sse_pid" 2>/dev/null || true
+grep -q "^id: $eid\$" "$tmp/events.out" ||
+    die "GET /events through nginx: event $eid did not arrive within 10 s: $(head -c 500 "$tmp/events.out")"
+grep -q '"via":"nginx"' "$tmp/events.out" || die "GET /events through nginx: the event's data is missing"
+ok "GET /events through nginx: event $eid arrived while the stream stayed open"
