@@ -1,6 +1,6 @@
 /* The service put together: the routes, the middleware, what each worker
- * needs (its database pools; on worker 0 also the task that prunes expired
- * idempotency keys), the database's metrics and the migrations, handed to
+ * needs (its database pools; on worker 0 also the tasks that prune expired
+ * idempotency keys and events), the database's metrics and the migrations, handed to
  * the server as a server_app. */
 #include <errno.h>
 #include <stdio.h>
@@ -14,6 +14,7 @@
 #include "db/pool.h"
 #include "routes/app.h"
 #include "routes/events.h"
+#include "routes/events_outbox.h"
 #include "routes/handler.h"
 #include "routes/idempotency.h"
 
@@ -27,6 +28,7 @@ struct worker_db {
     size_t nreplicas;
     db_pool *listen; /* DATABASE_LISTEN_URL: GET /events LISTENs there */
     aio_task *pruner; /* worker 0: expired idempotency keys */
+    aio_task *events_pruner; /* worker 0: events past their retention */
 };
 
 static int slice(int total, int n, int i) { return total / n + (i < total % n ? 1 : 0); }
@@ -35,6 +37,7 @@ static void worker_stop(void *state)
 {
     struct worker_db *d = state;
     routes_idempotency_pruner_stop(d->pruner); /* before its pool goes */
+    routes_events_outbox_pruner_stop(d->events_pruner);
     routes_events_stop();
     if (d->listen != NULL)
         db_pool_destroy(d->listen);
@@ -101,6 +104,7 @@ static int worker_start(const server_config *cfg, int worker, void **state)
         pc.min = pc.max;
     db_tx_set_default_retries(cfg->tx_max_retries);
     routes_idempotency_set_retention(cfg->idempotency_retention_s);
+    routes_events_outbox_set_retention(cfg->events_retention_s);
     char err[512];
     int rc = db_pool_create(&pc, &d->pool, err, sizeof(err));
     if (rc == 0) {
@@ -112,6 +116,10 @@ static int worker_start(const server_config *cfg, int worker, void **state)
     /* one pruner is enough: the rows are the database's, not a worker's */
     if (rc == 0 && worker == 0 && (d->pruner = routes_idempotency_pruner_start()) == NULL) {
         snprintf(err, sizeof(err), "cannot start the idempotency-key pruner");
+        rc = -ENOMEM;
+    }
+    if (rc == 0 && worker == 0 && (d->events_pruner = routes_events_outbox_pruner_start()) == NULL) {
+        snprintf(err, sizeof(err), "cannot start the events pruner");
         rc = -ENOMEM;
     }
     if (rc < 0) {
