@@ -26,11 +26,14 @@ static const db_stmt GET_KEY =
 static const db_stmt STORE_KEY =
     DB_STMT("idem_store", "UPDATE idempotency_keys SET status = $2, response_body = $3 WHERE key = $1", 3);
 /* The outcome kept and the event emitted in one statement: the update
- * first (FROM stored), the event last. $3 is the resource's JSON text. */
+ * first, the event last, emitted whatever the update found (the claim is
+ * this transaction's own row, so it finds it; were it not so, only a
+ * replay would suffer, never the rule that the change has its event).
+ * $3 is the resource's JSON text. */
 static const db_stmt STORE_KEY_EMIT =
     DB_STMT("idem_store_emit",
             "WITH stored AS (UPDATE idempotency_keys SET status = $2::int, response_body = $3::text WHERE key = $1 "
-            "RETURNING 1) SELECT events_emit($4::text, $3::text::jsonb) FROM stored",
+            "RETURNING 1) SELECT (SELECT count(*) FROM stored), events_emit($4::text, $3::text::jsonb)",
             4);
 static const db_stmt EMIT_EVENT = DB_STMT("idem_emit", "SELECT events_emit($1::text, $2::text::jsonb)", 2);
 static const db_stmt FORGET_KEY = DB_STMT("idem_forget", "DELETE FROM idempotency_keys WHERE key = $1", 1);
@@ -127,7 +130,9 @@ static int replay(struct run *run, db_conn *tx)
 }
 
 /* Keeps a 201: its body, for the replays (with a key), and emits its
- * event; one statement either way, the event last. The event's data is
+ * event; one statement either way, the event last, sent with the COMMIT
+ * (db_tx_exec_commit), so that events_emit's lock is held for the commit
+ * alone and the event costs no round trip of its own. The event's data is
  * the body the client gets, which is what the resource's GET returns. */
 static int store(struct run *run, db_conn *tx)
 {
@@ -138,20 +143,20 @@ static int store(struct run *run, db_conn *tx)
         return -ENOMEM;
     char status[8];
     snprintf(status, sizeof(status), "%d", run->out.status);
-    PGresult *res;
+    PGresult *res = NULL;
     int rc;
     if (run->key == NULL)
-        rc = routes_exec(run->r, tx, &EMIT_EVENT, DB_PARAMS(DB_TEXT(run->event_type), DB_TEXT(text)), &res);
+        rc = db_tx_exec_commit(tx, &EMIT_EVENT, DB_PARAMS(DB_TEXT(run->event_type), DB_TEXT(text)), &res);
     else if (run->event_type == NULL)
-        rc = routes_exec(run->r, tx, &STORE_KEY, DB_PARAMS(DB_TEXT(run->key), DB_TEXT(status), DB_TEXT(text)), &res);
+        rc = db_tx_exec_commit(tx, &STORE_KEY, DB_PARAMS(DB_TEXT(run->key), DB_TEXT(status), DB_TEXT(text)), &res);
     else {
-        rc = routes_exec(run->r, tx, &STORE_KEY_EMIT,
-                         DB_PARAMS(DB_TEXT(run->key), DB_TEXT(status), DB_TEXT(text), DB_TEXT(run->event_type)), &res);
-        /* no row stored, no event: the claim is this transaction's, so
-         * this cannot be; rolled back rather than answered without one */
-        if (rc == 0 && PQntuples(res) != 1)
-            rc = -EIO;
+        rc = db_tx_exec_commit(
+            tx, &STORE_KEY_EMIT, DB_PARAMS(DB_TEXT(run->key), DB_TEXT(status), DB_TEXT(text), DB_TEXT(run->event_type)),
+            &res);
+        if (rc == 0 && db_get_int(res, 0, 0) != 1)
+            log_error("idempotency key %s: its claim was gone when its outcome was stored", run->key);
     }
+    PQclear(res);
     free(text);
     return rc;
 }
