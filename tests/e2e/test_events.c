@@ -3,10 +3,13 @@
  * routes/events_outbox.h): every committed creation writes exactly one
  * event, in its own transaction, whose data is the resource as its GET
  * returns it; a request that fails, or an Idempotency-Key replay, writes
- * none; event ids follow commit order (events_emit's lock); events older
- * than EVENTS_RETENTION_S are deleted by worker 0, a batch at a time.
+ * none; event ids follow commit order (the sequencer numbers what
+ * committed: migrations/0008), and a writer waits for no other; events
+ * older than EVENTS_RETENTION_S are deleted by worker 0, a batch at a
+ * time.
  *
- * The events table is read directly (GET /events is another module's). */
+ * The events table is read directly (GET /events is test_sse's), once the
+ * server's sequencer has numbered every pending entry. */
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -113,9 +116,20 @@ static json_t *get(const char *path)
 
 static long long id_of(const json_t *resource) { return (long long)json_integer_value(json_object_get(resource, "id")); }
 
+/* Once the running server's sequencer has numbered every committed
+ * event (it is woken by each commit; 30 s for a loaded machine). */
+static void settled(void)
+{
+    long long pending = -1;
+    for (int i = 0; i < 3000 && (pending = sql_int("SELECT count(*) FROM events_pending")) > 0; i++)
+        sleep_ms(10);
+    ck_assert_msg(pending == 0, "%lld events still pending after 30 s", pending);
+}
+
 /* Every event, by id: an array of {"id","type","data"} (new reference). */
 static json_t *events(void)
 {
+    settled();
     PGconn *c = test_pg_connect(db);
     PGresult *res = PQexec(c, "SELECT id, type, data::text, "
                               "created_at > now() - interval '1 hour' FROM events ORDER BY id");
@@ -133,7 +147,11 @@ static json_t *events(void)
     return all;
 }
 
-static long long event_count(void) { return sql_int("SELECT count(*) FROM events"); }
+static long long event_count(void)
+{
+    settled();
+    return sql_int("SELECT count(*) FROM events");
+}
 
 /* The event at index i has the type, data equal to resource, and an id
  * above the one before it. */
@@ -263,8 +281,8 @@ START_TEST(a_failed_request_writes_no_event_and_a_replay_none_again)
     free(body);
     ck_assert_int_eq(id_of(again), id_of(first));
     ck_assert_int_eq(sql_int("SELECT count(*) FROM transfers"), 1);
-    ck_assert_int_eq(sql_int("SELECT count(*) FROM events WHERE type = 'transfer.created'"), 1);
     ck_assert_int_eq(event_count(), before + 1);
+    ck_assert_int_eq(sql_int("SELECT count(*) FROM events WHERE type = 'transfer.created'"), 1);
     char *path = fmt("/transfers/%lld", id_of(first));
     json_t *got = get(path);
     free(path);
@@ -283,27 +301,53 @@ END_TEST
 
 /* ======================= ids in commit order ======================= */
 
-/* A writer that has emitted holds the lock to its commit: another writer
- * waits for it and draws a larger id, so no smaller id can commit after a
- * larger one. */
-START_TEST(a_second_writer_waits_for_the_first_to_commit_and_draws_a_larger_id)
+/* A writer that has emitted but not committed holds up nobody: a second
+ * writer commits at once. Its event is numbered first; the first
+ * writer's, numbered when it commits, gets the larger id. So ids follow
+ * commit order, not the order the writers began in, and a reader that has
+ * seen an id has seen every smaller one that will ever exist. */
+START_TEST(a_writer_waits_for_no_other_and_ids_follow_commit_order)
 {
     PGconn *a = test_pg_connect(db), *b = test_pg_connect(db);
     test_pg_exec(a, "BEGIN");
-    long long id_a = test_pg_int(a, "SELECT events_emit('user.created', '{}')");
-    ck_assert_int_eq(PQsendQuery(b, "SELECT events_emit('user.created', '{}')"), 1);
-    sleep_ms(300);
-    ck_assert_int_eq(PQconsumeInput(b), 1);
-    ck_assert_msg(PQisBusy(b), "the second writer did not wait for the first one's commit");
-    test_pg_exec(a, "COMMIT");
+    test_pg_exec(a, "SELECT events_emit('user.created', '{\"writer\":\"a\"}')");
+    ck_assert_int_eq(PQsendQuery(b, "SELECT events_emit('user.created', '{\"writer\":\"b\"}')"), 1);
+    /* b must not wait for a (it did, with 0006's lock): 30 s on a slow machine */
+    for (int i = 0; i < 3000; i++) {
+        ck_assert_int_eq(PQconsumeInput(b), 1);
+        if (!PQisBusy(b))
+            break;
+        sleep_ms(10);
+    }
+    ck_assert_msg(!PQisBusy(b), "the second writer waited for the first one's commit");
     PGresult *res = PQgetResult(b);
     ck_assert_msg(PQresultStatus(res) == PGRES_TUPLES_OK, "%s", PQerrorMessage(b));
-    long long id_b = atoll(PQgetvalue(res, 0, 0));
     PQclear(res);
     ck_assert_ptr_null(PQgetResult(b));
-    ck_assert_int_gt(id_b, id_a);
-    ck_assert_int_eq(sql_int("SELECT count(*) FROM events"), 2);
+    /* b's event is numbered while a's is still uncommitted (invisible) */
+    for (int i = 0; i < 3000 && sql_int("SELECT count(*) FROM events") < 1; i++)
+        sleep_ms(10);
+    ck_assert_int_eq(sql_int("SELECT count(*) FROM events"), 1);
+    long long id_b = sql_int("SELECT id FROM events WHERE data->>'writer' = 'b'");
+    test_pg_exec(a, "COMMIT");
+    ck_assert_int_eq(event_count(), 2);
+    long long id_a = sql_int("SELECT id FROM events WHERE data->>'writer' = 'a'");
+    ck_assert_int_gt(id_a, id_b);
     PQfinish(b);
+    PQfinish(a);
+}
+END_TEST
+
+/* An entry that never commits is never numbered. */
+START_TEST(a_rolled_back_writer_leaves_no_event)
+{
+    PGconn *a = test_pg_connect(db);
+    test_pg_exec(a, "BEGIN");
+    test_pg_exec(a, "SELECT events_emit('user.created', '{\"writer\":\"gone\"}')");
+    test_pg_exec(a, "ROLLBACK");
+    test_pg_exec(a, "SELECT events_emit('user.created', '{\"writer\":\"kept\"}')");
+    ck_assert_int_eq(event_count(), 1);
+    ck_assert_int_eq(sql_int("SELECT count(*) FROM events WHERE data->>'writer' = 'kept'"), 1);
     PQfinish(a);
 }
 END_TEST
@@ -375,6 +419,7 @@ static void at_start_setup(void)
 
 START_TEST(events_older_than_the_retention_are_pruned_in_batches_at_start)
 {
+    settled();
     ck_assert_int_eq(wait_old_events_gone(), 0);
     ck_assert_int_eq(sql_int("SELECT count(*) FROM events WHERE data = '{\"fresh\":true}'"), 1);
     ck_assert_int_eq(event_count(), 1);
@@ -396,6 +441,7 @@ START_TEST(events_made_old_while_serving_are_pruned_at_a_later_pass_and_fresh_on
 {
     ck_assert_msg(test_server_log_wait(&server, PASS_LINE, 30000), "no pruning pass at start");
     json_t *user = create("/users", "{\"name\":\"Cy\",\"email\":\"cy@events.test\"}", NULL);
+    settled();
     insert_old_events();
     ck_assert_int_eq(wait_old_events_gone(), 0);
     ck_assert_int_eq(event_count(), 1);
@@ -417,7 +463,8 @@ static Suite *events_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, each_creation_writes_one_event_whose_data_is_what_its_get_returns);
     tcase_add_test(tc, a_failed_request_writes_no_event_and_a_replay_none_again);
-    tcase_add_test(tc, a_second_writer_waits_for_the_first_to_commit_and_draws_a_larger_id);
+    tcase_add_test(tc, a_writer_waits_for_no_other_and_ids_follow_commit_order);
+    tcase_add_test(tc, a_rolled_back_writer_leaves_no_event);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("retention at start");
