@@ -457,10 +457,13 @@ START_TEST(bad_parameters_are_400_problems)
 }
 END_TEST
 
-/* The hub LISTENs on its own connection; when that is lost it listens
- * again, and events keep coming (EVENTS_POLL_MS=60000 here: a sweep would
- * take ten minutes, so only LISTEN can bring them). */
-START_TEST(the_hub_listens_again_after_its_connection_is_killed)
+/* The hub LISTENs for numbered events, and worker 0's sequencer for
+ * committed ones, each on a connection of its own; when both are killed,
+ * both listen again, and events keep coming (EVENTS_POLL_MS=60000 here: a
+ * sweep would take ten minutes, so only LISTEN can bring them). */
+#define LISTENERS "SELECT count(%s) FROM pg_stat_activity WHERE datname = current_database() " \
+                  "AND query IN ('LISTEN h2pg_events', 'LISTEN h2pg_outbox')"
+START_TEST(the_listeners_listen_again_after_their_connections_are_killed)
 {
     long long before = last_id();
     sse s;
@@ -469,22 +472,29 @@ START_TEST(the_hub_listens_again_after_its_connection_is_killed)
         ck_assert(sse_pump(&s, 100));
     emit("user.created", 1, 1);
     sse_wait_events(&s, 1, 20000);
+    /* the sequencer, and the hub of the worker that serves the stream (a
+     * hub starts with its worker's first subscriber) */
+    const char *outbox = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                         "AND query = 'LISTEN h2pg_outbox'";
+    const char *hubs = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                       "AND query = 'LISTEN h2pg_events'";
     int64_t until = now_ms() + 20000;
-    while (test_pg_int(pg(), "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query = 'LISTEN h2pg_events'") < 1 &&
-           now_ms() < until)
+    while ((test_pg_int(pg(), outbox) < 1 || test_pg_int(pg(), hubs) < 1) && now_ms() < until)
         usleep(50000);
-    ck_assert_int_ge(test_pg_int(pg(), "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                                       "WHERE datname = current_database() AND query = 'LISTEN h2pg_events'"),
-                     1);
-    /* the hub reconnects within its retry; then a new event arrives at once */
+    ck_assert_int_eq(test_pg_int(pg(), outbox), 1);
+    long long listening = test_pg_int(pg(), hubs) + 1;
+    char sql[256];
+    snprintf(sql, sizeof(sql), LISTENERS, "pg_terminate_backend(pid)");
+    ck_assert_int_eq(test_pg_int(pg(), sql), listening);
+    /* they listen again within their retry; then a new event arrives at once */
     until = now_ms() + 30000;
     int n = 1;
     while (s.nev < 2 && now_ms() < until) {
-        emit("user.created", ++n, 1);
+        emit("user.created", ++n, 1); /* waits for the sequencer: only its new LISTEN can wake it */
         for (int i = 0; i < 10 && s.nev < 2; i++)
             sse_pump(&s, 100);
     }
-    ck_assert_msg(s.nev >= 2, "no event after the LISTEN connection was killed");
+    ck_assert_msg(s.nev >= 2, "no event after the LISTEN connections were killed");
     assert_events_follow(&s, 0, before, 2, NULL);
     sse_close(&s);
 }
@@ -657,7 +667,7 @@ int main(void)
     tcase_add_test(tc, bad_parameters_are_400_problems);
     suite_add_tcase(s, tc);
     tc = tcase("listen", listen_lost_setup, 120);
-    tcase_add_test(tc, the_hub_listens_again_after_its_connection_is_killed);
+    tcase_add_test(tc, the_listeners_listen_again_after_their_connections_are_killed);
     suite_add_tcase(s, tc);
     tc = tcase("poll", poll_setup, 120);
     tcase_add_test(tc, without_listen_the_hub_polls);
