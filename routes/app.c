@@ -15,6 +15,7 @@
 #include "routes/app.h"
 #include "routes/handler.h"
 #include "routes/idempotency.h"
+#include "routes/webhook_dispatch.h"
 
 #define MIGRATE_RETRY_FOR 30 /* seconds to wait for the database at start */
 
@@ -25,6 +26,8 @@ struct worker_db {
     db_pool **replicas; /* DATABASE_READ_URL: one pool per replica */
     size_t nreplicas;
     aio_task *pruner; /* worker 0: expired idempotency keys */
+    aio_task *webhooks; /* every worker: the webhook dispatcher */
+    int worker;
 };
 
 static int slice(int total, int n, int i) { return total / n + (i < total % n ? 1 : 0); }
@@ -33,6 +36,7 @@ static void worker_stop(void *state)
 {
     struct worker_db *d = state;
     routes_idempotency_pruner_stop(d->pruner); /* before its pool goes */
+    routes_webhook_dispatcher_stop(d->webhooks);
     db_pool_set_replicas(NULL, 0);
     for (size_t i = 0; i < d->nreplicas; i++)
         db_pool_destroy(d->replicas[i]);
@@ -48,6 +52,7 @@ static int worker_start(const server_config *cfg, int worker, void **state)
     if (d == NULL)
         return -ENOMEM;
     *state = d;
+    d->worker = worker;
     int n = cfg->threads;
     db_pool_config pc = {
         .conninfo = cfg->database_url,
@@ -75,6 +80,11 @@ static int worker_start(const server_config *cfg, int worker, void **state)
         snprintf(err, sizeof(err), "cannot start the idempotency-key pruner");
         rc = -ENOMEM;
     }
+    routes_webhook_configure(cfg);
+    if (rc == 0 && (d->webhooks = routes_webhook_dispatcher_start(worker == 0)) == NULL) {
+        snprintf(err, sizeof(err), "cannot start the webhook dispatcher");
+        rc = -ENOMEM;
+    }
     if (rc < 0) {
         log_error("worker %d: %s", worker, err);
         worker_stop(d);
@@ -87,7 +97,8 @@ static int worker_start(const server_config *cfg, int worker, void **state)
 
 enum {
     M_IDLE, M_IN_USE, M_CONNECTING, M_CLEANING, M_OPEN, M_WAITING, M_ACQUIRED, M_ACQUIRE_TIMEOUTS, M_CONNECT_FAILURES,
-    M_CANCELS, M_DISCARDED, M_QUERIES, M_QUERY_ERRORS, M_QUERY_TIMEOUTS, M_QUERY_CANCELLATIONS, M_READ_RERUNS, M_COUNT
+    M_CANCELS, M_DISCARDED, M_QUERIES, M_QUERY_ERRORS, M_QUERY_TIMEOUTS, M_QUERY_CANCELLATIONS, M_READ_RERUNS,
+    M_WH_ATTEMPTS, M_WH_DELIVERED, M_WH_RETRY, M_WH_FAILED, M_WH_OLDEST, M_COUNT
 };
 
 #define POOL_CONNS "h2pg_db_pool_connections", "gauge", "Database connections by state (sampled each second)."
@@ -119,6 +130,13 @@ static const server_metric_def METRICS[M_COUNT] = {
                        "Reads on a shared connection run again because a cancel meant for another request's "
                        "statement hit them.",
                        NULL},
+#define WH_OUTCOMES "h2pg_webhook_deliveries_total", "counter", "Webhook delivery attempts by outcome."
+    [M_WH_ATTEMPTS] = {"h2pg_webhook_attempts_total", "counter", "Webhook delivery attempts sent.", NULL},
+    [M_WH_DELIVERED] = {WH_OUTCOMES, "outcome=\"delivered\""},
+    [M_WH_RETRY] = {WH_OUTCOMES, "outcome=\"retry\""},
+    [M_WH_FAILED] = {WH_OUTCOMES, "outcome=\"failed\""},
+    [M_WH_OLDEST] = {"h2pg_webhook_oldest_pending_seconds", "gauge",
+                     "Age of the oldest due pending webhook delivery, as a worker last saw it (sampled).", NULL},
 };
 
 static void worker_sample(void *state)
@@ -141,6 +159,13 @@ static void worker_sample(void *state)
     server_metric_set(M_QUERY_TIMEOUTS, c.timeouts);
     server_metric_set(M_QUERY_CANCELLATIONS, c.cancellations);
     server_metric_set(M_READ_RERUNS, c.reruns);
+    routes_webhook_counters wh;
+    routes_webhook_counters_get(&wh);
+    server_metric_set(M_WH_ATTEMPTS, wh.attempts);
+    server_metric_set(M_WH_DELIVERED, wh.delivered);
+    server_metric_set(M_WH_RETRY, wh.retried);
+    server_metric_set(M_WH_FAILED, wh.failed);
+    server_metric_set(M_WH_OLDEST, d->worker == 0 ? wh.oldest_pending_s : 0); /* summed over workers */
 }
 
 /* ---- migrations ---- */

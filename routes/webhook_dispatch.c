@@ -1,0 +1,447 @@
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include <openssl/evp.h>
+#include <openssl/crypto.h>
+#include <openssl/params.h>
+
+#include "base/log.h"
+#include "client/http.h"
+#include "db/db.h"
+#include "db/tx.h"
+#include "routes/webhook_dispatch.h"
+#include "server/config.h"
+
+/* ---- settings: every worker stores the same values; relaxed is enough ---- */
+
+static _Atomic bool allow_private;
+static _Atomic int timeout_ms = 10000, max_attempts = 12, retry_base_ms = 1000, retry_max_ms = 3600000,
+                   poll_ms = 500;
+
+void routes_webhook_configure(const server_config *cfg)
+{
+    atomic_store_explicit(&allow_private, cfg->webhook_allow_private, memory_order_relaxed);
+    atomic_store_explicit(&timeout_ms, cfg->webhook_timeout_ms, memory_order_relaxed);
+    atomic_store_explicit(&max_attempts, cfg->webhook_max_attempts, memory_order_relaxed);
+    atomic_store_explicit(&retry_base_ms, cfg->webhook_retry_base_ms, memory_order_relaxed);
+    atomic_store_explicit(&retry_max_ms, cfg->webhook_retry_max_ms, memory_order_relaxed);
+    atomic_store_explicit(&poll_ms, cfg->webhook_poll_ms, memory_order_relaxed);
+}
+
+#define SETTING(x) atomic_load_explicit(&(x), memory_order_relaxed)
+
+/* ---- signing ---- */
+
+#define SECRET_PREFIX "whsec_"
+#define SECRET_BYTES 32
+
+int routes_webhook_secret(char *out, size_t size)
+{
+    unsigned char raw[SECRET_BYTES];
+    size_t got = 0;
+    while (got < sizeof(raw)) {
+        ssize_t n = getrandom(raw + got, sizeof(raw) - got, 0);
+        if (n < 0 && errno != EINTR)
+            return -EIO;
+        if (n > 0)
+            got += (size_t)n;
+    }
+    if (size < sizeof(SECRET_PREFIX) + 4 * ((SECRET_BYTES + 2) / 3))
+        return -EINVAL;
+    memcpy(out, SECRET_PREFIX, sizeof(SECRET_PREFIX) - 1);
+    EVP_EncodeBlock((unsigned char *)out + sizeof(SECRET_PREFIX) - 1, raw, (int)sizeof(raw));
+    return 0;
+}
+
+int routes_webhook_sign(const char *secret, const char *msg_id, int64_t timestamp, const char *body, size_t len,
+                        char *out, size_t size)
+{
+    size_t plen = sizeof(SECRET_PREFIX) - 1;
+    if (strncmp(secret, SECRET_PREFIX, plen) != 0)
+        return -EINVAL;
+    const char *b64 = secret + plen;
+    size_t b64len = strlen(b64);
+    if (b64len == 0 || b64len % 4 != 0 || b64len > 512)
+        return -EINVAL;
+    unsigned char key[400];
+    int keylen = EVP_DecodeBlock(key, (const unsigned char *)b64, (int)b64len);
+    if (keylen < 0)
+        return -EINVAL;
+    /* DecodeBlock counts the padding as zero bytes */
+    for (size_t i = b64len; i > 0 && b64[i - 1] == '='; i--)
+        keylen--;
+    char prefix[64];
+    int plen2 = snprintf(prefix, sizeof(prefix), ".%lld.", (long long)timestamp);
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    /* HMAC over the three parts without copying the body */
+    EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    EVP_MAC_CTX *ctx = mac != NULL ? EVP_MAC_CTX_new(mac) : NULL;
+    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", (char *)"SHA256", 0), OSSL_PARAM_construct_end()};
+    size_t outl = 0;
+    int ok = ctx != NULL && EVP_MAC_init(ctx, key, (size_t)keylen, params) == 1 &&
+             EVP_MAC_update(ctx, (const unsigned char *)msg_id, strlen(msg_id)) == 1 &&
+             EVP_MAC_update(ctx, (const unsigned char *)prefix, (size_t)plen2) == 1 &&
+             EVP_MAC_update(ctx, (const unsigned char *)body, len) == 1 && EVP_MAC_final(ctx, md, &outl, sizeof(md)) == 1;
+    EVP_MAC_CTX_free(ctx);
+    EVP_MAC_free(mac);
+    OPENSSL_cleanse(key, sizeof(key));
+    mdlen = (unsigned int)outl;
+    if (!ok || size < 3 + 4 * ((mdlen + 2) / 3) + 1)
+        return -ENOMEM;
+    memcpy(out, "v1,", 3);
+    EVP_EncodeBlock((unsigned char *)out + 3, md, (int)mdlen);
+    return 0;
+}
+
+/* ---- one attempt ---- */
+
+bool routes_webhook_delivered(const routes_webhook_attempt *a) { return a->status >= 200 && a->status < 300; }
+
+int routes_webhook_post(const char *url, const char *secret, const char *msg_id, const char *body, size_t len,
+                        routes_webhook_attempt *out)
+{
+    *out = (routes_webhook_attempt){0};
+    int64_t ts = (int64_t)time(NULL);
+    char sig[128], h_id[160], h_ts[64], h_sig[160];
+    if (routes_webhook_sign(secret, msg_id, ts, body, len, sig, sizeof(sig)) < 0) {
+        snprintf(out->error, sizeof(out->error), "the webhook's secret cannot sign");
+        return 0;
+    }
+    snprintf(h_id, sizeof(h_id), "webhook-id: %s", msg_id);
+    snprintf(h_ts, sizeof(h_ts), "webhook-timestamp: %lld", (long long)ts);
+    snprintf(h_sig, sizeof(h_sig), "webhook-signature: %s", sig);
+    const char *headers[] = {"content-type: application/json", "user-agent: h2pg-webhooks", h_id, h_ts, h_sig};
+    client_http_request req = {
+        .method = "POST",
+        .url = url,
+        .headers = headers,
+        .nheaders = sizeof(headers) / sizeof(headers[0]),
+        .body = body,
+        .body_len = len,
+        .max_response = ROUTES_WEBHOOK_MAX_RESPONSE,
+        .public_only = !SETTING(allow_private),
+    };
+    client_http_response resp;
+    int64_t start = aio_now();
+    int64_t limit = SETTING(timeout_ms);
+    aio_timeout scope;
+    aio_timeout_open(&scope, AIO_MSEC(limit));
+    int rc = client_http_fetch(&req, &resp);
+    aio_timeout_close(&scope);
+    out->duration_ms = (aio_now() - start) / AIO_MSEC(1);
+    out->status = rc == 0 || rc == -EFBIG ? resp.status : 0;
+    if (rc == -ETIMEDOUT && aio_remaining() == 0) {
+        /* the caller's deadline, not ours: the caller answers for it */
+        client_http_response_dispose(&resp);
+        return rc;
+    }
+    if (rc == -ECANCELED || rc == -ENOMEM) {
+        client_http_response_dispose(&resp);
+        return rc;
+    }
+    if (rc == -ETIMEDOUT)
+        snprintf(out->error, sizeof(out->error), "no response within WEBHOOK_TIMEOUT_MS (%lld ms)", (long long)limit);
+    else if (rc == -EPERM)
+        snprintf(out->error, sizeof(out->error), "%s (WEBHOOK_ALLOW_PRIVATE is off)", resp.error);
+    else if (rc < 0 && rc != -EFBIG)
+        snprintf(out->error, sizeof(out->error), "%s: %s", strerror(-rc), resp.error[0] ? resp.error : "no detail");
+    client_http_response_dispose(&resp);
+    return 0;
+}
+
+int64_t routes_webhook_backoff_ms(int attempts, int64_t base_ms, int64_t max_ms)
+{
+    int64_t delay = base_ms;
+    for (int i = 1; i < attempts && delay < max_ms; i++)
+        delay *= 2;
+    if (delay > max_ms)
+        delay = max_ms;
+    uint32_t r = 0;
+    if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != (ssize_t)sizeof(r))
+        r = (uint32_t)aio_now();
+    int64_t half = delay / 2;
+    return delay - half + (half > 0 ? (int64_t)(r % (uint64_t)(half + 1)) : 0);
+}
+
+/* ---- the dispatcher ---- */
+
+static _Thread_local routes_webhook_counters counters;
+
+void routes_webhook_counters_get(routes_webhook_counters *out) { *out = counters; }
+
+static const db_stmt LOCK_CURSOR =
+    DB_STMT("webhook_fanout_lock", "SELECT last_event_id FROM webhook_fanout FOR UPDATE", 0);
+/* Set-based: every event of the batch times every enabled webhook that
+ * wants its type and was created before it; then the cursor moves past the
+ * batch. ON CONFLICT: a delivery already made (it cannot be, under the
+ * lock, but the unique key is the guarantee). */
+static const db_stmt FANOUT =
+    DB_STMT("webhook_fanout",
+            "WITH ev AS (SELECT id, type FROM events WHERE id > $1 ORDER BY id LIMIT $2), "
+            "ins AS (INSERT INTO webhook_deliveries (webhook_id, event_id, type) "
+            "SELECT w.id, ev.id, ev.type FROM ev JOIN webhooks w ON NOT w.disabled AND ev.id > w.after_event_id "
+            "AND (ev.type = ANY (w.events) OR '*' = ANY (w.events)) ORDER BY ev.id, w.id "
+            "ON CONFLICT (webhook_id, event_id) DO NOTHING RETURNING 1) "
+            "UPDATE webhook_fanout SET last_event_id = COALESCE((SELECT max(id) FROM ev), last_event_id) "
+            "RETURNING (SELECT count(*) FROM ev), (SELECT count(*) FROM ins)",
+            2);
+/* Leases due deliveries of enabled webhooks, at most $3 per webhook, and
+ * counts the attempt; returns what an attempt needs, the event as its JSON
+ * (created_at as db_format_timestamp writes it). */
+static const db_stmt CLAIM =
+    DB_STMT("webhook_claim",
+            "WITH c AS (UPDATE webhook_deliveries d SET lease_until = now() + $2::bigint * interval '1 millisecond', "
+            "attempts = d.attempts + 1 WHERE d.id IN ("
+            "SELECT id FROM (SELECT id, next_attempt_at, "
+            "row_number() OVER (PARTITION BY webhook_id ORDER BY next_attempt_at, id) AS rn FROM ("
+            "SELECT x.id, x.webhook_id, x.next_attempt_at FROM webhook_deliveries x "
+            "JOIN webhooks w ON w.id = x.webhook_id AND NOT w.disabled "
+            "WHERE x.state = 'pending' AND x.next_attempt_at <= now() AND (x.lease_until IS NULL OR x.lease_until < now()) "
+            "ORDER BY x.next_attempt_at, x.id LIMIT 4 * $1::bigint FOR UPDATE OF x SKIP LOCKED) due) ranked "
+            "WHERE rn <= $3 ORDER BY next_attempt_at, id LIMIT $1) "
+            "RETURNING d.id, d.webhook_id, d.event_id, d.attempts) "
+            "SELECT c.id, c.attempts, w.url, w.secret, "
+            "json_build_object('id', e.id, 'type', e.type, 'created_at', "
+            "to_char(e.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), 'data', e.data)::text "
+            "FROM c JOIN webhooks w ON w.id = c.webhook_id LEFT JOIN events e ON e.id = c.event_id ORDER BY c.id",
+            3);
+static const db_stmt RECORD_DELIVERED =
+    DB_STMT("webhook_delivered",
+            "UPDATE webhook_deliveries SET state = 'delivered', delivered_at = now(), last_status = $2::integer, "
+            "last_error = NULL, next_attempt_at = NULL, lease_until = NULL WHERE id = $1",
+            2);
+/* $4: the last attempt (failed for good); else the next in $5 ms. */
+static const db_stmt RECORD_FAILED =
+    DB_STMT("webhook_failed",
+            "UPDATE webhook_deliveries SET last_status = $2::integer, last_error = $3, lease_until = NULL, "
+            "state = CASE WHEN $4::boolean THEN 'failed' ELSE 'pending' END, "
+            "next_attempt_at = CASE WHEN $4::boolean THEN NULL ELSE now() + $5::bigint * interval '1 millisecond' END "
+            "WHERE id = $1",
+            5);
+static const db_stmt DISABLE =
+    DB_STMT("webhook_disable",
+            "UPDATE webhooks SET disabled = true WHERE id = (SELECT webhook_id FROM webhook_deliveries WHERE id = $1)",
+            1);
+static const db_stmt OLDEST_DUE =
+    DB_STMT("webhook_oldest_due",
+            "SELECT COALESCE(extract(epoch FROM now() - min(next_attempt_at)), 0)::bigint FROM webhook_deliveries "
+            "WHERE state = 'pending' AND next_attempt_at <= now()",
+            0);
+
+#define STATEMENT_DEADLINE AIO_SEC(30)
+/* The lease outlives an attempt by this much: time to record its outcome. */
+#define LEASE_MARGIN_MS 5000
+
+struct fanout_result {
+    int64_t events, deliveries;
+};
+
+static int fanout_body(db_conn *tx, void *arg)
+{
+    struct fanout_result *out = arg;
+    PGresult *res = NULL;
+    int rc = db_exec(tx, &LOCK_CURSOR, DB_NO_PARAMS, &res);
+    int64_t cursor = rc == 0 && PQntuples(res) == 1 ? db_get_int(res, 0, 0) : 0;
+    PQclear(res);
+    res = NULL;
+    if (rc == 0)
+        rc = db_exec(tx, &FANOUT, DB_PARAMS(DB_INT8(cursor), DB_INT8(ROUTES_WEBHOOK_FANOUT_BATCH)), &res);
+    if (rc == 0 && PQntuples(res) == 1) {
+        out->events = db_get_int(res, 0, 0);
+        out->deliveries = db_get_int(res, 0, 1);
+    }
+    PQclear(res);
+    return rc;
+}
+
+/* Fans out until the outbox is read to its end (or a failure). */
+static int fanout(void)
+{
+    struct fanout_result r;
+    int rc;
+    do {
+        r = (struct fanout_result){0};
+        rc = db_tx(fanout_body, &r);
+        if (rc == 0 && r.deliveries > 0)
+            log_debug("webhooks: %lld events fanned out to %lld deliveries", (long long)r.events,
+                      (long long)r.deliveries);
+    } while (rc == 0 && r.events == ROUTES_WEBHOOK_FANOUT_BATCH);
+    return rc;
+}
+
+struct job {
+    int64_t id;
+    int attempts;
+    const char *url, *secret, *body; /* into the claim's result */
+    int body_len;
+};
+
+static int record(const struct job *j, const routes_webhook_attempt *a)
+{
+    char status[16];
+    snprintf(status, sizeof(status), "%ld", a->status);
+    db_param st = a->status > 0 ? DB_TEXT(status) : DB_NULL;
+    PGresult *res = NULL;
+    int rc;
+    if (routes_webhook_delivered(a)) {
+        counters.delivered++;
+        rc = db_exec(NULL, &RECORD_DELIVERED, DB_PARAMS(DB_INT8(j->id), st), &res);
+        PQclear(res);
+        return rc;
+    }
+    bool gone = a->status == 410;
+    bool last = gone || j->body == NULL || j->attempts >= SETTING(max_attempts);
+    char error[340];
+    if (j->body == NULL)
+        snprintf(error, sizeof(error), "the event is no longer stored");
+    else if (a->error[0] != '\0')
+        snprintf(error, sizeof(error), "%s", a->error);
+    else
+        snprintf(error, sizeof(error), "the receiver answered %ld%s", a->status,
+                 gone ? ": the webhook is disabled" : "");
+    int64_t delay = last ? 0 : routes_webhook_backoff_ms(j->attempts, SETTING(retry_base_ms), SETTING(retry_max_ms));
+    if (last)
+        counters.failed++;
+    else
+        counters.retried++;
+    rc = db_exec(NULL, &RECORD_FAILED, DB_PARAMS(DB_INT8(j->id), st, DB_TEXT(error), DB_BOOL(last), DB_INT8(delay)),
+                 &res);
+    PQclear(res);
+    if (rc == 0 && gone) {
+        res = NULL;
+        rc = db_exec(NULL, &DISABLE, DB_PARAMS(DB_INT8(j->id)), &res);
+        PQclear(res);
+        log_info("webhooks: delivery %lld answered 410 Gone; its webhook is disabled", (long long)j->id);
+    }
+    return rc;
+}
+
+static int deliver(void *arg)
+{
+    const struct job *j = arg;
+    routes_webhook_attempt a = {0};
+    int rc = 0;
+    if (j->body != NULL) {
+        char msg_id[48];
+        snprintf(msg_id, sizeof(msg_id), "msg_%lld", (long long)j->id);
+        counters.attempts++;
+        rc = routes_webhook_post(j->url, j->secret, msg_id, j->body, (size_t)j->body_len, &a);
+    }
+    if (rc < 0)
+        return rc == -ECANCELED ? rc : 0; /* the lease runs out; another pass retries */
+    aio_timeout scope;
+    aio_timeout_open(&scope, STATEMENT_DEADLINE);
+    rc = record(j, &a);
+    aio_timeout_close(&scope);
+    if (rc < 0 && rc != -ECANCELED)
+        log_warn("webhooks: recording the outcome of delivery %lld failed: %s; it is retried when its lease ends",
+                 (long long)j->id, strerror(-rc));
+    return 0; /* one delivery's trouble never cancels its siblings */
+}
+
+/* Claims a batch and delivers it, each delivery in a task of its group.
+ * Returns how many were claimed, or a negative errno. */
+static int claim_and_deliver(void)
+{
+    PGresult *res = NULL;
+    int64_t lease = SETTING(timeout_ms) + LEASE_MARGIN_MS;
+    aio_timeout scope;
+    aio_timeout_open(&scope, STATEMENT_DEADLINE);
+    int rc = db_exec(NULL, &CLAIM,
+                     DB_PARAMS(DB_INT8(ROUTES_WEBHOOK_BATCH), DB_INT8(lease), DB_INT8(ROUTES_WEBHOOK_PER_ENDPOINT)),
+                     &res);
+    aio_timeout_close(&scope);
+    if (rc < 0) {
+        PQclear(res);
+        return rc;
+    }
+    int n = PQntuples(res);
+    struct job *jobs = calloc((size_t)n + 1, sizeof(*jobs));
+    if (jobs == NULL) {
+        PQclear(res);
+        return -ENOMEM;
+    }
+    aio_group g;
+    aio_group_init(&g);
+    for (int i = 0; i < n; i++) {
+        int len;
+        struct job *j = &jobs[i];
+        j->id = db_get_int(res, i, 0);
+        j->attempts = (int)db_get_int(res, i, 1);
+        j->url = db_get_text(res, i, 2, &len);
+        j->secret = db_get_text(res, i, 3, &len);
+        j->body = db_is_null(res, i, 4) ? NULL : db_get_text(res, i, 4, &j->body_len);
+        aio_group_spawn(&g, deliver, j);
+    }
+    rc = aio_group_join(&g);
+    free(jobs);
+    PQclear(res);
+    return rc < 0 ? rc : n;
+}
+
+static void sample_oldest(void)
+{
+    PGresult *res = NULL;
+    aio_timeout scope;
+    aio_timeout_open(&scope, STATEMENT_DEADLINE);
+    if (db_exec(NULL, &OLDEST_DUE, DB_NO_PARAMS, &res) == 0 && PQntuples(res) == 1)
+        counters.oldest_pending_s = (uint64_t)db_get_int(res, 0, 0);
+    aio_timeout_close(&scope);
+    PQclear(res);
+}
+
+static int dispatcher_run(void *arg)
+{
+    bool sample = *(const bool *)arg;
+    db_failure failure;
+    db_failure_open(&failure);
+    int64_t last_sample = 0;
+    for (;;) {
+        aio_timeout scope;
+        aio_timeout_open(&scope, STATEMENT_DEADLINE);
+        int rc = fanout();
+        aio_timeout_close(&scope);
+        if (rc == -ECANCELED)
+            break;
+        if (rc < 0)
+            log_warn("webhooks: fan-out failed: %s%s%s", strerror(-rc), rc == -EREMOTEIO ? ": " : "",
+                     rc == -EREMOTEIO ? failure.message : "");
+        int claimed;
+        do { /* a full batch: there may be more due at once */
+            claimed = claim_and_deliver();
+        } while (claimed == ROUTES_WEBHOOK_BATCH);
+        if (claimed == -ECANCELED)
+            break;
+        if (claimed < 0)
+            log_warn("webhooks: claiming deliveries failed: %s%s%s", strerror(-claimed),
+                     claimed == -EREMOTEIO ? ": " : "", claimed == -EREMOTEIO ? failure.message : "");
+        if (sample && aio_now() - last_sample >= AIO_SEC(1)) {
+            sample_oldest();
+            last_sample = aio_now();
+        }
+        if (aio_sleep(AIO_MSEC(SETTING(poll_ms))) < 0)
+            break;
+    }
+    db_failure_close(&failure);
+    return 0;
+}
+
+aio_task *routes_webhook_dispatcher_start(bool sample)
+{
+    static bool yes = true, no = false;
+    return aio_task_spawn(dispatcher_run, sample ? &yes : &no);
+}
+
+void routes_webhook_dispatcher_stop(aio_task *dispatcher)
+{
+    if (dispatcher == NULL)
+        return;
+    aio_task_cancel(dispatcher);
+    aio_task_join(dispatcher);
+}
