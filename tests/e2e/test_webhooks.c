@@ -646,6 +646,83 @@ START_TEST(private_addresses_are_never_reached)
 }
 END_TEST
 
+/* ---- crashes and replicas ---- */
+
+static const char *const KILL_ENV[] = {"WEBHOOK_ALLOW_PRIVATE=true", "WEBHOOK_RETRY_BASE_MS=100",
+                                       "WEBHOOK_RETRY_MAX_MS=400",   "WEBHOOK_TIMEOUT_MS=2000",
+                                       "WEBHOOK_POLL_MS=100",        NULL};
+
+static void kill_setup(void)
+{
+    receiver_start();
+    test_server_start_on_fresh_db(&server, &db, KILL_ENV);
+}
+
+/* SIGKILL while the receiver holds the delivery: the lease it left runs
+ * out and the next process delivers the event, as the same webhook-id. */
+START_TEST(a_delivery_survives_a_killed_process)
+{
+    char secret[128];
+    long long hook = create_webhook("/crash", "[\"*\"]", secret);
+    receiver_mode("/crash", secret, "\"sleep_ms\": 60000");
+    emit("user.created");
+    json_decref(wait_received("/crash", 1));
+    kill(server.pid, SIGKILL);
+    waitpid(server.pid, NULL, 0);
+    server.pid = 0;
+    receiver_mode("/crash", secret, "\"sleep_ms\": 0");
+    test_server_start(&server, db, KILL_ENV);
+    json_t *page = wait_delivery_state(hook, "delivered");
+    json_t *got = wait_received("/crash", 2);
+    assert_all_verified(got);
+    const char *first = json_string_value(json_object_get(json_array_get(got, 0), "id"));
+    size_t i;
+    json_t *rec;
+    json_array_foreach(got, i, rec) {
+        ck_assert_str_eq(json_string_value(json_object_get(rec, "id")), first);
+    }
+    json_decref(got);
+    json_decref(page);
+}
+END_TEST
+
+/* Three processes on one database: every event reaches the receiver (at
+ * least once), each as its own webhook-id. */
+START_TEST(three_replicas_deliver_every_event)
+{
+    test_server more[2];
+    for (int i = 0; i < 2; i++)
+        test_server_start(&more[i], db, FAST_RETRIES);
+    char secret[128];
+    long long hook = create_webhook("/many", "[\"*\"]", secret);
+    (void)hook;
+    receiver_mode("/many", secret, "");
+    enum { EVENTS = 60 };
+    for (int i = 0; i < EVENTS; i++)
+        emit(i % 2 ? "order.created" : "user.created");
+    int64_t give_up = mono_ms() + OUTCOME_WAIT_MS;
+    long long delivered = 0;
+    while (mono_ms() < give_up &&
+           (delivered = sql_int("SELECT count(*) FROM webhook_deliveries WHERE state = 'delivered'")) < EVENTS)
+        pause_ms(100);
+    ck_assert_int_eq(delivered, EVENTS);
+    json_t *got = wait_received("/many", EVENTS);
+    assert_all_verified(got);
+    /* each distinct webhook-id seen */
+    json_t *ids = json_object();
+    size_t i;
+    json_t *rec;
+    json_array_foreach(got, i, rec) {
+        json_object_set_new(ids, json_string_value(json_object_get(rec, "id")), json_true());
+    }
+    ck_assert_int_eq(json_object_size(ids), EVENTS);
+    json_decref(ids);
+    json_decref(got);
+    for (int k = 0; k < 2; k++)
+        test_server_stop(&more[k]);
+}
+END_TEST
+
 static Suite *webhooks_suite(void)
 {
     Suite *s = suite_create("webhooks");
@@ -664,6 +741,13 @@ static Suite *webhooks_suite(void)
     tcase_add_test(tc, delete_drops_pending_deliveries);
     tcase_add_test(tc, ping_reports_the_receivers_status);
     tcase_add_test(tc, a_ping_whose_client_goes_away_is_cancelled);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("crashes and replicas");
+    tcase_add_checked_fixture(tc, kill_setup, teardown);
+    tcase_set_timeout(tc, 240);
+    tcase_add_test(tc, a_delivery_survives_a_killed_process);
+    tcase_add_test(tc, three_replicas_deliver_every_event);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("ssrf");
