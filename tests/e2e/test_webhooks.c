@@ -301,9 +301,9 @@ START_TEST(create_read_list_delete)
     ck_assert(json_is_null(json_object_get(page, "next_after")));
     json_decref(page);
 
-    api("DELETE", want_location, NULL, 204);
-    api("GET", want_location, NULL, 404);
-    api("DELETE", want_location, NULL, 404);
+    json_decref(api("DELETE", want_location, NULL, 204));
+    json_decref(api("GET", want_location, NULL, 404));
+    json_decref(api("DELETE", want_location, NULL, 404));
     char *deliveries = fmt("%s/deliveries", want_location);
     json_decref(api("GET", deliveries, NULL, 404));
     free(deliveries);
