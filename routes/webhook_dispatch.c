@@ -191,20 +191,25 @@ static const db_stmt FANOUT =
             "UPDATE webhook_fanout SET last_event_id = COALESCE((SELECT max(id) FROM ev), last_event_id) "
             "RETURNING (SELECT count(*) FROM ev), (SELECT count(*) FROM ins)",
             2);
-/* Leases due deliveries of enabled webhooks, at most $3 per webhook, and
- * counts the attempt; returns what an attempt needs, the event as its JSON
- * (created_at as db_format_timestamp writes it). */
+/* Leases due deliveries of enabled webhooks and counts the attempt; at
+ * most $3 in flight per webhook, counting those other workers and
+ * replicas hold leases on (two claims at the same moment may overshoot
+ * a little: each sees the other's rows as due, not leased). Returns what
+ * an attempt needs, the event as its JSON (created_at as
+ * db_format_timestamp writes it). */
 static const db_stmt CLAIM =
     DB_STMT("webhook_claim",
             "WITH c AS (UPDATE webhook_deliveries d SET lease_until = now() + $2::bigint * interval '1 millisecond', "
             "attempts = d.attempts + 1 WHERE d.id IN ("
             "SELECT id FROM (SELECT id, next_attempt_at, "
-            "row_number() OVER (PARTITION BY webhook_id ORDER BY next_attempt_at, id) AS rn FROM ("
+            "row_number() OVER (PARTITION BY webhook_id ORDER BY next_attempt_at, id) + "
+            "(SELECT count(*) FROM webhook_deliveries l WHERE l.webhook_id = due.webhook_id AND l.state = 'pending' "
+            "AND l.lease_until >= now()) AS slot FROM ("
             "SELECT x.id, x.webhook_id, x.next_attempt_at FROM webhook_deliveries x "
             "JOIN webhooks w ON w.id = x.webhook_id AND NOT w.disabled "
             "WHERE x.state = 'pending' AND x.next_attempt_at <= now() AND (x.lease_until IS NULL OR x.lease_until < now()) "
             "ORDER BY x.next_attempt_at, x.id LIMIT 4 * $1::bigint FOR UPDATE OF x SKIP LOCKED) due) ranked "
-            "WHERE rn <= $3 ORDER BY next_attempt_at, id LIMIT $1) "
+            "WHERE slot <= $3 ORDER BY next_attempt_at, id LIMIT $1) "
             "RETURNING d.id, d.webhook_id, d.event_id, d.attempts) "
             "SELECT c.id, c.attempts, w.url, w.secret, "
             "json_build_object('id', e.id, 'type', e.type, 'created_at', "
@@ -275,11 +280,14 @@ static int fanout(void)
     return rc;
 }
 
+/* One claimed delivery, malloc'd with its strings after it; the lane that
+ * delivers it frees it. */
 struct job {
     int64_t id;
     int attempts;
-    const char *url, *secret, *body; /* into the claim's result */
+    const char *url, *secret, *body; /* body NULL: the event is no longer stored */
     int body_len;
+    char text[];
 };
 
 static int record(const struct job *j, const routes_webhook_attempt *a)
@@ -345,42 +353,79 @@ static int deliver(void *arg)
     return 0; /* one delivery's trouble never cancels its siblings */
 }
 
-/* Claims a batch and delivers it, each delivery in a task of its group.
+/* The dispatcher's lanes: each takes a job from the queue, delivers it
+ * and takes the next, so a slow receiver holds one lane, never the
+ * others. The dispatcher claims only as many deliveries as lanes are idle:
+ * a claimed delivery starts at once, well inside its lease. */
+struct lanes {
+    aio_queue *jobs;
+    size_t idle;
+    aio_event freed; /* a lane finished a job */
+};
+
+static int lane(void *arg)
+{
+    struct lanes *l = arg;
+    for (;;) {
+        void *item;
+        if (aio_queue_get(l->jobs, &item) < 0)
+            return 0;
+        l->idle--;
+        deliver(item);
+        free(item);
+        l->idle++;
+        aio_event_set(&l->freed);
+    }
+}
+
+static struct job *job_from_row(const PGresult *res, int i)
+{
+    int url_len, secret_len, body_len = 0;
+    const char *url = db_get_text(res, i, 2, &url_len);
+    const char *secret = db_get_text(res, i, 3, &secret_len);
+    const char *body = db_is_null(res, i, 4) ? NULL : db_get_text(res, i, 4, &body_len);
+    struct job *j = malloc(sizeof(*j) + (size_t)url_len + (size_t)secret_len + (size_t)body_len + 3);
+    if (j == NULL)
+        return NULL;
+    char *p = j->text;
+    j->id = db_get_int(res, i, 0);
+    j->attempts = (int)db_get_int(res, i, 1);
+    j->url = memcpy(p, url, (size_t)url_len);
+    p[url_len] = '\0';
+    p += url_len + 1;
+    j->secret = memcpy(p, secret, (size_t)secret_len);
+    p[secret_len] = '\0';
+    p += secret_len + 1;
+    j->body = NULL;
+    j->body_len = body_len;
+    if (body != NULL) {
+        j->body = memcpy(p, body, (size_t)body_len);
+        p[body_len] = '\0';
+    }
+    return j;
+}
+
+/* Claims up to `want` due deliveries and queues them for the lanes.
  * Returns how many were claimed, or a negative errno. */
-static int claim_and_deliver(void)
+static int claim(struct lanes *l, size_t want)
 {
     PGresult *res = NULL;
     int64_t lease = SETTING(timeout_ms) + LEASE_MARGIN_MS;
     aio_timeout scope;
     aio_timeout_open(&scope, STATEMENT_DEADLINE);
     int rc = db_exec(NULL, &CLAIM,
-                     DB_PARAMS(DB_INT8(ROUTES_WEBHOOK_BATCH), DB_INT8(lease), DB_INT8(ROUTES_WEBHOOK_PER_ENDPOINT)),
-                     &res);
+                     DB_PARAMS(DB_INT8((int64_t)want), DB_INT8(lease), DB_INT8(ROUTES_WEBHOOK_PER_ENDPOINT)), &res);
     aio_timeout_close(&scope);
-    if (rc < 0) {
-        PQclear(res);
-        return rc;
+    int n = rc == 0 ? PQntuples(res) : 0;
+    for (int i = 0; i < n && rc == 0; i++) {
+        struct job *j = job_from_row(res, i);
+        if (j == NULL)
+            rc = -ENOMEM; /* the rest stay leased, and are retried when the lease ends */
+        else if (aio_queue_try_put(l->jobs, j) < 0) {
+            free(j);
+            rc = -ENOMEM;
+        }
     }
-    int n = PQntuples(res);
-    struct job *jobs = calloc((size_t)n + 1, sizeof(*jobs));
-    if (jobs == NULL) {
-        PQclear(res);
-        return -ENOMEM;
-    }
-    aio_group g;
-    aio_group_init(&g);
-    for (int i = 0; i < n; i++) {
-        int len;
-        struct job *j = &jobs[i];
-        j->id = db_get_int(res, i, 0);
-        j->attempts = (int)db_get_int(res, i, 1);
-        j->url = db_get_text(res, i, 2, &len);
-        j->secret = db_get_text(res, i, 3, &len);
-        j->body = db_is_null(res, i, 4) ? NULL : db_get_text(res, i, 4, &j->body_len);
-        aio_group_spawn(&g, deliver, j);
-    }
-    rc = aio_group_join(&g);
-    free(jobs);
     PQclear(res);
     return rc < 0 ? rc : n;
 }
@@ -396,13 +441,27 @@ static void sample_oldest(void)
     PQclear(res);
 }
 
+static void log_failure(const char *what, int rc, const db_failure *f)
+{
+    log_warn("webhooks: %s failed: %s%s%s", what, strerror(-rc), rc == -EREMOTEIO ? ": " : "",
+             rc == -EREMOTEIO ? f->message : "");
+}
+
 static int dispatcher_run(void *arg)
 {
     bool sample = *(const bool *)arg;
     db_failure failure;
     db_failure_open(&failure);
+    struct lanes l = {.jobs = aio_queue_create(0), .idle = ROUTES_WEBHOOK_LANES};
+    aio_event_init(&l.freed);
+    aio_group g;
+    aio_group_init(&g);
+    for (size_t i = 0; l.jobs != NULL && i < ROUTES_WEBHOOK_LANES; i++)
+        if (aio_group_spawn(&g, lane, &l) == NULL)
+            l.idle--;
     int64_t last_sample = 0;
-    for (;;) {
+    while (l.jobs != NULL) {
+        aio_event_clear(&l.freed); /* before the awaits below: a lane freed meanwhile is seen */
         aio_timeout scope;
         aio_timeout_open(&scope, STATEMENT_DEADLINE);
         int rc = fanout();
@@ -410,24 +469,33 @@ static int dispatcher_run(void *arg)
         if (rc == -ECANCELED)
             break;
         if (rc < 0)
-            log_warn("webhooks: fan-out failed: %s%s%s", strerror(-rc), rc == -EREMOTEIO ? ": " : "",
-                     rc == -EREMOTEIO ? failure.message : "");
-        int claimed;
-        do { /* a full batch: there may be more due at once */
-            claimed = claim_and_deliver();
-        } while (claimed == ROUTES_WEBHOOK_BATCH);
+            log_failure("fan-out", rc, &failure);
+        size_t want = l.idle > aio_queue_size(l.jobs) ? l.idle - aio_queue_size(l.jobs) : 0;
+        int claimed = want > 0 ? claim(&l, want) : 0;
         if (claimed == -ECANCELED)
             break;
         if (claimed < 0)
-            log_warn("webhooks: claiming deliveries failed: %s%s%s", strerror(-claimed),
-                     claimed == -EREMOTEIO ? ": " : "", claimed == -EREMOTEIO ? failure.message : "");
+            log_failure("claiming deliveries", claimed, &failure);
         if (sample && aio_now() - last_sample >= AIO_SEC(1)) {
             sample_oldest();
             last_sample = aio_now();
         }
-        if (aio_sleep(AIO_MSEC(SETTING(poll_ms))) < 0)
+        /* every lane busy, or every idle one just fed: there may be more
+         * due at once, so the next pass comes as soon as a lane is free */
+        bool more = want == 0 || (claimed > 0 && (size_t)claimed == want);
+        aio_timeout_open(&scope, AIO_MSEC(SETTING(poll_ms)));
+        rc = more ? aio_event_wait(&l.freed) : aio_sleep(AIO_MSEC(SETTING(poll_ms)));
+        aio_timeout_close(&scope);
+        if (rc == -ECANCELED)
             break;
     }
+    aio_group_cancel(&g);
+    aio_group_join(&g);
+    void *left;
+    while (l.jobs != NULL && aio_queue_try_get(l.jobs, &left) == 0)
+        free(left); /* claimed, never started: their leases run out and they are retried */
+    if (l.jobs != NULL)
+        aio_queue_destroy(l.jobs);
     db_failure_close(&failure);
     return 0;
 }

@@ -7,10 +7,12 @@
  * webhook_fanout row's lock (one fan-out at a time across replicas), reads
  * up to a batch of events after the cursor and inserts a pending delivery
  * for each enabled webhook that subscribes to the event's type; (2) claim,
- * one statement that leases due pending deliveries (FOR UPDATE SKIP
- * LOCKED, at most WEBHOOK_PER_ENDPOINT per webhook, counting an attempt);
- * (3) each claimed delivery in a task of its own, under WEBHOOK_TIMEOUT_MS,
- * then its outcome recorded. A worker that dies mid-delivery leaves a
+ * one statement that leases as many due pending deliveries as the worker
+ * has idle lanes (FOR UPDATE SKIP LOCKED, at most
+ * ROUTES_WEBHOOK_PER_ENDPOINT in flight per webhook, counting an attempt);
+ * (3) a lane delivers each under WEBHOOK_TIMEOUT_MS and records its
+ * outcome. The next pass comes after WEBHOOK_POLL_MS, or as soon as a lane
+ * frees up when the last claim filled every idle lane. A worker that dies mid-delivery leaves a
  * lease that runs out, and another worker delivers the event again, with
  * the same webhook-id: at least once. */
 #ifndef H2PG_ROUTES_WEBHOOK_DISPATCH_H
@@ -24,9 +26,11 @@
 
 struct server_config;
 
-/* Deliveries claimed per pass on one worker (so: concurrent attempts). */
-#define ROUTES_WEBHOOK_BATCH 64
-/* Concurrent attempts to one webhook, per worker. */
+/* Concurrent attempts per worker: tasks that each deliver one claimed
+ * delivery after another, so a slow receiver holds up one lane only. */
+#define ROUTES_WEBHOOK_LANES 32
+/* Attempts in flight to one webhook, across workers and replicas (the
+ * claim counts the leases held). */
 #define ROUTES_WEBHOOK_PER_ENDPOINT 4
 /* Response body bytes read from a receiver; more is cut off. */
 #define ROUTES_WEBHOOK_MAX_RESPONSE (64 * 1024)
