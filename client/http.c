@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -435,7 +436,13 @@ static CURL *easy_create(client *c, const client_http_request *req, transfer *t,
     curl_easy_setopt(e, CURLOPT_HEADERDATA, t);
     curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)t->max_body);
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
-    curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+    /* Waiting for a connection that may multiplex pays off only over TLS,
+     * where ALPN settles it at connect. A plain http:// connection counts
+     * as "maybe" until its first response arrives, so with PIPEWAIT a
+     * second request to a host whose first is slow would wait for it
+     * instead of opening a connection of its own. */
+    if (strncasecmp(req->url, "https:", 6) == 0)
+        curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
     int64_t connect = c->opts.connect_timeout ? c->opts.connect_timeout : AIO_SEC(10);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)(connect / 1000000));
     if (req->ca_file != NULL)

@@ -324,6 +324,27 @@ AIO_TEST(a_connection_dropped_mid_body_fails_with_econnreset)
     return 0;
 }
 
+/* A plain http:// connection whose first response is slow must not make a
+ * second request to the same host wait for it: it gets a connection of
+ * its own and its answer at once. */
+AIO_TEST(a_slow_request_does_not_hold_up_the_next_one_to_its_host)
+{
+    server_start();
+    aio_task *t = aio_task_spawn(fetch_slow, NULL);
+    ck_assert_int_eq(aio_sleep(AIO_MSEC(200)), 0);
+    int64_t t0 = aio_now();
+    client_http_response resp;
+    ck_assert_int_eq(fetch("/hello", &resp), 0);
+    double ms = ms_since_ns(t0);
+    ck_assert_int_eq(resp.status, 200);
+    client_http_response_dispose(&resp);
+    ck_assert_msg(ms < 2500, "the second request took %.0f ms", ms);
+    ck_assert(!aio_task_done(t));
+    aio_task_cancel(t);
+    aio_task_join(t);
+    return 0;
+}
+
 static bool public_v4(const char *a)
 {
     struct sockaddr_in in = {.sin_family = AF_INET};
@@ -526,6 +547,7 @@ int main(void)
     tcase_add_test(tc, a_response_over_the_cap_fails_with_efbig);
     tcase_add_test(tc, a_connection_dropped_mid_body_fails_with_econnreset);
     tcase_add_test(tc, refused_and_unresolvable_fail_clearly_without_blocking_the_loop);
+    tcase_add_test(tc, a_slow_request_does_not_hold_up_the_next_one_to_its_host);
     tcase_add_test(tc, public_only_knows_which_addresses_are_public);
     tcase_add_test(tc, public_only_refuses_loopback_by_name_and_by_address);
     tcase_add_test(tc, a_loop_that_ends_aborts_its_requests_and_frees_its_client);
