@@ -723,6 +723,35 @@ START_TEST(three_replicas_deliver_every_event)
 }
 END_TEST
 
+static void patient_setup(void)
+{
+    receiver_start();
+    const char *env[] = {"WEBHOOK_ALLOW_PRIVATE=true", "WEBHOOK_TIMEOUT_MS=60000", "WEBHOOK_POLL_MS=100", NULL};
+    test_server_start_on_fresh_db(&server, &db, env);
+}
+
+/* A receiver that hangs holds up its own deliveries only: another
+ * webhook's later event arrives while the first is still waiting. */
+START_TEST(a_hanging_receiver_does_not_hold_up_other_webhooks)
+{
+    char slow_secret[128], fast_secret[128];
+    long long slow = create_webhook("/hanging", "[\"user.created\"]", slow_secret);
+    receiver_mode("/hanging", slow_secret, "\"sleep_ms\": 60000");
+    long long fast = create_webhook("/quick", "[\"order.created\"]", fast_secret);
+    receiver_mode("/quick", fast_secret, "");
+    emit("user.created");
+    json_decref(wait_received("/hanging", 1));
+    emit("order.created");
+    json_decref(wait_delivery_state(fast, "delivered"));
+    char *path = fmt("/webhooks/%lld/deliveries", slow);
+    json_t *page = api("GET", path, NULL, 200);
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(json_object_get(page, "items"), 0), "state")),
+                     "pending");
+    json_decref(page);
+    free(path);
+}
+END_TEST
+
 static Suite *webhooks_suite(void)
 {
     Suite *s = suite_create("webhooks");
@@ -748,6 +777,12 @@ static Suite *webhooks_suite(void)
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, a_delivery_survives_a_killed_process);
     tcase_add_test(tc, three_replicas_deliver_every_event);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("a hanging receiver");
+    tcase_add_checked_fixture(tc, patient_setup, teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, a_hanging_receiver_does_not_hold_up_other_webhooks);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("ssrf");
