@@ -1,7 +1,8 @@
 /* The service put together: the routes, the middleware, what each worker
- * needs (its database pools; on worker 0 also the task that prunes expired
- * idempotency keys), the database's metrics and the migrations, handed to
- * the server as a server_app. */
+ * needs (its database pools and webhook dispatcher; on worker 0 also the
+ * task that prunes expired idempotency keys), the database's and the
+ * webhooks' metrics and the migrations, handed to the server as a
+ * server_app. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
