@@ -28,6 +28,8 @@ if [ -n "$build_only" ]; then
         exit 1
     fi
     tests/openapi/run.sh --prepare
+    # and test_webhooks' receiver (tests/webhooks/package-lock.json)
+    (cd tests/webhooks && npm ci --no-audit --no-fund --loglevel=error)
 else
     echo "== tests (build/)"
     scripts/with-postgres.sh ctest --test-dir build --output-on-failure -j2

@@ -385,6 +385,22 @@ START_TEST(an_event_is_delivered_signed)
     free(path);
     json_decref(got);
     json_decref(page);
+    /* counted in /metrics (sampled each second) */
+    int64_t give_up = mono_ms() + OUTCOME_WAIT_MS;
+    bool counted = false;
+    while (!counted && mono_ms() < give_up) {
+        test_response r;
+        char *url = fmt("%s/metrics", server.base_url);
+        test_http(&r, "GET", url, NULL, 0, NULL);
+        counted = strstr(r.body, "h2pg_webhook_deliveries_total{outcome=\"delivered\"} 1\n") != NULL &&
+                  strstr(r.body, "h2pg_webhook_attempts_total 1\n") != NULL &&
+                  strstr(r.body, "h2pg_webhook_oldest_pending_seconds 0\n") != NULL;
+        test_response_free(&r);
+        free(url);
+        if (!counted)
+            pause_ms(200);
+    }
+    ck_assert_msg(counted, "the delivery is not in /metrics");
 }
 END_TEST
 
