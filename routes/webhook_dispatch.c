@@ -175,8 +175,11 @@ static _Thread_local routes_webhook_counters counters;
 
 void routes_webhook_counters_get(routes_webhook_counters *out) { *out = counters; }
 
+/* SKIP LOCKED: while another worker or replica fans out, the others go on
+ * to their claims instead of queueing for the lock (and holding a pool
+ * connection while they wait); the next pass catches up. */
 static const db_stmt LOCK_CURSOR =
-    DB_STMT("webhook_fanout_lock", "SELECT last_event_id FROM webhook_fanout FOR UPDATE", 0);
+    DB_STMT("webhook_fanout_lock", "SELECT last_event_id FROM webhook_fanout FOR UPDATE SKIP LOCKED", 0);
 /* Set-based: every event of the batch times every enabled webhook that
  * wants its type and was created before it; then the cursor moves past the
  * batch. ON CONFLICT: a delivery already made (it cannot be, under the
@@ -252,12 +255,13 @@ static int fanout_body(db_conn *tx, void *arg)
     struct fanout_result *out = arg;
     PGresult *res = NULL;
     int rc = db_exec(tx, &LOCK_CURSOR, DB_NO_PARAMS, &res);
-    int64_t cursor = rc == 0 && PQntuples(res) == 1 ? db_get_int(res, 0, 0) : 0;
+    bool mine = rc == 0 && PQntuples(res) == 1;
+    int64_t cursor = mine ? db_get_int(res, 0, 0) : 0;
     PQclear(res);
     res = NULL;
-    if (rc == 0)
+    if (mine)
         rc = db_exec(tx, &FANOUT, DB_PARAMS(DB_INT8(cursor), DB_INT8(ROUTES_WEBHOOK_FANOUT_BATCH)), &res);
-    if (rc == 0 && PQntuples(res) == 1) {
+    if (rc == 0 && res != NULL && PQntuples(res) == 1) {
         out->events = db_get_int(res, 0, 0);
         out->deliveries = db_get_int(res, 0, 1);
     }
@@ -453,6 +457,8 @@ static int dispatcher_run(void *arg)
     db_failure failure;
     db_failure_open(&failure);
     struct lanes l = {.jobs = aio_queue_create(0), .idle = ROUTES_WEBHOOK_LANES};
+    if (l.jobs == NULL)
+        log_error("webhooks: no memory for the dispatcher's queue: this worker delivers nothing");
     aio_event_init(&l.freed);
     aio_group g;
     aio_group_init(&g);
