@@ -75,10 +75,9 @@ int routes_webhook_sign(const char *secret, const char *msg_id, int64_t timestam
     /* DecodeBlock counts the padding as zero bytes */
     for (size_t i = b64len; i > 0 && b64[i - 1] == '='; i--)
         keylen--;
-    char prefix[64];
-    int plen2 = snprintf(prefix, sizeof(prefix), ".%lld.", (long long)timestamp);
+    char sep[32]; /* "." timestamp "." */
+    int sep_len = snprintf(sep, sizeof(sep), ".%lld.", (long long)timestamp);
     unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0;
     /* HMAC over the three parts without copying the body */
     EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
     EVP_MAC_CTX *ctx = mac != NULL ? EVP_MAC_CTX_new(mac) : NULL;
@@ -86,16 +85,15 @@ int routes_webhook_sign(const char *secret, const char *msg_id, int64_t timestam
     size_t outl = 0;
     int ok = ctx != NULL && EVP_MAC_init(ctx, key, (size_t)keylen, params) == 1 &&
              EVP_MAC_update(ctx, (const unsigned char *)msg_id, strlen(msg_id)) == 1 &&
-             EVP_MAC_update(ctx, (const unsigned char *)prefix, (size_t)plen2) == 1 &&
+             EVP_MAC_update(ctx, (const unsigned char *)sep, (size_t)sep_len) == 1 &&
              EVP_MAC_update(ctx, (const unsigned char *)body, len) == 1 && EVP_MAC_final(ctx, md, &outl, sizeof(md)) == 1;
     EVP_MAC_CTX_free(ctx);
     EVP_MAC_free(mac);
     OPENSSL_cleanse(key, sizeof(key));
-    mdlen = (unsigned int)outl;
-    if (!ok || size < 3 + 4 * ((mdlen + 2) / 3) + 1)
+    if (!ok || size < 3 + 4 * ((outl + 2) / 3) + 1)
         return -ENOMEM;
     memcpy(out, "v1,", 3);
-    EVP_EncodeBlock((unsigned char *)out + 3, md, (int)mdlen);
+    EVP_EncodeBlock((unsigned char *)out + 3, md, (int)outl);
     return 0;
 }
 
