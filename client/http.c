@@ -3,7 +3,12 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
 
@@ -40,6 +45,8 @@ typedef struct transfer {
     client_http_response *resp;
     size_t max_body;
     bool in_multi, too_big;
+    bool public_only, refused; /* refused: an address public_only turned down */
+    char refused_addr[INET6_ADDRSTRLEN];
 } transfer;
 
 #define MAX_HEADERS (64 * 1024)
@@ -113,6 +120,8 @@ static int map_code(CURL *e, CURLcode code, const transfer *t)
     case CURLE_FILESIZE_EXCEEDED: return -EFBIG;
     case CURLE_COULDNT_RESOLVE_HOST: return -ENXIO;
     case CURLE_COULDNT_CONNECT:
+        if (t->refused)
+            return -EPERM;
         curl_easy_getinfo(e, CURLINFO_OS_ERRNO, &os_errno);
         return os_errno > 0 ? -(int)os_errno : -ECONNREFUSED;
     case CURLE_OPERATION_TIMEDOUT: return -ETIMEDOUT;
@@ -354,6 +363,59 @@ static void easy_method(CURL *e, const client_http_request *req)
         curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
 }
 
+static bool v4_public(uint32_t a)
+{
+    return !((a >> 24) == 0 || (a >> 24) == 10 || (a >> 24) == 127 || (a >> 22) == (100u << 2 | 1) /* 100.64/10 */
+             || (a >> 16) == (169u << 8 | 254) || (a >> 20) == (172u << 4 | 1) /* 172.16/12 */
+             || (a >> 16) == (192u << 8 | 168) || (a >> 8) == (192u << 16 | 0 << 8 | 0) /* 192.0.0/24 */
+             || (a >> 28) >= 14 /* multicast, reserved, broadcast */);
+}
+
+bool client_http_address_public(const struct sockaddr *addr)
+{
+    if (addr->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)addr;
+        return v4_public(ntohl(in->sin_addr.s_addr));
+    }
+    if (addr->sa_family != AF_INET6)
+        return false;
+    const struct in6_addr *a = &((const struct sockaddr_in6 *)addr)->sin6_addr;
+    const uint8_t *b = a->s6_addr;
+    if (IN6_IS_ADDR_V4MAPPED(a) || IN6_IS_ADDR_V4COMPAT(a)) {
+        uint32_t v4 = (uint32_t)b[12] << 24 | (uint32_t)b[13] << 16 | (uint32_t)b[14] << 8 | b[15];
+        return v4_public(v4);
+    }
+    if (IN6_IS_ADDR_UNSPECIFIED(a) || IN6_IS_ADDR_LOOPBACK(a) || IN6_IS_ADDR_MULTICAST(a))
+        return false;
+    if ((b[0] & 0xfe) == 0xfc) /* fc00::/7, unique local */
+        return false;
+    if (b[0] == 0xfe && (b[1] & 0xc0) == 0x80) /* fe80::/10, link-local */
+        return false;
+    if (b[0] == 0xfe && (b[1] & 0xc0) == 0xc0) /* fec0::/10, the old site-local */
+        return false;
+    if (b[0] == 0x00 && b[1] == 0x64 && b[2] == 0xff && b[3] == 0x9b) /* 64:ff9b::/96 NAT64 leads to IPv4 */
+        return false;
+    return true;
+}
+
+/* Called by libcurl for every address it is about to connect to, after
+ * DNS: the one place where the check cannot be fooled by a name that
+ * resolves differently later. */
+static curl_socket_t open_socket(void *arg, curlsocktype purpose, struct curl_sockaddr *address)
+{
+    transfer *t = arg;
+    (void)purpose;
+    if (t->public_only && !client_http_address_public(&address->addr)) {
+        t->refused = true;
+        const void *raw = address->family == AF_INET6 ? (const void *)&((struct sockaddr_in6 *)&address->addr)->sin6_addr
+                                                      : (const void *)&((struct sockaddr_in *)&address->addr)->sin_addr;
+        if (inet_ntop(address->family, raw, t->refused_addr, sizeof(t->refused_addr)) == NULL)
+            snprintf(t->refused_addr, sizeof(t->refused_addr), "?");
+        return CURL_SOCKET_BAD;
+    }
+    return socket(address->family, address->socktype | SOCK_CLOEXEC, address->protocol);
+}
+
 static CURL *easy_create(client *c, const client_http_request *req, transfer *t, struct curl_slist **headers)
 {
     CURL *e = curl_easy_init();
@@ -374,11 +436,23 @@ static CURL *easy_create(client *c, const client_http_request *req, transfer *t,
     curl_easy_setopt(e, CURLOPT_HEADERDATA, t);
     curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)t->max_body);
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
-    curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+    /* Waiting for a connection that may multiplex pays off only over TLS,
+     * where ALPN settles it at connect. A plain http:// connection counts
+     * as "maybe" until its first response arrives, so with PIPEWAIT a
+     * second request to a host whose first is slow would wait for it
+     * instead of opening a connection of its own. */
+    if (strncasecmp(req->url, "https:", 6) == 0)
+        curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
     int64_t connect = c->opts.connect_timeout ? c->opts.connect_timeout : AIO_SEC(10);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)(connect / 1000000));
     if (req->ca_file != NULL)
         curl_easy_setopt(e, CURLOPT_CAINFO, req->ca_file);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, t);
+    if (req->public_only) {
+        curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
+        curl_easy_setopt(e, CURLOPT_NOPROXY, "*");
+    }
     easy_method(e, req);
     /* no "Expect: 100-continue" wait on large bodies */
     struct curl_slist *list = curl_slist_append(NULL, "Expect:");
@@ -402,7 +476,9 @@ static CURL *easy_create(client *c, const client_http_request *req, transfer *t,
 /* Runs the transfer while holding a slot of its host. */
 static int transfer_run(client *c, const client_http_request *req, client_http_response *resp)
 {
-    transfer t = {.resp = resp, .max_body = req->max_response ? req->max_response : CLIENT_HTTP_MAX_RESPONSE_DEFAULT};
+    transfer t = {.resp = resp,
+                  .max_body = req->max_response ? req->max_response : CLIENT_HTTP_MAX_RESPONSE_DEFAULT,
+                  .public_only = req->public_only};
     aio_future_init(&t.done);
     struct curl_slist *headers = NULL;
     CURL *e = easy_create(c, req, &t, &headers);
@@ -416,6 +492,10 @@ static int transfer_run(client *c, const client_http_request *req, client_http_r
     if (t.in_multi) /* cancelled or timed out: abort now, closing its connection */
         curl_multi_remove_handle(c->multi, e);
     curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &resp->status);
+    if (rc == -EPERM)
+        snprintf(resp->error, sizeof(resp->error),
+                 "refused to connect to %s: not a public address (loopback, private, link-local or reserved)",
+                 t.refused_addr);
     long version = 0;
     curl_easy_getinfo(e, CURLINFO_HTTP_VERSION, &version);
     resp->http_version = version == CURL_HTTP_VERSION_2_0 ? 2 : 1;

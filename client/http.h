@@ -29,6 +29,8 @@
  *   -EACCES       the server's certificate could not be verified
  *   -EPROTO       another TLS or HTTP protocol failure
  *   -EINVAL       a bad URL or a scheme other than http/https
+ *   -EPERM        public_only, and every address the name resolved to is
+ *                 loopback, private, link-local or otherwise not public
  *   -ENOMEM
  *   -EIO          anything else libcurl reports
  * An HTTP error status is not an error: rc is 0 and resp->status says it. */
@@ -52,7 +54,21 @@ typedef struct client_http_request {
     size_t body_len;
     size_t max_response;         /* body bytes accepted; 0: CLIENT_HTTP_MAX_RESPONSE_DEFAULT */
     const char *ca_file;         /* PEM file of trusted CAs; NULL: the system store */
+    /* Connect only to public addresses: the check is made on each address
+     * libcurl is about to connect to, after DNS, so a name that resolves
+     * (or re-resolves) to 127.0.0.1, 10/8, 172.16/12, 192.168/16,
+     * 100.64/10, 169.254/16, 0/8, multicast, ::1, ::, fc00::/7, fe80::/10
+     * or an IPv4-mapped form of those is refused (-EPERM). Such a request
+     * never reuses a cached connection (one opened without the check could
+     * lead anywhere) and ignores proxy settings. Redirects are never
+     * followed by this client. */
+    bool public_only;
 } client_http_request;
+
+/* Whether the address (a struct sockaddr_in or _in6) is one public_only
+ * accepts. Pure. */
+struct sockaddr;
+bool client_http_address_public(const struct sockaddr *addr);
 
 /* The answer. body and headers are malloc'd and NUL-terminated (never NULL
  * after a call); freed by client_http_response_dispose. */

@@ -1,8 +1,8 @@
 /* The service put together: the routes, the middleware, what each worker
- * needs (its database pools, its GET /events hub; on worker 0 also the
- * tasks that number committed events and prune expired idempotency keys
- * and events), the database's metrics and the migrations, handed to the
- * server as a server_app. */
+ * needs (its database pools, its GET /events hub and webhook dispatcher; on
+ * worker 0 also the tasks that number committed events and prune expired
+ * idempotency keys and events), the database's and the webhooks' metrics
+ * and the migrations, handed to the server as a server_app. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +18,7 @@
 #include "routes/events_outbox.h"
 #include "routes/handler.h"
 #include "routes/idempotency.h"
+#include "routes/webhook_dispatch.h"
 
 #define MIGRATE_RETRY_FOR 30 /* seconds to wait for the database at start */
 
@@ -31,6 +32,8 @@ struct worker_db {
     aio_task *pruner; /* worker 0: expired idempotency keys */
     aio_task *events_pruner; /* worker 0: events past their retention */
     aio_task *sequencer;     /* worker 0: numbers committed events (routes/events_outbox.h) */
+    aio_task *webhooks; /* every worker: the webhook dispatcher */
+    int worker;
 };
 
 static int slice(int total, int n, int i) { return total / n + (i < total % n ? 1 : 0); }
@@ -44,6 +47,7 @@ static void worker_stop(void *state)
     routes_events_stop();
     if (d->listen != NULL)
         db_pool_destroy(d->listen);
+    routes_webhook_dispatcher_stop(d->webhooks);
     db_pool_set_replicas(NULL, 0);
     for (size_t i = 0; i < d->nreplicas; i++)
         db_pool_destroy(d->replicas[i]);
@@ -95,6 +99,7 @@ static int worker_start(const server_config *cfg, int worker, void **state)
     if (d == NULL)
         return -ENOMEM;
     *state = d;
+    d->worker = worker;
     int n = cfg->threads;
     db_pool_config pc = {
         .conninfo = cfg->database_url,
@@ -129,6 +134,11 @@ static int worker_start(const server_config *cfg, int worker, void **state)
         snprintf(err, sizeof(err), "cannot start the events pruner");
         rc = -ENOMEM;
     }
+    routes_webhook_configure(cfg);
+    if (rc == 0 && (d->webhooks = routes_webhook_dispatcher_start(worker == 0)) == NULL) {
+        snprintf(err, sizeof(err), "cannot start the webhook dispatcher");
+        rc = -ENOMEM;
+    }
     if (rc < 0) {
         log_error("worker %d: %s", worker, err);
         worker_stop(d);
@@ -142,7 +152,7 @@ static int worker_start(const server_config *cfg, int worker, void **state)
 enum {
     M_IDLE, M_IN_USE, M_CONNECTING, M_CLEANING, M_OPEN, M_WAITING, M_ACQUIRED, M_ACQUIRE_TIMEOUTS, M_CONNECT_FAILURES,
     M_CANCELS, M_DISCARDED, M_QUERIES, M_QUERY_ERRORS, M_QUERY_TIMEOUTS, M_QUERY_CANCELLATIONS, M_READ_RERUNS,
-    M_EVENT_SUBSCRIBERS, M_COUNT
+    M_EVENT_SUBSCRIBERS, M_WH_ATTEMPTS, M_WH_DELIVERED, M_WH_RETRY, M_WH_FAILED, M_WH_OLDEST, M_COUNT
 };
 
 #define POOL_CONNS "h2pg_db_pool_connections", "gauge", "Database connections by state (sampled each second)."
@@ -176,6 +186,13 @@ static const server_metric_def METRICS[M_COUNT] = {
                        NULL},
     [M_EVENT_SUBSCRIBERS] = {"h2pg_events_subscribers", "gauge", "Open GET /events streams (sampled each second).",
                              NULL},
+#define WH_OUTCOMES "h2pg_webhook_deliveries_total", "counter", "Webhook delivery attempts by outcome."
+    [M_WH_ATTEMPTS] = {"h2pg_webhook_attempts_total", "counter", "Webhook delivery attempts sent.", NULL},
+    [M_WH_DELIVERED] = {WH_OUTCOMES, "outcome=\"delivered\""},
+    [M_WH_RETRY] = {WH_OUTCOMES, "outcome=\"retry\""},
+    [M_WH_FAILED] = {WH_OUTCOMES, "outcome=\"failed\""},
+    [M_WH_OLDEST] = {"h2pg_webhook_oldest_pending_seconds", "gauge",
+                     "Age of the oldest due pending webhook delivery, as a worker last saw it (sampled).", NULL},
 };
 
 static void worker_sample(void *state)
@@ -199,6 +216,13 @@ static void worker_sample(void *state)
     server_metric_set(M_QUERY_CANCELLATIONS, c.cancellations);
     server_metric_set(M_READ_RERUNS, c.reruns);
     server_metric_set(M_EVENT_SUBSCRIBERS, routes_events_subscribers());
+    routes_webhook_counters wh;
+    routes_webhook_counters_get(&wh);
+    server_metric_set(M_WH_ATTEMPTS, wh.attempts);
+    server_metric_set(M_WH_DELIVERED, wh.delivered);
+    server_metric_set(M_WH_RETRY, wh.retried);
+    server_metric_set(M_WH_FAILED, wh.failed);
+    server_metric_set(M_WH_OLDEST, d->worker == 0 ? wh.oldest_pending_s : 0); /* summed over workers */
 }
 
 /* ---- migrations ---- */

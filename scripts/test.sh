@@ -29,6 +29,8 @@ if [ -n "$build_only" ]; then
     fi
     tests/openapi/run.sh --prepare
     tests/sse/run.sh --prepare
+    # and test_webhooks' receiver (tests/webhooks/package-lock.json)
+    (cd tests/webhooks && npm ci --no-audit --no-fund --loglevel=error)
 else
     echo "== tests (build/)"
     scripts/with-postgres.sh ctest --test-dir build --output-on-failure -j2

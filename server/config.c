@@ -165,6 +165,23 @@ static const struct opt_spec options[] = {
         "certificate chain file; set together with TLS_KEY_FILE to serve HTTPS"),
     STR("TLS_KEY_FILE", "--tls-key-file", tls_key_file, "", "PATH", "none (plain HTTP)",
         "private key file for TLS_CERT_FILE"),
+    /* webhooks */
+    {.env = "WEBHOOK_ALLOW_PRIVATE",
+     .flag = "--webhook-allow-private",
+     .kind = OPT_BOOL,
+     FIELD(webhook_allow_private),
+     .def = "false",
+     .help = "let webhooks reach loopback, private, link-local and metadata addresses (tests, trusted networks)"},
+    INT("WEBHOOK_TIMEOUT_MS", "--webhook-timeout-ms", webhook_timeout_ms, "10000", 100, 600000, "MS",
+        "how long one delivery attempt may take before it counts as failed"),
+    INT("WEBHOOK_MAX_ATTEMPTS", "--webhook-max-attempts", webhook_max_attempts, "12", 1, 1000, "N",
+        "delivery attempts of one event to one webhook before it is marked failed"),
+    INT("WEBHOOK_RETRY_BASE_MS", "--webhook-retry-base-ms", webhook_retry_base_ms, "1000", 1, 86400000, "MS",
+        "pause before the first retry; it doubles with each attempt (with jitter) up to WEBHOOK_RETRY_MAX_MS"),
+    INT("WEBHOOK_RETRY_MAX_MS", "--webhook-retry-max-ms", webhook_retry_max_ms, "3600000", 1, 604800000, "MS",
+        "longest pause between two delivery attempts"),
+    INT("WEBHOOK_POLL_MS", "--webhook-poll-ms", webhook_poll_ms, "500", 10, 60000, "MS",
+        "how often each worker looks for new events to fan out and deliveries that are due"),
 };
 
 #undef STR

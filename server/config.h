@@ -67,6 +67,12 @@ typedef struct server_config {
     int export_max_concurrent;   /* in total; 0: POOL_MAX / 4, at least 1 */
     const char *tls_cert_file;   /* "" with tls_key_file "": plain HTTP */
     const char *tls_key_file;
+    bool webhook_allow_private;  /* false: webhooks reach public addresses only */
+    int webhook_timeout_ms;      /* per delivery attempt */
+    int webhook_max_attempts;
+    int webhook_retry_base_ms;   /* first retry pause, doubling */
+    int webhook_retry_max_ms;
+    int webhook_poll_ms;         /* dispatcher's pause between passes */
 } server_config;
 
 /* Fills cfg from the defaults, then the environment, then argv (argv[0] is

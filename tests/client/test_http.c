@@ -324,6 +324,89 @@ AIO_TEST(a_connection_dropped_mid_body_fails_with_econnreset)
     return 0;
 }
 
+/* A plain http:// connection whose first response is slow must not make a
+ * second request to the same host wait for it: it gets a connection of
+ * its own and its answer at once. */
+AIO_TEST(a_slow_request_does_not_hold_up_the_next_one_to_its_host)
+{
+    server_start();
+    aio_task *t = aio_task_spawn(fetch_slow, NULL);
+    ck_assert_int_eq(aio_sleep(AIO_MSEC(200)), 0);
+    int64_t t0 = aio_now();
+    client_http_response resp;
+    ck_assert_int_eq(fetch("/hello", &resp), 0);
+    double ms = ms_since_ns(t0);
+    ck_assert_int_eq(resp.status, 200);
+    client_http_response_dispose(&resp);
+    ck_assert_msg(ms < 2500, "the second request took %.0f ms", ms);
+    ck_assert(!aio_task_done(t));
+    aio_task_cancel(t);
+    aio_task_join(t);
+    return 0;
+}
+
+static bool public_v4(const char *a)
+{
+    struct sockaddr_in in = {.sin_family = AF_INET};
+    ck_assert_int_eq(inet_pton(AF_INET, a, &in.sin_addr), 1);
+    return client_http_address_public((const struct sockaddr *)&in);
+}
+
+static bool public_v6(const char *a)
+{
+    struct sockaddr_in6 in = {.sin6_family = AF_INET6};
+    ck_assert_int_eq(inet_pton(AF_INET6, a, &in.sin6_addr), 1);
+    return client_http_address_public((const struct sockaddr *)&in);
+}
+
+START_TEST(public_only_knows_which_addresses_are_public)
+{
+    const char *v4_private[] = {"127.0.0.1", "127.255.0.9", "10.0.0.1", "172.16.0.1", "172.31.255.255",
+                                "192.168.1.1", "169.254.169.254", "100.64.0.1", "100.127.255.254", "0.0.0.0",
+                                "224.0.0.1", "255.255.255.255", "192.0.0.8"};
+    for (size_t i = 0; i < sizeof(v4_private) / sizeof(v4_private[0]); i++)
+        ck_assert_msg(!public_v4(v4_private[i]), "%s counted as public", v4_private[i]);
+    const char *v4_public[] = {"8.8.8.8", "172.15.255.255", "172.32.0.1", "100.63.255.255", "100.128.0.1",
+                               "169.253.0.1", "11.0.0.1", "93.184.216.34"};
+    for (size_t i = 0; i < sizeof(v4_public) / sizeof(v4_public[0]); i++)
+        ck_assert_msg(public_v4(v4_public[i]), "%s counted as private", v4_public[i]);
+    const char *v6_private[] = {"::1", "::", "fc00::1", "fd12:3456::1", "fe80::1", "febf::1", "::ffff:127.0.0.1",
+                                "::ffff:10.1.2.3", "::ffff:169.254.169.254", "ff02::1", "64:ff9b::a00:1"};
+    for (size_t i = 0; i < sizeof(v6_private) / sizeof(v6_private[0]); i++)
+        ck_assert_msg(!public_v6(v6_private[i]), "%s counted as public", v6_private[i]);
+    const char *v6_public[] = {"2001:4860:4860::8888", "2606:4700::1111", "::ffff:8.8.8.8"};
+    for (size_t i = 0; i < sizeof(v6_public) / sizeof(v6_public[0]); i++)
+        ck_assert_msg(public_v6(v6_public[i]), "%s counted as private", v6_public[i]);
+}
+END_TEST
+
+/* The check is on the address connected to: a name that resolves to
+ * loopback is refused as a literal is, and nothing reaches the server. */
+AIO_TEST(public_only_refuses_loopback_by_name_and_by_address)
+{
+    server_start();
+    char u[128];
+    const char *hosts[] = {"127.0.0.1", "localhost", "[::ffff:127.0.0.1]"};
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(u, sizeof(u), "http://%s:%d/hello", hosts[i], port);
+        client_http_request req = {.url = u, .public_only = true};
+        client_http_response resp;
+        int rc = client_http_fetch(&req, &resp);
+        ck_assert_msg(rc == -EPERM, "%s: %d (%s)", u, rc, resp.error);
+        ck_assert_ptr_nonnull(strstr(resp.error, "not a public address"));
+        ck_assert_int_eq(resp.status, 0);
+        client_http_response_dispose(&resp);
+    }
+    /* the same request without the option gets through */
+    snprintf(u, sizeof(u), "http://127.0.0.1:%d/hello", port);
+    client_http_request req = {.url = u};
+    client_http_response resp;
+    ck_assert_int_eq(client_http_fetch(&req, &resp), 0);
+    ck_assert_int_eq(resp.status, 200);
+    client_http_response_dispose(&resp);
+    return 0;
+}
+
 AIO_TEST(refused_and_unresolvable_fail_clearly_without_blocking_the_loop)
 {
     aio_task *tick = aio_task_spawn(ticker, NULL);
@@ -464,6 +547,9 @@ int main(void)
     tcase_add_test(tc, a_response_over_the_cap_fails_with_efbig);
     tcase_add_test(tc, a_connection_dropped_mid_body_fails_with_econnreset);
     tcase_add_test(tc, refused_and_unresolvable_fail_clearly_without_blocking_the_loop);
+    tcase_add_test(tc, a_slow_request_does_not_hold_up_the_next_one_to_its_host);
+    tcase_add_test(tc, public_only_knows_which_addresses_are_public);
+    tcase_add_test(tc, public_only_refuses_loopback_by_name_and_by_address);
     tcase_add_test(tc, a_loop_that_ends_aborts_its_requests_and_frees_its_client);
     tcase_add_test(tc, tls_is_verified_against_the_ca_file_and_refused_when_untrusted);
     suite_add_tcase(s, tc);

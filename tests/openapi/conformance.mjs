@@ -607,6 +607,32 @@ const CASES = [
   { name: "delete the user with the order", method: "DELETE", path: () => `/users/${need("userD")}`, expect: 204 },
   { name: "the user's order went with them", method: "GET", path: () => `/orders/${need("orderD")}`, expect: 404 },
 
+  // webhooks (nothing listens at the URL, and it is private: deliveries and pings fail, which is all the same here)
+  {
+    name: "register a webhook",
+    method: "POST", path: "/webhooks", ...json({ url: "http://127.0.0.1:9/hook", events: ["user.created", "order.created"] }), expect: 201,
+    check: (res) => [...expectLocation("/webhooks/")(res), ...(String(res.json?.secret ?? "").startsWith("whsec_") ? [] : ["no whsec_ secret"])],
+    save: (res) => (ctx.webhook = res.json?.id),
+  },
+  { name: "a webhook with an unknown event type", method: "POST", path: "/webhooks", ...json({ url: "https://example.com/", events: ["user.deleted"] }), expect: 422, check: expectErrorField("events") },
+  { name: "a webhook with a relative url", method: "POST", path: "/webhooks", ...json({ url: "/hook", events: ["*"] }), expect: 422, check: expectErrorField("url") },
+  { name: "list webhooks", method: "GET", path: "/webhooks?limit=5", expect: 200 },
+  {
+    name: "read a webhook back, without its secret",
+    method: "GET", path: () => `/webhooks/${need("webhook")}`, expect: 200,
+    check: (res) => (res.json && !("secret" in res.json) ? [] : ["the secret is shown"]),
+  },
+  { name: "an unknown webhook", method: "GET", path: `/webhooks/${NO_ID}`, expect: 404 },
+  { name: "a webhook's deliveries", method: "GET", path: () => `/webhooks/${need("webhook")}/deliveries`, expect: 200 },
+  { name: "deliveries of an unknown webhook", method: "GET", path: `/webhooks/${NO_ID}/deliveries`, expect: 404 },
+  {
+    name: "ping a webhook whose address is refused",
+    method: "POST", path: () => `/webhooks/${need("webhook")}/ping`, expect: 200,
+    check: (res) => (res.json?.status === null && typeof res.json?.error === "string" ? [] : [`ping said ${JSON.stringify(res.json)}`]),
+  },
+  { name: "delete a webhook", method: "DELETE", path: () => `/webhooks/${need("webhook")}`, expect: 204 },
+  { name: "delete an unknown webhook", method: "DELETE", path: `/webhooks/${NO_ID}`, expect: 404 },
+
   // deadline: 500 reads and an update in 1 ms; a machine fast enough gets 200
   { name: "a deadline of 1 ms", method: "GET", path: "/updates?queries=500", headers: { "Request-Timeout": "1" }, expect: [504, 200] },
 ];

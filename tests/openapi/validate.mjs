@@ -68,6 +68,16 @@ export const API_OPERATIONS = [
   },
   { method: "GET", path: "/transfers/{id}", success: { 200: "application/json" }, errors: [...DB, 404] },
   { method: "GET", path: "/export/orders", success: { 200: "application/x-ndjson" }, errors: DB, query: ["after"] },
+  { method: "POST", path: "/webhooks", success: { 201: "application/json" }, errors: BODY, body: "WebhookCreate" },
+  { method: "GET", path: "/webhooks", success: { 200: "application/json" }, errors: DB, query: ["limit", "after"] },
+  { method: "GET", path: "/webhooks/{id}", success: { 200: "application/json" }, errors: [...DB, 404] },
+  { method: "DELETE", path: "/webhooks/{id}", success: { 204: null }, errors: [...DB, 404] },
+  { method: "GET", path: "/webhooks/{id}/deliveries", success: { 200: "application/json" }, errors: [...DB, 404], query: ["limit", "after"] },
+  { method: "POST", path: "/webhooks/{id}/ping", success: { 200: "application/json" }, errors: [...DB, 404] },
+  {
+    method: "GET", path: "/events", success: { 200: "text/event-stream" }, errors: DB, query: ["types", "after"],
+    headers: ["Last-Event-ID"],
+  },
   { method: "GET", path: "/json", success: { 200: "application/json" }, errors: [400, 500, 503] },
   { method: "GET", path: "/plaintext", success: { 200: "text/plain" }, errors: [400, 500, 503] },
   { method: "GET", path: "/db", success: { 200: "application/json" }, errors: DB },
@@ -524,6 +534,40 @@ const SAMPLES = {
       { type: "about:blank", title: "Not Found", status: "404", detail: "x" },
       { type: "about:blank", title: "x", status: 422, detail: "x", errors: [{ field: "email" }] },
     ],
+  },
+  WebhookCreate: {
+    valid: [
+      { url: "https://example.com/hook", events: ["user.created"] },
+      { url: "http://10.0.0.1:8080/x?y=1", events: ["*"] },
+      { url: "HTTPS://user@example.com/", events: ["order.created", "account.created", "transfer.created"] },
+    ],
+    invalid: [
+      { url: "ftp://example.com/", events: ["*"] },
+      { url: "/relative", events: ["*"] },
+      { url: "http://", events: ["*"] },
+      { url: "https://exa mple.com/", events: ["*"] },
+      { url: "https://example.com/" + A(2030), events: ["*"] },
+      { url: "https://example.com/", events: [] },
+      { url: "https://example.com/", events: ["user.deleted"] },
+      { url: "https://example.com/", events: ["*", "user.created"] },
+      { url: "https://example.com/", events: ["user.created", "user.created"] },
+      { url: "https://example.com/" },
+      { events: ["*"] },
+    ],
+  },
+  Delivery: {
+    valid: [
+      { id: 1, event_id: 7, type: "user.created", state: "pending", attempts: 0, last_status: null, last_error: null, next_attempt_at: "2025-01-31T09:15:02Z", delivered_at: null },
+      { id: 1, event_id: 7, type: "user.created", state: "delivered", attempts: 2, last_status: 204, last_error: null, next_attempt_at: null, delivered_at: "2025-01-31T09:15:02Z" },
+    ],
+    invalid: [
+      { id: 1, event_id: 7, type: "user.created", state: "lost", attempts: 0, last_status: null, last_error: null, next_attempt_at: null, delivered_at: null },
+      { id: 1, event_id: 7, type: "user.created", state: "pending", attempts: 0, last_status: null, last_error: null, next_attempt_at: null },
+    ],
+  },
+  WebhookCreated: {
+    valid: [{ id: 1, url: "https://example.com/", events: ["*"], disabled: false, created_at: "2025-01-31T09:15:02Z", secret: "whsec_" + A(44) }],
+    invalid: [{ id: 1, url: "https://example.com/", events: ["*"], disabled: false, created_at: "2025-01-31T09:15:02Z" }],
   },
   World: { valid: [{ id: 1, randomNumber: 10000 }], invalid: [{ id: 0, randomNumber: 1 }, { id: 1, randomnumber: 1 }] },
 };

@@ -1,0 +1,519 @@
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include <openssl/evp.h>
+#include <openssl/crypto.h>
+#include <openssl/params.h>
+
+#include "base/log.h"
+#include "client/http.h"
+#include "db/db.h"
+#include "db/tx.h"
+#include "routes/webhook_dispatch.h"
+#include "server/config.h"
+
+/* ---- settings: every worker stores the same values; relaxed is enough ---- */
+
+static _Atomic bool allow_private;
+static _Atomic int timeout_ms = 10000, max_attempts = 12, retry_base_ms = 1000, retry_max_ms = 3600000,
+                   poll_ms = 500;
+
+void routes_webhook_configure(const server_config *cfg)
+{
+    atomic_store_explicit(&allow_private, cfg->webhook_allow_private, memory_order_relaxed);
+    atomic_store_explicit(&timeout_ms, cfg->webhook_timeout_ms, memory_order_relaxed);
+    atomic_store_explicit(&max_attempts, cfg->webhook_max_attempts, memory_order_relaxed);
+    atomic_store_explicit(&retry_base_ms, cfg->webhook_retry_base_ms, memory_order_relaxed);
+    atomic_store_explicit(&retry_max_ms, cfg->webhook_retry_max_ms, memory_order_relaxed);
+    atomic_store_explicit(&poll_ms, cfg->webhook_poll_ms, memory_order_relaxed);
+}
+
+#define SETTING(x) atomic_load_explicit(&(x), memory_order_relaxed)
+
+/* ---- signing ---- */
+
+#define SECRET_PREFIX "whsec_"
+#define SECRET_BYTES 32
+
+int routes_webhook_secret(char *out, size_t size)
+{
+    unsigned char raw[SECRET_BYTES];
+    size_t got = 0;
+    while (got < sizeof(raw)) {
+        ssize_t n = getrandom(raw + got, sizeof(raw) - got, 0);
+        if (n < 0 && errno != EINTR)
+            return -EIO;
+        if (n > 0)
+            got += (size_t)n;
+    }
+    if (size < sizeof(SECRET_PREFIX) + 4 * ((SECRET_BYTES + 2) / 3))
+        return -EINVAL;
+    memcpy(out, SECRET_PREFIX, sizeof(SECRET_PREFIX) - 1);
+    EVP_EncodeBlock((unsigned char *)out + sizeof(SECRET_PREFIX) - 1, raw, (int)sizeof(raw));
+    return 0;
+}
+
+int routes_webhook_sign(const char *secret, const char *msg_id, int64_t timestamp, const char *body, size_t len,
+                        char *out, size_t size)
+{
+    size_t plen = sizeof(SECRET_PREFIX) - 1;
+    if (strncmp(secret, SECRET_PREFIX, plen) != 0)
+        return -EINVAL;
+    const char *b64 = secret + plen;
+    size_t b64len = strlen(b64);
+    if (b64len == 0 || b64len % 4 != 0 || b64len > 512)
+        return -EINVAL;
+    unsigned char key[400];
+    int keylen = EVP_DecodeBlock(key, (const unsigned char *)b64, (int)b64len);
+    if (keylen < 0)
+        return -EINVAL;
+    /* DecodeBlock counts the padding as zero bytes */
+    for (size_t i = b64len; i > 0 && b64[i - 1] == '='; i--)
+        keylen--;
+    char sep[32]; /* "." timestamp "." */
+    int sep_len = snprintf(sep, sizeof(sep), ".%lld.", (long long)timestamp);
+    unsigned char md[EVP_MAX_MD_SIZE];
+    /* HMAC over the three parts without copying the body */
+    EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    EVP_MAC_CTX *ctx = mac != NULL ? EVP_MAC_CTX_new(mac) : NULL;
+    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", (char *)"SHA256", 0), OSSL_PARAM_construct_end()};
+    size_t outl = 0;
+    int ok = ctx != NULL && EVP_MAC_init(ctx, key, (size_t)keylen, params) == 1 &&
+             EVP_MAC_update(ctx, (const unsigned char *)msg_id, strlen(msg_id)) == 1 &&
+             EVP_MAC_update(ctx, (const unsigned char *)sep, (size_t)sep_len) == 1 &&
+             EVP_MAC_update(ctx, (const unsigned char *)body, len) == 1 && EVP_MAC_final(ctx, md, &outl, sizeof(md)) == 1;
+    EVP_MAC_CTX_free(ctx);
+    EVP_MAC_free(mac);
+    OPENSSL_cleanse(key, sizeof(key));
+    if (!ok || size < 3 + 4 * ((outl + 2) / 3) + 1)
+        return -ENOMEM;
+    memcpy(out, "v1,", 3);
+    EVP_EncodeBlock((unsigned char *)out + 3, md, (int)outl);
+    return 0;
+}
+
+/* ---- one attempt ---- */
+
+bool routes_webhook_delivered(const routes_webhook_attempt *a) { return a->status >= 200 && a->status < 300; }
+
+int routes_webhook_post(const char *url, const char *secret, const char *msg_id, const char *body, size_t len,
+                        routes_webhook_attempt *out)
+{
+    *out = (routes_webhook_attempt){0};
+    int64_t ts = (int64_t)time(NULL);
+    char sig[128], h_id[160], h_ts[64], h_sig[160];
+    if (routes_webhook_sign(secret, msg_id, ts, body, len, sig, sizeof(sig)) < 0) {
+        snprintf(out->error, sizeof(out->error), "the webhook's secret cannot sign");
+        return 0;
+    }
+    snprintf(h_id, sizeof(h_id), "webhook-id: %s", msg_id);
+    snprintf(h_ts, sizeof(h_ts), "webhook-timestamp: %lld", (long long)ts);
+    snprintf(h_sig, sizeof(h_sig), "webhook-signature: %s", sig);
+    const char *headers[] = {"content-type: application/json", "user-agent: h2pg-webhooks", h_id, h_ts, h_sig};
+    client_http_request req = {
+        .method = "POST",
+        .url = url,
+        .headers = headers,
+        .nheaders = sizeof(headers) / sizeof(headers[0]),
+        .body = body,
+        .body_len = len,
+        .max_response = ROUTES_WEBHOOK_MAX_RESPONSE,
+        .public_only = !SETTING(allow_private),
+    };
+    client_http_response resp;
+    int64_t start = aio_now();
+    int64_t limit = SETTING(timeout_ms);
+    aio_timeout scope;
+    aio_timeout_open(&scope, AIO_MSEC(limit));
+    int rc = client_http_fetch(&req, &resp);
+    aio_timeout_close(&scope);
+    out->duration_ms = (aio_now() - start) / AIO_MSEC(1);
+    out->status = rc == 0 || rc == -EFBIG ? resp.status : 0;
+    if (rc == -ETIMEDOUT && aio_remaining() == 0) {
+        /* the caller's deadline, not ours: the caller answers for it */
+        client_http_response_dispose(&resp);
+        return rc;
+    }
+    if (rc == -ECANCELED || rc == -ENOMEM) {
+        client_http_response_dispose(&resp);
+        return rc;
+    }
+    if (rc == -ETIMEDOUT)
+        snprintf(out->error, sizeof(out->error), "no response within WEBHOOK_TIMEOUT_MS (%lld ms)", (long long)limit);
+    else if (rc == -EPERM)
+        snprintf(out->error, sizeof(out->error), "%s (WEBHOOK_ALLOW_PRIVATE is off)", resp.error);
+    else if (rc < 0 && rc != -EFBIG)
+        snprintf(out->error, sizeof(out->error), "%s: %s", strerror(-rc), resp.error[0] ? resp.error : "no detail");
+    client_http_response_dispose(&resp);
+    return 0;
+}
+
+int64_t routes_webhook_backoff_ms(int attempts, int64_t base_ms, int64_t max_ms)
+{
+    int64_t delay = base_ms;
+    for (int i = 1; i < attempts && delay < max_ms; i++)
+        delay *= 2;
+    if (delay > max_ms)
+        delay = max_ms;
+    uint32_t r = 0;
+    if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != (ssize_t)sizeof(r))
+        r = (uint32_t)aio_now();
+    int64_t half = delay / 2;
+    return delay - half + (half > 0 ? (int64_t)(r % (uint64_t)(half + 1)) : 0);
+}
+
+/* ---- the dispatcher ---- */
+
+static _Thread_local routes_webhook_counters counters;
+
+void routes_webhook_counters_get(routes_webhook_counters *out) { *out = counters; }
+
+/* SKIP LOCKED: while another worker or replica fans out, the others go on
+ * to their claims instead of queueing for the lock (and holding a pool
+ * connection while they wait); the next pass catches up. */
+static const db_stmt LOCK_CURSOR =
+    DB_STMT("webhook_fanout_lock", "SELECT last_event_id FROM webhook_fanout FOR UPDATE SKIP LOCKED", 0);
+/* Set-based: every event of the batch times every enabled webhook that
+ * wants its type and was created before it; then the cursor moves past the
+ * batch. ON CONFLICT: a delivery already made (it cannot be, under the
+ * lock, but the unique key is the guarantee). */
+static const db_stmt FANOUT =
+    DB_STMT("webhook_fanout",
+            "WITH ev AS (SELECT id, type FROM events WHERE id > $1 ORDER BY id LIMIT $2), "
+            "ins AS (INSERT INTO webhook_deliveries (webhook_id, event_id, type) "
+            "SELECT w.id, ev.id, ev.type FROM ev JOIN webhooks w ON NOT w.disabled AND ev.id > w.after_event_id "
+            "AND (ev.type = ANY (w.events) OR '*' = ANY (w.events)) ORDER BY ev.id, w.id "
+            "ON CONFLICT (webhook_id, event_id) DO NOTHING RETURNING 1) "
+            "UPDATE webhook_fanout SET last_event_id = COALESCE((SELECT max(id) FROM ev), last_event_id) "
+            "RETURNING (SELECT count(*) FROM ev), (SELECT count(*) FROM ins)",
+            2);
+/* Leases due deliveries of enabled webhooks and counts the attempt; at
+ * most $3 in flight per webhook, counting those other workers and
+ * replicas hold leases on (two claims at the same moment may overshoot
+ * a little: each sees the other's rows as due, not leased). Returns what
+ * an attempt needs, the event as its JSON (created_at as
+ * db_format_timestamp writes it). */
+static const db_stmt CLAIM =
+    DB_STMT("webhook_claim",
+            "WITH c AS (UPDATE webhook_deliveries d SET lease_until = now() + $2::bigint * interval '1 millisecond', "
+            "attempts = d.attempts + 1 WHERE d.id IN ("
+            "SELECT id FROM (SELECT id, next_attempt_at, "
+            "row_number() OVER (PARTITION BY webhook_id ORDER BY next_attempt_at, id) + "
+            "(SELECT count(*) FROM webhook_deliveries l WHERE l.webhook_id = due.webhook_id AND l.state = 'pending' "
+            "AND l.lease_until >= now()) AS slot FROM ("
+            "SELECT x.id, x.webhook_id, x.next_attempt_at FROM webhook_deliveries x "
+            "JOIN webhooks w ON w.id = x.webhook_id AND NOT w.disabled "
+            "WHERE x.state = 'pending' AND x.next_attempt_at <= now() AND (x.lease_until IS NULL OR x.lease_until < now()) "
+            "ORDER BY x.next_attempt_at, x.id LIMIT 4 * $1::bigint FOR UPDATE OF x SKIP LOCKED) due) ranked "
+            "WHERE slot <= $3 ORDER BY next_attempt_at, id LIMIT $1) "
+            "RETURNING d.id, d.webhook_id, d.event_id, d.attempts) "
+            "SELECT c.id, c.attempts, w.url, w.secret, "
+            "json_build_object('id', e.id, 'type', e.type, 'created_at', "
+            "to_char(e.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), 'data', e.data)::text "
+            "FROM c JOIN webhooks w ON w.id = c.webhook_id LEFT JOIN events e ON e.id = c.event_id ORDER BY c.id",
+            3);
+static const db_stmt RECORD_DELIVERED =
+    DB_STMT("webhook_delivered",
+            "UPDATE webhook_deliveries SET state = 'delivered', delivered_at = now(), last_status = $2::integer, "
+            "last_error = NULL, next_attempt_at = NULL, lease_until = NULL WHERE id = $1",
+            2);
+/* $4: the last attempt (failed for good); else the next in $5 ms. */
+static const db_stmt RECORD_FAILED =
+    DB_STMT("webhook_failed",
+            "UPDATE webhook_deliveries SET last_status = $2::integer, last_error = $3, lease_until = NULL, "
+            "state = CASE WHEN $4::boolean THEN 'failed' ELSE 'pending' END, "
+            "next_attempt_at = CASE WHEN $4::boolean THEN NULL ELSE now() + $5::bigint * interval '1 millisecond' END "
+            "WHERE id = $1",
+            5);
+static const db_stmt DISABLE =
+    DB_STMT("webhook_disable",
+            "UPDATE webhooks SET disabled = true WHERE id = (SELECT webhook_id FROM webhook_deliveries WHERE id = $1)",
+            1);
+static const db_stmt OLDEST_DUE =
+    DB_STMT("webhook_oldest_due",
+            "SELECT COALESCE(extract(epoch FROM now() - min(next_attempt_at)), 0)::bigint FROM webhook_deliveries "
+            "WHERE state = 'pending' AND next_attempt_at <= now()",
+            0);
+
+#define STATEMENT_DEADLINE AIO_SEC(30)
+/* The lease outlives an attempt by this much: time to record its outcome. */
+#define LEASE_MARGIN_MS 5000
+
+struct fanout_result {
+    int64_t events, deliveries;
+};
+
+static int fanout_body(db_conn *tx, void *arg)
+{
+    struct fanout_result *out = arg;
+    PGresult *res = NULL;
+    int rc = db_exec(tx, &LOCK_CURSOR, DB_NO_PARAMS, &res);
+    bool mine = rc == 0 && PQntuples(res) == 1;
+    int64_t cursor = mine ? db_get_int(res, 0, 0) : 0;
+    PQclear(res);
+    res = NULL;
+    if (mine)
+        rc = db_exec(tx, &FANOUT, DB_PARAMS(DB_INT8(cursor), DB_INT8(ROUTES_WEBHOOK_FANOUT_BATCH)), &res);
+    if (rc == 0 && res != NULL && PQntuples(res) == 1) {
+        out->events = db_get_int(res, 0, 0);
+        out->deliveries = db_get_int(res, 0, 1);
+    }
+    PQclear(res);
+    return rc;
+}
+
+/* Fans out until the outbox is read to its end (or a failure). */
+static int fanout(void)
+{
+    struct fanout_result r;
+    int rc;
+    do {
+        r = (struct fanout_result){0};
+        rc = db_tx(fanout_body, &r);
+        if (rc == 0 && r.deliveries > 0)
+            log_debug("webhooks: %lld events fanned out to %lld deliveries", (long long)r.events,
+                      (long long)r.deliveries);
+    } while (rc == 0 && r.events == ROUTES_WEBHOOK_FANOUT_BATCH);
+    return rc;
+}
+
+/* One claimed delivery, malloc'd with its strings after it; the lane that
+ * delivers it frees it. */
+struct job {
+    int64_t id;
+    int attempts;
+    const char *url, *secret, *body; /* body NULL: the event is no longer stored */
+    int body_len;
+    char text[];
+};
+
+static int record(const struct job *j, const routes_webhook_attempt *a)
+{
+    char status[16];
+    snprintf(status, sizeof(status), "%ld", a->status);
+    db_param st = a->status > 0 ? DB_TEXT(status) : DB_NULL;
+    PGresult *res = NULL;
+    int rc;
+    if (routes_webhook_delivered(a)) {
+        counters.delivered++;
+        rc = db_exec(NULL, &RECORD_DELIVERED, DB_PARAMS(DB_INT8(j->id), st), &res);
+        PQclear(res);
+        return rc;
+    }
+    bool gone = a->status == 410;
+    bool last = gone || j->body == NULL || j->attempts >= SETTING(max_attempts);
+    char error[340];
+    if (j->body == NULL)
+        snprintf(error, sizeof(error), "the event is no longer stored");
+    else if (a->error[0] != '\0')
+        snprintf(error, sizeof(error), "%s", a->error);
+    else
+        snprintf(error, sizeof(error), "the receiver answered %ld%s", a->status,
+                 gone ? ": the webhook is disabled" : "");
+    int64_t delay = last ? 0 : routes_webhook_backoff_ms(j->attempts, SETTING(retry_base_ms), SETTING(retry_max_ms));
+    if (last)
+        counters.failed++;
+    else
+        counters.retried++;
+    rc = db_exec(NULL, &RECORD_FAILED, DB_PARAMS(DB_INT8(j->id), st, DB_TEXT(error), DB_BOOL(last), DB_INT8(delay)),
+                 &res);
+    PQclear(res);
+    if (rc == 0 && gone) {
+        res = NULL;
+        rc = db_exec(NULL, &DISABLE, DB_PARAMS(DB_INT8(j->id)), &res);
+        PQclear(res);
+        log_info("webhooks: delivery %lld answered 410 Gone; its webhook is disabled", (long long)j->id);
+    }
+    return rc;
+}
+
+static int deliver(void *arg)
+{
+    const struct job *j = arg;
+    routes_webhook_attempt a = {0};
+    int rc = 0;
+    if (j->body != NULL) {
+        char msg_id[48];
+        snprintf(msg_id, sizeof(msg_id), "msg_%lld", (long long)j->id);
+        counters.attempts++;
+        rc = routes_webhook_post(j->url, j->secret, msg_id, j->body, (size_t)j->body_len, &a);
+    }
+    if (rc < 0)
+        return rc == -ECANCELED ? rc : 0; /* the lease runs out; another pass retries */
+    aio_timeout scope;
+    aio_timeout_open(&scope, STATEMENT_DEADLINE);
+    rc = record(j, &a);
+    aio_timeout_close(&scope);
+    if (rc < 0 && rc != -ECANCELED)
+        log_warn("webhooks: recording the outcome of delivery %lld failed: %s; it is retried when its lease ends",
+                 (long long)j->id, strerror(-rc));
+    return 0; /* one delivery's trouble never cancels its siblings */
+}
+
+/* The dispatcher's lanes: each takes a job from the queue, delivers it
+ * and takes the next, so a slow receiver holds one lane, never the
+ * others. The dispatcher claims only as many deliveries as lanes are idle:
+ * a claimed delivery starts at once, well inside its lease. */
+struct lanes {
+    aio_queue *jobs;
+    size_t idle;
+    aio_event freed; /* a lane finished a job */
+};
+
+static int lane(void *arg)
+{
+    struct lanes *l = arg;
+    for (;;) {
+        void *item;
+        if (aio_queue_get(l->jobs, &item) < 0)
+            return 0;
+        l->idle--;
+        deliver(item);
+        free(item);
+        l->idle++;
+        aio_event_set(&l->freed);
+    }
+}
+
+static struct job *job_from_row(const PGresult *res, int i)
+{
+    int url_len, secret_len, body_len = 0;
+    const char *url = db_get_text(res, i, 2, &url_len);
+    const char *secret = db_get_text(res, i, 3, &secret_len);
+    const char *body = db_is_null(res, i, 4) ? NULL : db_get_text(res, i, 4, &body_len);
+    struct job *j = malloc(sizeof(*j) + (size_t)url_len + (size_t)secret_len + (size_t)body_len + 3);
+    if (j == NULL)
+        return NULL;
+    char *p = j->text;
+    j->id = db_get_int(res, i, 0);
+    j->attempts = (int)db_get_int(res, i, 1);
+    j->url = memcpy(p, url, (size_t)url_len);
+    p[url_len] = '\0';
+    p += url_len + 1;
+    j->secret = memcpy(p, secret, (size_t)secret_len);
+    p[secret_len] = '\0';
+    p += secret_len + 1;
+    j->body = NULL;
+    j->body_len = body_len;
+    if (body != NULL) {
+        j->body = memcpy(p, body, (size_t)body_len);
+        p[body_len] = '\0';
+    }
+    return j;
+}
+
+/* Claims up to `want` due deliveries and queues them for the lanes.
+ * Returns how many were claimed, or a negative errno. */
+static int claim(struct lanes *l, size_t want)
+{
+    PGresult *res = NULL;
+    int64_t lease = SETTING(timeout_ms) + LEASE_MARGIN_MS;
+    aio_timeout scope;
+    aio_timeout_open(&scope, STATEMENT_DEADLINE);
+    int rc = db_exec(NULL, &CLAIM,
+                     DB_PARAMS(DB_INT8((int64_t)want), DB_INT8(lease), DB_INT8(ROUTES_WEBHOOK_PER_ENDPOINT)), &res);
+    aio_timeout_close(&scope);
+    int n = rc == 0 ? PQntuples(res) : 0;
+    for (int i = 0; i < n && rc == 0; i++) {
+        struct job *j = job_from_row(res, i);
+        if (j == NULL)
+            rc = -ENOMEM; /* the rest stay leased, and are retried when the lease ends */
+        else if (aio_queue_try_put(l->jobs, j) < 0) {
+            free(j);
+            rc = -ENOMEM;
+        }
+    }
+    PQclear(res);
+    return rc < 0 ? rc : n;
+}
+
+static void sample_oldest(void)
+{
+    PGresult *res = NULL;
+    aio_timeout scope;
+    aio_timeout_open(&scope, STATEMENT_DEADLINE);
+    if (db_exec(NULL, &OLDEST_DUE, DB_NO_PARAMS, &res) == 0 && PQntuples(res) == 1)
+        counters.oldest_pending_s = (uint64_t)db_get_int(res, 0, 0);
+    aio_timeout_close(&scope);
+    PQclear(res);
+}
+
+static void log_failure(const char *what, int rc, const db_failure *f)
+{
+    log_warn("webhooks: %s failed: %s%s%s", what, strerror(-rc), rc == -EREMOTEIO ? ": " : "",
+             rc == -EREMOTEIO ? f->message : "");
+}
+
+static int dispatcher_run(void *arg)
+{
+    bool sample = *(const bool *)arg;
+    db_failure failure;
+    db_failure_open(&failure);
+    struct lanes l = {.jobs = aio_queue_create(0), .idle = ROUTES_WEBHOOK_LANES};
+    if (l.jobs == NULL)
+        log_error("webhooks: no memory for the dispatcher's queue: this worker delivers nothing");
+    aio_event_init(&l.freed);
+    aio_group g;
+    aio_group_init(&g);
+    for (size_t i = 0; l.jobs != NULL && i < ROUTES_WEBHOOK_LANES; i++)
+        if (aio_group_spawn(&g, lane, &l) == NULL)
+            l.idle--;
+    int64_t last_sample = 0;
+    while (l.jobs != NULL) {
+        aio_event_clear(&l.freed); /* before the awaits below: a lane freed meanwhile is seen */
+        aio_timeout scope;
+        aio_timeout_open(&scope, STATEMENT_DEADLINE);
+        int rc = fanout();
+        aio_timeout_close(&scope);
+        if (rc == -ECANCELED)
+            break;
+        if (rc < 0)
+            log_failure("fan-out", rc, &failure);
+        size_t want = l.idle > aio_queue_size(l.jobs) ? l.idle - aio_queue_size(l.jobs) : 0;
+        int claimed = want > 0 ? claim(&l, want) : 0;
+        if (claimed == -ECANCELED)
+            break;
+        if (claimed < 0)
+            log_failure("claiming deliveries", claimed, &failure);
+        if (sample && aio_now() - last_sample >= AIO_SEC(1)) {
+            sample_oldest();
+            last_sample = aio_now();
+        }
+        /* every lane busy, or every idle one just fed: there may be more
+         * due at once, so the next pass comes as soon as a lane is free */
+        bool more = want == 0 || (claimed > 0 && (size_t)claimed == want);
+        aio_timeout_open(&scope, AIO_MSEC(SETTING(poll_ms)));
+        rc = more ? aio_event_wait(&l.freed) : aio_sleep(AIO_MSEC(SETTING(poll_ms)));
+        aio_timeout_close(&scope);
+        if (rc == -ECANCELED)
+            break;
+    }
+    aio_group_cancel(&g);
+    aio_group_join(&g);
+    void *left;
+    while (l.jobs != NULL && aio_queue_try_get(l.jobs, &left) == 0)
+        free(left); /* claimed, never started: their leases run out and they are retried */
+    if (l.jobs != NULL)
+        aio_queue_destroy(l.jobs);
+    db_failure_close(&failure);
+    return 0;
+}
+
+aio_task *routes_webhook_dispatcher_start(bool sample)
+{
+    static bool yes = true, no = false;
+    return aio_task_spawn(dispatcher_run, sample ? &yes : &no);
+}
+
+void routes_webhook_dispatcher_stop(aio_task *dispatcher)
+{
+    if (dispatcher == NULL)
+        return;
+    aio_task_cancel(dispatcher);
+    aio_task_join(dispatcher);
+}

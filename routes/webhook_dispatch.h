@@ -1,0 +1,96 @@
+/* Webhook delivery: signing (Standard Webhooks), one attempt over HTTP,
+ * and the background dispatcher that turns events into deliveries and
+ * delivers them.
+ *
+ * The dispatcher runs on every worker of every replica; the database
+ * coordinates them. A pass: (1) fan-out, in one transaction holding the
+ * webhook_fanout row's lock (one fan-out at a time across replicas), reads
+ * up to a batch of events after the cursor and inserts a pending delivery
+ * for each enabled webhook that subscribes to the event's type; (2) claim,
+ * one statement that leases as many due pending deliveries as the worker
+ * has idle lanes (FOR UPDATE SKIP LOCKED, at most
+ * ROUTES_WEBHOOK_PER_ENDPOINT in flight per webhook, counting an attempt);
+ * (3) a lane delivers each under WEBHOOK_TIMEOUT_MS and records its
+ * outcome. The next pass comes after WEBHOOK_POLL_MS, or as soon as a lane
+ * frees up when the last claim filled every idle lane. A worker that dies mid-delivery leaves a
+ * lease that runs out, and another worker delivers the event again, with
+ * the same webhook-id: at least once. */
+#ifndef H2PG_ROUTES_WEBHOOK_DISPATCH_H
+#define H2PG_ROUTES_WEBHOOK_DISPATCH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "aio/aio.h"
+
+struct server_config;
+
+/* Concurrent attempts per worker: tasks that each deliver one claimed
+ * delivery after another, so a slow receiver holds up one lane only. */
+#define ROUTES_WEBHOOK_LANES 32
+/* Attempts in flight to one webhook, across workers and replicas (the
+ * claim counts the leases held). */
+#define ROUTES_WEBHOOK_PER_ENDPOINT 4
+/* Response body bytes read from a receiver; more is cut off. */
+#define ROUTES_WEBHOOK_MAX_RESPONSE (64 * 1024)
+/* Events fanned out per statement. */
+#define ROUTES_WEBHOOK_FANOUT_BATCH 500
+
+/* Copies the WEBHOOK_* settings; each worker calls it at start with the
+ * same configuration. Never awaits. */
+void routes_webhook_configure(const struct server_config *cfg);
+
+/* A new secret: "whsec_" + base64 of 32 bytes from getrandom, into out (at
+ * least 64 bytes). 0 or -EIO. */
+int routes_webhook_secret(char *out, size_t size);
+
+/* The webhook-signature value "v1,<base64 HMAC-SHA256>" of
+ * id + "." + timestamp + "." + body, keyed with the base64-decoded part of
+ * secret after "whsec_". out: at least 64 bytes. 0, or -EINVAL for a
+ * secret that is not whsec_ + base64. Pure. */
+int routes_webhook_sign(const char *secret, const char *msg_id, int64_t timestamp, const char *body, size_t len,
+                        char *out, size_t size);
+
+/* The outcome of one attempt. */
+typedef struct routes_webhook_attempt {
+    long status;      /* the receiver's HTTP status, 0 if none arrived */
+    char error[300];  /* "" when a response arrived */
+    int64_t duration_ms;
+} routes_webhook_attempt;
+
+/* POSTs body (the event JSON) to url, signed with secret as msg_id, under
+ * WEBHOOK_TIMEOUT_MS (and the task's own deadline), not following
+ * redirects, refusing non-public addresses unless WEBHOOK_ALLOW_PRIVATE.
+ * Awaits. Returns 0 when the attempt ran to an outcome (a response, or a
+ * failure described in out->error, including WEBHOOK_TIMEOUT_MS running
+ * out); -ECANCELED, or -ETIMEDOUT when the caller's own deadline passed
+ * first, or -ENOMEM. */
+int routes_webhook_post(const char *url, const char *secret, const char *msg_id, const char *body, size_t len,
+                        routes_webhook_attempt *out);
+
+/* Whether an attempt's outcome counts as delivered (a 2xx). */
+bool routes_webhook_delivered(const routes_webhook_attempt *a);
+
+/* The pause before the next attempt after `attempts` attempts: base *
+ * 2^(attempts-1), at most max, then a random point in its upper half
+ * (jitter, so receivers that came back are not hit by every retry at once).
+ * Milliseconds. */
+int64_t routes_webhook_backoff_ms(int attempts, int64_t base_ms, int64_t max_ms);
+
+/* The dispatcher task on the calling worker's loop; NULL when no task can
+ * be made. sample: it also samples the age of the oldest due delivery once
+ * a second (one worker is enough). stop cancels it (attempts in flight are abandoned; their leases
+ * run out and they are retried) and awaits its end; stop(NULL) does
+ * nothing. */
+aio_task *routes_webhook_dispatcher_start(bool sample);
+void routes_webhook_dispatcher_stop(aio_task *dispatcher);
+
+/* This thread's counters since start. */
+typedef struct routes_webhook_counters {
+    uint64_t attempts, delivered, retried, failed;
+    uint64_t oldest_pending_s; /* age of the oldest due pending delivery, at the last pass */
+} routes_webhook_counters;
+void routes_webhook_counters_get(routes_webhook_counters *out);
+
+#endif
