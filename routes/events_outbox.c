@@ -99,6 +99,10 @@ static const db_stmt SEQUENCE = DB_STMT("events_sequence", "SELECT events_sequen
 #define SEQUENCE_DEADLINE AIO_SEC(30)
 #define LISTEN_RETRY AIO_SEC(5)
 
+static _Thread_local aio_event *waker;
+
+void routes_events_outbox_set_waker(aio_event *e) { waker = e; }
+
 struct sequencer {
     db_pool *listen_pool; /* NULL: poll */
     int64_t poll;
@@ -118,6 +122,8 @@ int routes_events_outbox_sequence(int64_t *moved)
         PQclear(res);
         total += n;
     } while (rc == 0 && n == ROUTES_EVENTS_SEQUENCE_BATCH);
+    if (total > 0 && waker != NULL)
+        aio_event_set(waker);
     if (moved != NULL)
         *moved = total;
     return rc;

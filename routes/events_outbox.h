@@ -17,6 +17,7 @@
 
 #include <stdint.h>
 
+#include "aio/sync.h"
 #include "aio/task.h"
 #include "db/pool.h"
 
@@ -34,6 +35,11 @@ int routes_events_outbox_sequence(int64_t *moved);
  * enough (copies of the service take turns on an advisory lock). NULL
  * when no task can be made. */
 aio_task *routes_events_outbox_sequencer_start(db_pool *listen_pool, int64_t poll);
+
+/* An event of the calling thread's loop that the sequencer sets whenever
+ * it has numbered new events (the webhook dispatcher of worker 0 waits on
+ * it, so this copy delivers at once what it numbered); NULL to stop. */
+void routes_events_outbox_set_waker(aio_event *waker);
 
 /* Rows the pruner deletes per statement. */
 #define ROUTES_EVENTS_PRUNE_BATCH 1000

@@ -14,6 +14,7 @@
 #include "client/http.h"
 #include "db/db.h"
 #include "db/tx.h"
+#include "routes/events_outbox.h"
 #include "routes/webhook_dispatch.h"
 #include "server/config.h"
 
@@ -464,6 +465,9 @@ static int dispatcher_run(void *arg)
         if (aio_group_spawn(&g, lane, &l) == NULL)
             l.idle--;
     int64_t last_sample = 0;
+    /* worker 0: the sequencer wakes it when it has numbered new events */
+    if (sample)
+        routes_events_outbox_set_waker(&l.freed);
     while (l.jobs != NULL) {
         aio_event_clear(&l.freed); /* before the awaits below: a lane freed meanwhile is seen */
         aio_timeout scope;
@@ -484,15 +488,19 @@ static int dispatcher_run(void *arg)
             sample_oldest();
             last_sample = aio_now();
         }
-        /* every lane busy, or every idle one just fed: there may be more
-         * due at once, so the next pass comes as soon as a lane is free */
-        bool more = want == 0 || (claimed > 0 && (size_t)claimed == want);
+        /* The next pass: when a lane is free (every lane was busy, or every
+         * idle one just fed: there may be more due at once), when the
+         * sequencer numbered new events (worker 0), or after the poll
+         * interval, whichever comes first. A lane freed with nothing due
+         * costs one pass. */
         aio_timeout_open(&scope, AIO_MSEC(SETTING(poll_ms)));
-        rc = more ? aio_event_wait(&l.freed) : aio_sleep(AIO_MSEC(SETTING(poll_ms)));
-        aio_timeout_close(&scope);
-        if (rc == -ECANCELED)
+        rc = aio_event_wait(&l.freed);
+        bool expired = aio_timeout_close(&scope) < 0;
+        if (rc == -ECANCELED && !expired)
             break;
     }
+    if (sample)
+        routes_events_outbox_set_waker(NULL);
     aio_group_cancel(&g);
     aio_group_join(&g);
     void *left;

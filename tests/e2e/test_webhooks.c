@@ -739,6 +739,33 @@ START_TEST(three_replicas_deliver_every_event)
 }
 END_TEST
 
+/* WEBHOOK_POLL_MS at its maximum (a minute) and longer than the waits
+ * below: only the sequencer's wake-up can make the dispatcher look. */
+static void woken_setup(void)
+{
+    receiver_start();
+    const char *env[] = {"WEBHOOK_ALLOW_PRIVATE=true", "WEBHOOK_POLL_MS=60000", NULL};
+    test_server_start_on_fresh_db(&server, &db, env);
+}
+
+/* An event is delivered as soon as it is numbered, not at the next poll;
+ * twice, so that the second is not the start-up pass's luck. */
+START_TEST(a_numbered_event_wakes_the_dispatcher)
+{
+    char secret[128];
+    long long hook = create_webhook("/woken", "[\"*\"]", secret);
+    receiver_mode("/woken", secret, "");
+    pause_ms(1000); /* past the dispatcher's first passes */
+    int64_t t0 = mono_ms();
+    emit("user.created");
+    json_decref(wait_received("/woken", 1));
+    emit("order.created");
+    json_decref(wait_received("/woken", 2));
+    ck_assert_int_lt(mono_ms() - t0, 30000); /* a poll would take 60 s */
+    json_decref(wait_delivery_state(hook, "delivered"));
+}
+END_TEST
+
 static void patient_setup(void)
 {
     receiver_start();
@@ -793,6 +820,12 @@ static Suite *webhooks_suite(void)
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, a_delivery_survives_a_killed_process);
     tcase_add_test(tc, three_replicas_deliver_every_event);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("woken");
+    tcase_add_checked_fixture(tc, woken_setup, teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, a_numbered_event_wakes_the_dispatcher);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("a hanging receiver");
