@@ -39,6 +39,7 @@
 
 #include "db/db.h"
 #include "db/tx.h"
+#include "routes/auth.h"
 #include "routes/input.h"
 #include "server/http.h"
 
@@ -110,9 +111,27 @@ int routes_problem(server_req *r, int status, const char *detail);
  * too. */
 void routes_fail(server_req *r, int rc);
 
-/* The middleware around every handler (server_app.around): records
- * database failures for the handler's task and its children, and answers
- * with routes_fail when the handler returns < 0 without answering. */
+/* ---- who is calling ---- */
+
+/* The caller whose bearer token the middleware accepted, or NULL when
+ * authentication is off (AUTH_JWKS_FILE and AUTH_JWKS_URL unset: anyone
+ * may do anything) or the route is open. Valid for the request's life. */
+const routes_caller *routes_caller_of(const server_req *r);
+
+/* The middleware around every handler (server_app.around). Before the
+ * handler: with authentication on, a route not marked open needs a valid
+ * bearer token (else 401 with WWW-Authenticate; the reason is logged, not
+ * sent), and its answer gets Cache-Control: no-store; with RATE_LIMIT_PER_S
+ * set, a route not marked unlimited takes a token from its caller's bucket
+ * (the token's sub, else the client address; 429 when empty) and every
+ * answer carries RateLimit-Policy and RateLimit. Protected routes must not
+ * be immediate: checking a token may await a fetch of the key set. Around
+ * the handler: records database failures for the handler's task and its
+ * children, and answers with routes_fail when the handler returns < 0
+ * without answering. */
 int routes_around(server_req *r, server_handler_fn handler);
+
+/* The middleware's settings, from the configuration (once per worker). */
+void routes_around_configure(const server_config *cfg);
 
 #endif
