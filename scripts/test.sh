@@ -28,6 +28,7 @@ if [ -n "$build_only" ]; then
         exit 1
     fi
     tests/openapi/run.sh --prepare
+    tests/auth/run.sh --prepare
 else
     echo "== tests (build/)"
     scripts/with-postgres.sh ctest --test-dir build --output-on-failure -j2
