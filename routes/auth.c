@@ -22,6 +22,7 @@
 #define JWKS_MAX_BYTES (1024 * 1024)
 #define JWKS_FETCH_TIMEOUT AIO_SEC(5)
 #define FILE_CHECK_EVERY AIO_SEC(1)
+#define URL_REFRESH_EVERY AIO_SEC(300)
 #define RSA_MIN_BITS 2048
 #define OCT_MIN_BITS 256
 
@@ -402,12 +403,22 @@ static int load_file(bool first)
     return 0;
 }
 
-static int watch_file(void *arg)
+static int fetch_url(void);
+
+/* The worker's keys kept fresh: the file looked at every second, the URL
+ * fetched again every URL_REFRESH_EVERY even when no token names a new
+ * kid (else a key removed there would stay trusted by a worker that never
+ * saw an unknown kid). */
+static int watch_keys(void *arg)
 {
     (void)arg;
-    while (aio_sleep(FILE_CHECK_EVERY) == 0)
-        if (load_file(false) == -ECANCELED)
+    while (aio_sleep(FILE_CHECK_EVERY) == 0) {
+        if (wa.file != NULL && load_file(false) == -ECANCELED)
             break;
+        int64_t every = wa.refetch_every > URL_REFRESH_EVERY ? wa.refetch_every : URL_REFRESH_EVERY;
+        if (wa.url != NULL && !wa.fetching && aio_now() - wa.fetched_at >= every && fetch_url() == -ECANCELED)
+            break;
+    }
     return 0;
 }
 
@@ -483,11 +494,11 @@ int routes_auth_worker_start(const server_config *cfg, int worker)
             log_error("auth: AUTH_JWKS_FILE cannot be used: %s", strerror(-rc));
             return -EINVAL;
         }
-        if ((wa.watcher = aio_task_spawn(watch_file, NULL)) == NULL)
-            return -ENOMEM;
     }
     if (wa.url != NULL)
         fetch_url(); /* a failure is logged; tokens fetch again */
+    if ((wa.watcher = aio_task_spawn(watch_keys, NULL)) == NULL)
+        return -ENOMEM;
     return 0;
 }
 

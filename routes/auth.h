@@ -14,8 +14,10 @@
  * Keys live per worker thread, like everything else mutable: each worker
  * re-reads the file on a helper thread when its mtime, size or inode
  * changed (looked at once a second by a task of the worker), and fetches
- * the URL with the async HTTP client at start and again when a token
- * names a kid it does not know, at most once per AUTH_JWKS_REFETCH_S. */
+ * the URL with the async HTTP client at start, again when a token names a
+ * kid it does not know (at most once per AUTH_JWKS_REFETCH_S), and every
+ * five minutes regardless, so that a key removed there stops being trusted
+ * by a worker that never saw an unknown kid. */
 #ifndef H2PG_ROUTES_AUTH_H
 #define H2PG_ROUTES_AUTH_H
 

@@ -110,12 +110,15 @@ async function startServer(name, env) {
   throw new Error(`${name}: no free port`);
 }
 
+// Stops every server; each must exit 0 after SIGTERM (under the
+// sanitizers, a leak or an error found on the way out makes it non-zero).
 async function stopAll() {
-  await Promise.all(children.map((c) => new Promise((resolve) => {
-    if (c.exitCode !== null || c.signalCode !== null) return resolve();
-    c.on('exit', resolve);
+  const codes = await Promise.all(children.map((c) => new Promise((resolve) => {
+    if (c.exitCode !== null || c.signalCode !== null) return resolve([c.exitCode, c.signalCode]);
+    c.on('exit', (code, signal) => resolve([code, signal]));
     c.kill('SIGTERM');
   })));
+  return codes.every(([code]) => code === 0);
 }
 
 // ---- keys and tokens ----
@@ -363,7 +366,10 @@ async function urlServer(uid) {
   await new Promise((resolve) => jwksServer.listen(0, '127.0.0.1', resolve));
   const url = `http://127.0.0.1:${jwksServer.address().port}/jwks.json`;
   try {
-    const s = await startServer('url', { AUTH_JWKS_URL: url, AUTH_JWKS_REFETCH_S: '2', AUTH_ISSUER: ISS, AUTH_AUDIENCE: AUD });
+    // one worker: each worker keeps its own copy of the keys, and one that
+    // never sees the new kid drops the old key only at its periodic refresh
+    // (five minutes), which this test does not wait for
+    const s = await startServer('url', { AUTH_JWKS_URL: url, AUTH_JWKS_REFETCH_S: '2', AUTH_ISSUER: ISS, AUTH_AUDIENCE: AUD, THREADS: '1' });
     const t1 = await token(keys[0], { sub: String(uid) });
     check((await request(s.base, 'GET', `/users/${uid}`, { headers: bearer(t1) })).status === 200, 'a key from AUTH_JWKS_URL is accepted');
     const k2 = await rsaKey('u2');
@@ -380,7 +386,7 @@ async function urlServer(uid) {
     const stranger = await token(await rsaKey('stranger'), { sub: String(uid) });
     for (let i = 0; i < 20; i++) await request(s.base, 'GET', `/users/${uid}`, { headers: bearer(stranger) });
     const secs = (Date.now() - t0) / 1000;
-    const allowed = 2 * (Math.ceil(secs / 2) + 1);
+    const allowed = Math.ceil(secs / 2) + 1;
     check(fetches - start <= allowed, `20 tokens with an unknown kid caused at most ${allowed} fetches in ${secs.toFixed(1)} s`, fetches - start);
   } finally {
     jwksServer.close();
@@ -419,8 +425,12 @@ try {
   const { uid } = await mainServer(dir);
   await urlServer(uid);
   await limitServer(dir);
+  check(await stopAll(), 'every server exited 0 after SIGTERM (no sanitizer report)');
+  for (const f of fs.readdirSync(tmp).filter((n) => n.endsWith('.log'))) {
+    const log = fs.readFileSync(path.join(tmp, f), 'utf8');
+    check(!/AddressSanitizer|LeakSanitizer|runtime error:/.test(log), `${f}: no sanitizer report`);
+  }
   console.log(`all ${checks} checks passed`);
-  await stopAll();
 } catch (e) {
   console.error(`FAILED: ${e.message}`);
   await stopAll();
