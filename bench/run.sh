@@ -287,6 +287,7 @@ BEGIN;
 SELECT id, balance_cents FROM accounts WHERE id IN (:a, :b) ORDER BY id FOR UPDATE;
 UPDATE accounts SET balance_cents = balance_cents + CASE WHEN id = :a THEN -:amt::bigint ELSE :amt::bigint END WHERE id IN (:a, :b);
 INSERT INTO transfers (from_account_id, to_account_id, amount_cents) VALUES (:a, :b, :amt);
+SELECT events_emit('transfer.created', '{"id":1,"from_account_id":2,"to_account_id":3,"amount_cents":4,"created_at":"2026-12-04T03:40:00.804727Z"}'::jsonb);
 COMMIT;
 EOF
 cat >"$work/transfer-key.sql" <<EOF
@@ -300,6 +301,7 @@ SELECT id, balance_cents FROM accounts WHERE id IN (:a, :b) ORDER BY id FOR UPDA
 UPDATE accounts SET balance_cents = balance_cents + CASE WHEN id = :a THEN -:amt::bigint ELSE :amt::bigint END WHERE id IN (:a, :b);
 INSERT INTO transfers (from_account_id, to_account_id, amount_cents) VALUES (:a, :b, :amt);
 UPDATE idempotency_keys SET status = 201, response_body = '{}' WHERE key = 'pgb-' || :k || '-' || :client_id;
+SELECT events_emit('transfer.created', '{"id":1,"from_account_id":2,"to_account_id":3,"amount_cents":4,"created_at":"2026-12-04T03:40:00.804727Z"}'::jsonb);
 COMMIT;
 EOF
 

@@ -45,6 +45,8 @@ static int commit(db_conn *c, int result)
         return result;
     if (PQtransactionStatus(c->pg) == PQTRANS_INERROR)
         return -EREMOTEIO;
+    if (PQtransactionStatus(c->pg) == PQTRANS_IDLE)
+        return result; /* the body committed (db_tx_exec_commit) */
     PGresult *r = NULL;
     int rc = db_exec(c, &COMMIT, DB_NO_PARAMS, &r);
     PQclear(r);
@@ -121,6 +123,16 @@ int db_tx_run(const db_tx_options *o, db_tx_body body, void *arg, int *attempts,
     if (attempts)
         *attempts = attempt;
     db_pool_release(c);
+    return rc;
+}
+
+int db_tx_exec_commit(db_conn *tx, const db_stmt *stmt, db_params params, PGresult **res)
+{
+    db_call calls[] = {{.stmt = stmt, .params = params}, DB_CALL0(&COMMIT)};
+    int rc = db_exec_batch(tx, calls, 2, DB_BATCH_ATOMIC);
+    *res = calls[0].result;
+    calls[0].result = NULL;
+    db_calls_clear(calls, 2);
     return rc;
 }
 

@@ -41,6 +41,17 @@ int db_tx_run(const db_tx_options *o, db_tx_body body, void *arg, int *attempts,
  * what most handlers want. */
 int db_tx(db_tx_body body, void *arg);
 
+/* The body's last statement and the COMMIT in one round trip (one
+ * pipeline segment: if the statement fails, the COMMIT does not run and
+ * the transaction rolls back as usual). Returns as db_exec, the
+ * statement's result in *res (the caller frees it); a failed COMMIT (a
+ * serialization failure at commit) is -EREMOTEIO like any statement, and
+ * retried the same way. After 0 the transaction is committed: the body
+ * returns at once with its result, and db_tx_run has nothing left to
+ * commit. For work that must happen last, just before the commit, such as
+ * an events_emit whose lock is held until then. */
+int db_tx_exec_commit(db_conn *tx, const db_stmt *stmt, db_params params, PGresult **res);
+
 /* The process default for max_retries (set once at start). */
 void db_tx_set_default_retries(int n);
 

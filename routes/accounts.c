@@ -1,10 +1,13 @@
 /* Accounts: create, page through a user's accounts, read one. */
 #include "routes/handler.h"
 
+/* The account and its account.created event in one statement (as
+ * users.c). */
 static const db_stmt INSERT_ACCOUNT =
     DB_STMT("account_insert",
-            "INSERT INTO accounts (user_id, balance_cents) VALUES ($1, $2) RETURNING id, user_id, balance_cents, "
-            "created_at",
+            "WITH n AS (INSERT INTO accounts (user_id, balance_cents) VALUES ($1, $2) "
+            "RETURNING id, user_id, balance_cents, created_at) "
+            "SELECT n.* FROM n WHERE events_emit('account.created', events_resource(to_jsonb(n))) IS NOT NULL",
             2);
 static const db_stmt GET_ACCOUNT =
     DB_STMT("account_get", "SELECT id, user_id, balance_cents, created_at FROM accounts WHERE id = $1", 1);

@@ -1,7 +1,8 @@
 /* The service put together: the routes, the middleware, what each worker
- * needs (its database pools; on worker 0 also the task that prunes expired
- * idempotency keys), the database's metrics and the migrations, handed to
- * the server as a server_app. */
+ * needs (its database pools, its GET /events hub; on worker 0 also the
+ * tasks that number committed events and prune expired idempotency keys
+ * and events), the database's metrics and the migrations, handed to the
+ * server as a server_app. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,7 @@
 #include "routes/app.h"
 #include "routes/auth.h"
 #include "routes/events.h"
+#include "routes/events_outbox.h"
 #include "routes/handler.h"
 #include "routes/idempotency.h"
 
@@ -28,6 +30,8 @@ struct worker_db {
     size_t nreplicas;
     db_pool *listen; /* DATABASE_LISTEN_URL: GET /events LISTENs there */
     aio_task *pruner; /* worker 0: expired idempotency keys */
+    aio_task *events_pruner; /* worker 0: events past their retention */
+    aio_task *sequencer;     /* worker 0: numbers committed events (routes/events_outbox.h) */
 };
 
 static int slice(int total, int n, int i) { return total / n + (i < total % n ? 1 : 0); }
@@ -37,6 +41,8 @@ static void worker_stop(void *state)
     struct worker_db *d = state;
     routes_auth_worker_stop();
     routes_idempotency_pruner_stop(d->pruner); /* before its pool goes */
+    routes_events_outbox_stop(d->events_pruner);
+    routes_events_outbox_stop(d->sequencer);
     routes_events_stop();
     if (d->listen != NULL)
         db_pool_destroy(d->listen);
@@ -49,29 +55,37 @@ static void worker_stop(void *state)
     free(d);
 }
 
-/* Where GET /events LISTENs: DATABASE_LISTEN_URL, on a pool of its own;
- * else a connection of the worker's pool, unless that is behind a
- * transaction pooler (LISTEN needs a session of its own) or has a single
- * connection (LISTEN would hold it for good); else it polls. */
-static int events_setup(const server_config *cfg, const db_pool_config *pc, struct worker_db *d, char *err,
-                        size_t errlen)
+/* Where GET /events and, on worker 0, the outbox's sequencer LISTEN:
+ * DATABASE_LISTEN_URL, on a pool of its own; else connections of the
+ * worker's pool, unless that is behind a transaction pooler (LISTEN needs
+ * a session of its own) or too small to give them up for good (each
+ * listener leaves at least one connection to the requests); else they
+ * poll. */
+static int events_setup(const server_config *cfg, const db_pool_config *pc, int worker, struct worker_db *d,
+                        char *err, size_t errlen)
 {
-    db_pool *listen = NULL;
+    db_pool *hub = NULL, *sequencer = NULL;
     if (cfg->database_listen_url[0] != '\0') {
         db_pool_config lc = *pc;
         lc.conninfo = cfg->database_listen_url;
         lc.min = 0;
-        lc.max = 1;
+        lc.max = worker == 0 ? 2 : 1;
         lc.transaction_pooler = false;
         lc.replica = true; /* not the thread's pool */
         int rc = db_pool_create(&lc, &d->listen, err, errlen);
         if (rc < 0)
             return rc;
-        listen = d->listen;
-    } else if (cfg->database_pooler != SERVER_POOLER_TRANSACTION && pc->max >= 2) {
-        listen = d->pool;
+        hub = sequencer = d->listen;
+    } else if (cfg->database_pooler != SERVER_POOLER_TRANSACTION) {
+        hub = pc->max >= 2 ? d->pool : NULL;
+        sequencer = pc->max >= 3 ? d->pool : NULL;
     }
-    routes_events_configure(listen, AIO_MSEC(cfg->events_poll_ms), AIO_MSEC(cfg->events_heartbeat_ms));
+    routes_events_configure(hub, AIO_MSEC(cfg->events_poll_ms), AIO_MSEC(cfg->events_heartbeat_ms));
+    if (worker == 0 &&
+        (d->sequencer = routes_events_outbox_sequencer_start(sequencer, AIO_MSEC(cfg->events_poll_ms))) == NULL) {
+        snprintf(err, errlen, "cannot start the events sequencer");
+        return -ENOMEM;
+    }
     return 0;
 }
 
@@ -103,6 +117,7 @@ static int worker_start(const server_config *cfg, int worker, void **state)
         pc.min = pc.max;
     db_tx_set_default_retries(cfg->tx_max_retries);
     routes_idempotency_set_retention(cfg->idempotency_retention_s);
+    routes_events_outbox_set_retention(cfg->events_retention_s);
     char err[512];
     routes_around_configure(cfg);
     int rc = routes_auth_worker_start(cfg, worker);
@@ -117,10 +132,14 @@ static int worker_start(const server_config *cfg, int worker, void **state)
         db_pool_set_replicas(d->replicas, d->nreplicas);
     }
     if (rc == 0)
-        rc = events_setup(cfg, &pc, d, err, sizeof(err));
+        rc = events_setup(cfg, &pc, worker, d, err, sizeof(err));
     /* one pruner is enough: the rows are the database's, not a worker's */
     if (rc == 0 && worker == 0 && (d->pruner = routes_idempotency_pruner_start()) == NULL) {
         snprintf(err, sizeof(err), "cannot start the idempotency-key pruner");
+        rc = -ENOMEM;
+    }
+    if (rc == 0 && worker == 0 && (d->events_pruner = routes_events_outbox_pruner_start()) == NULL) {
+        snprintf(err, sizeof(err), "cannot start the events pruner");
         rc = -ENOMEM;
     }
     if (rc < 0) {

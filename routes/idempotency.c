@@ -25,6 +25,17 @@ static const db_stmt GET_KEY =
     DB_STMT("idem_get", "SELECT request_hash, status, response_body FROM idempotency_keys WHERE key = $1", 1);
 static const db_stmt STORE_KEY =
     DB_STMT("idem_store", "UPDATE idempotency_keys SET status = $2, response_body = $3 WHERE key = $1", 3);
+/* The outcome kept and the event emitted in one statement: the update
+ * first, the event last, emitted whatever the update found (the claim is
+ * this transaction's own row, so it finds it; were it not so, only a
+ * replay would suffer, never the rule that the change has its event).
+ * $3 is the resource's JSON text. */
+static const db_stmt STORE_KEY_EMIT =
+    DB_STMT("idem_store_emit",
+            "WITH stored AS (UPDATE idempotency_keys SET status = $2::int, response_body = $3::text WHERE key = $1 "
+            "RETURNING 1) SELECT (SELECT count(*) FROM stored), events_emit($4::text, $3::text::jsonb)",
+            4);
+static const db_stmt EMIT_EVENT = DB_STMT("idem_emit", "SELECT events_emit($1::text, $2::text::jsonb)", 2);
 static const db_stmt FORGET_KEY = DB_STMT("idem_forget", "DELETE FROM idempotency_keys WHERE key = $1", 1);
 /* One batch of the pruner, oldest first, skipping rows a claim holds. */
 static const db_stmt PRUNE_KEYS =
@@ -92,6 +103,7 @@ int routes_idempotency_key(server_req *r, const char **key)
 struct run {
     server_req *r;
     const char *key;
+    const char *event_type; /* NULL: none */
     char hash[65]; /* of the fingerprint, hex */
     routes_tx_work work;
     void *arg;
@@ -117,16 +129,34 @@ static int replay(struct run *run, db_conn *tx)
     return run->out.stored != NULL ? 0 : -ENOMEM;
 }
 
-/* Keeps a 201: its body, for the replays. */
+/* Keeps a 201: its body, for the replays (with a key), and emits its
+ * event; one statement either way, the event last, sent with the COMMIT
+ * (db_tx_exec_commit), so that events_emit's lock is held for the commit
+ * alone and the event costs no round trip of its own. The event's data is
+ * the body the client gets, which is what the resource's GET returns. */
 static int store(struct run *run, db_conn *tx)
 {
+    if (run->key == NULL && run->event_type == NULL)
+        return 0;
     char *text = json_dumps(run->out.body, JSON_COMPACT);
     if (text == NULL)
         return -ENOMEM;
     char status[8];
     snprintf(status, sizeof(status), "%d", run->out.status);
-    PGresult *res;
-    int rc = routes_exec(run->r, tx, &STORE_KEY, DB_PARAMS(DB_TEXT(run->key), DB_TEXT(status), DB_TEXT(text)), &res);
+    PGresult *res = NULL;
+    int rc;
+    if (run->key == NULL)
+        rc = db_tx_exec_commit(tx, &EMIT_EVENT, DB_PARAMS(DB_TEXT(run->event_type), DB_TEXT(text)), &res);
+    else if (run->event_type == NULL)
+        rc = db_tx_exec_commit(tx, &STORE_KEY, DB_PARAMS(DB_TEXT(run->key), DB_TEXT(status), DB_TEXT(text)), &res);
+    else {
+        rc = db_tx_exec_commit(
+            tx, &STORE_KEY_EMIT, DB_PARAMS(DB_TEXT(run->key), DB_TEXT(status), DB_TEXT(text), DB_TEXT(run->event_type)),
+            &res);
+        if (rc == 0 && db_get_int(res, 0, 0) != 1)
+            log_error("idempotency key %s: its claim was gone when its outcome was stored", run->key);
+    }
+    PQclear(res);
     free(text);
     return rc;
 }
@@ -153,11 +183,11 @@ static int run_tx(db_conn *tx, void *arg)
             return replay(run, tx);
     }
     int rc = run->work(run->r, tx, run->arg, &run->out);
-    if (rc < 0 || run->key == NULL)
+    if (rc < 0)
         return rc;
     if (run->out.status == 201)
         return run->out.body != NULL ? store(run, tx) : -ENOMEM;
-    return forget(run, tx);
+    return run->key != NULL ? forget(run, tx) : 0;
 }
 
 static void fingerprint_hash(const char *fingerprint, char hex[65])
@@ -189,9 +219,9 @@ static int answer(server_req *r, routes_outcome *o, const char *created_prefix)
 }
 
 int routes_idempotent(server_req *r, const char *key, const char *fingerprint, const char *created_prefix,
-                      routes_tx_work work, void *arg)
+                      const char *event_type, routes_tx_work work, void *arg)
 {
-    struct run run = {.r = r, .key = key, .work = work, .arg = arg};
+    struct run run = {.r = r, .key = key, .event_type = event_type, .work = work, .arg = arg};
     fingerprint_hash(fingerprint, run.hash);
     int rc = db_tx(run_tx, &run);
     if (rc >= 0)

@@ -47,9 +47,13 @@ int routes_idempotency_key(server_req *r, const char **key);
 /* Runs work as described above (key NULL: no key, just the transaction)
  * and answers with its outcome; a 201 with Location: created_prefix + the
  * resource's "id". fingerprint is a canonical text of the request: what
- * must be equal for a retry to count as the same request. */
+ * must be equal for a retry to count as the same request. A 201 also
+ * emits an event of type event_type (when not NULL) with the resource as
+ * its data, in the same transaction and as its last statement (after the
+ * outcome is stored), since events_emit holds its lock until the commit;
+ * a replay emits nothing. */
 int routes_idempotent(server_req *r, const char *key, const char *fingerprint, const char *created_prefix,
-                      routes_tx_work work, void *arg);
+                      const char *event_type, routes_tx_work work, void *arg);
 
 /* ---- retention ---- */
 

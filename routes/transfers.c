@@ -7,7 +7,9 @@
  * With an Idempotency-Key a 201 is stored with the key in the same
  * transaction (routes/idempotency.h), so a retried request gets the first
  * answer back instead of moving money twice; a 404 or 422 moved nothing and
- * is not stored, so its retry runs again. */
+ * is not stored, so its retry runs again. The transfer.created event is
+ * emitted by routes_idempotent as the transaction's last statement, after
+ * the outcome is stored; a replay emits none. */
 #include <stdio.h>
 
 #include "routes/idempotency.h"
@@ -68,7 +70,7 @@ static int create_transfer(server_req *r)
     char fingerprint[96];
     snprintf(fingerprint, sizeof(fingerprint), "POST /transfers %lld %lld %lld", (long long)in.from_account_id,
              (long long)in.to_account_id, (long long)in.amount_cents);
-    return routes_idempotent(r, key, fingerprint, "/transfers/", move_money, &in);
+    return routes_idempotent(r, key, fingerprint, "/transfers/", "transfer.created", move_money, &in);
 }
 
 static int get_transfer(server_req *r) { return routes_get_by_id(r, &GET_TRANSFER, "no such transfer"); }

@@ -4,8 +4,15 @@
 
 #define USER_COLUMNS "id, name, email, created_at"
 
+/* The user and its user.created event in one statement, so one commits
+ * if and only if the other does; the event last, just before the commit,
+ * as events_emit wants (migrations/0006_events.sql). The qual is volatile,
+ * so it runs for the row; the columns stay the user's. */
 static const db_stmt INSERT_USER =
-    DB_STMT("user_insert", "INSERT INTO users (name, email) VALUES ($1, $2) RETURNING " USER_COLUMNS, 2);
+    DB_STMT("user_insert",
+            "WITH n AS (INSERT INTO users (name, email) VALUES ($1, $2) RETURNING " USER_COLUMNS ") "
+            "SELECT n.* FROM n WHERE events_emit('user.created', events_resource(to_jsonb(n))) IS NOT NULL",
+            2);
 static const db_stmt LIST_USERS =
     DB_STMT("user_list", "SELECT " USER_COLUMNS " FROM users WHERE id > $1 ORDER BY id LIMIT $2", 2);
 static const db_stmt GET_USER = DB_STMT("user_get", "SELECT " USER_COLUMNS " FROM users WHERE id = $1", 1);

@@ -29,6 +29,7 @@ if [ -n "$build_only" ]; then
     fi
     tests/openapi/run.sh --prepare
     tests/auth/run.sh --prepare
+    tests/sse/run.sh --prepare
 else
     echo "== tests (build/)"
     scripts/with-postgres.sh ctest --test-dir build --output-on-failure -j2

@@ -130,6 +130,9 @@ static const struct opt_spec options[] = {
     INT("IDEMPOTENCY_RETENTION_S", "--idempotency-retention-s", idempotency_retention_s, "86400", 1, 31536000, "SECONDS",
         "how long the outcome of a request sent with an Idempotency-Key is kept for its retries; an older key counts "
         "as new, and a background task deletes it"),
+    INT("EVENTS_RETENTION_S", "--events-retention-s", events_retention_s, "604800", 1, 31536000, "SECONDS",
+        "how long an event (GET /events, webhooks) is kept for readers to resume from; a background task deletes "
+        "older ones"),
     {.env = "MIGRATE_ON_START",
      .flag = "--migrate-on-start",
      .kind = OPT_BOOL,

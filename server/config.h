@@ -55,6 +55,7 @@ typedef struct server_config {
     int shutdown_grace_ms;
     int tx_max_retries;
     int idempotency_retention_s; /* how long an Idempotency-Key's outcome is kept */
+    int events_retention_s;      /* how long an outbox event is kept */
     bool migrate_on_start;
     const char *migrations_dir; /* "" means the migrations embedded in the binary */
     enum base_log_level log_level;

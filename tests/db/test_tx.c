@@ -140,6 +140,56 @@ AIO_TEST(a_committed_body_writes_are_visible_and_its_value_is_returned)
     return 0;
 }
 
+/* key 1, then key *arg with the COMMIT; 7 once committed. The session
+ * is outside any transaction afterwards: the COMMIT ran. */
+static int insert_then_commit_with(db_conn *tx, void *arg)
+{
+    int rc = insert_key(tx, 1);
+    if (rc < 0)
+        return rc;
+    PGresult *r = NULL;
+    rc = db_tx_exec_commit(tx, &INSERT_KEY, DB_PARAMS(DB_INT4(*(int *)arg)), &r);
+    ExecStatusType st = r != NULL ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+    PQclear(r);
+    if (rc < 0)
+        return rc;
+    if (st != PGRES_COMMAND_OK || db_conn_tx_status(tx) != PQTRANS_IDLE)
+        return -EPROTO;
+    return 7;
+}
+
+AIO_TEST(a_last_statement_sent_with_the_commit_commits_the_body)
+{
+    PGconn *admin;
+    char *ci = create_db(&admin);
+    db_pool *p = test_db_pool_open(ci, 0, 1);
+    int k = 2, attempts = -1;
+    ck_assert_int_eq(db_tx_run(&(db_tx_options){.max_retries = 3}, insert_then_commit_with, &k, &attempts, NULL), 7);
+    ck_assert_int_eq(attempts, 1);
+    ck_assert_int_eq(test_pg_int(admin, "SELECT count(*) FROM keys"), 2);
+    assert_pool_clean(p, admin);
+    drop_db(ci, admin, p);
+    return 0;
+}
+
+/* A last statement that fails: the COMMIT after it does not run, and
+ * everything the body wrote is rolled back. */
+AIO_TEST(a_failing_last_statement_leaves_the_commit_unrun_and_rolls_back)
+{
+    PGconn *admin;
+    char *ci = create_db(&admin);
+    db_pool *p = test_db_pool_open(ci, 0, 1);
+    int k = 1; /* a duplicate of the body's first key */
+    char last[6] = "";
+    ck_assert_int_eq(db_tx_run(&(db_tx_options){.max_retries = 3}, insert_then_commit_with, &k, NULL, last),
+                     -EREMOTEIO);
+    ck_assert_str_eq(last, "23505");
+    ck_assert_int_eq(test_pg_int(admin, "SELECT count(*) FROM keys"), 0);
+    assert_pool_clean(p, admin);
+    drop_db(ci, admin, p);
+    return 0;
+}
+
 static int insert_then_refuse(db_conn *tx, void *arg)
 {
     int *runs = arg;
@@ -367,6 +417,7 @@ struct conflict {
     db_tx_options opts;
     int rc, attempts;
     char last[6];
+    bool write_with_commit; /* the write goes with the COMMIT (db_tx_exec_commit) */
 };
 
 static const db_stmt BUMP = DB_STMT("t_bump", "UPDATE counter SET v = v + 1 WHERE id = $1", 1);
@@ -487,7 +538,10 @@ static int read_modify_write(db_conn *tx, void *arg)
     if (++c->runs == 1 && (rc = barrier_wait(c->barrier)) < 0)
         return rc;
     r = NULL;
-    rc = db_exec(tx, &WRITE_V, DB_PARAMS(DB_INT4(v + 1)), &r);
+    if (c->write_with_commit)
+        rc = db_tx_exec_commit(tx, &WRITE_V, DB_PARAMS(DB_INT4(v + 1)), &r);
+    else
+        rc = db_exec(tx, &WRITE_V, DB_PARAMS(DB_INT4(v + 1)), &r);
     PQclear(r);
     return rc;
 }
@@ -511,6 +565,27 @@ AIO_TEST(a_serialization_failure_is_retried_and_no_increment_is_lost)
     struct barrier b;
     struct conflict c[2];
     rmw_pair(c, &b, 3);
+    run_pair(c);
+    for (int i = 0; i < 2; i++)
+        ck_assert_msg(c[i].rc == 0, "task %d: rc %d last %s", i, c[i].rc, c[i].last);
+    ck_assert_int_eq(c[0].attempts + c[1].attempts, 3);
+    ck_assert_int_eq(test_pg_int(admin, "SELECT v FROM counter WHERE id = 1"), 2);
+    assert_pool_clean(p, admin);
+    drop_db(ci, admin, p);
+    return 0;
+}
+
+/* The same with the write sent together with the COMMIT: the failure
+ * comes from that one round trip, and the body still runs again. */
+AIO_TEST(a_serialization_failure_of_a_write_sent_with_the_commit_is_retried)
+{
+    PGconn *admin;
+    char *ci = create_db(&admin);
+    db_pool *p = test_db_pool_open(ci, 0, 2);
+    struct barrier b;
+    struct conflict c[2];
+    rmw_pair(c, &b, 3);
+    c[0].write_with_commit = c[1].write_with_commit = true;
     run_pair(c);
     for (int i = 0; i < 2; i++)
         ck_assert_msg(c[i].rc == 0, "task %d: rc %d last %s", i, c[i].rc, c[i].last);
@@ -810,6 +885,8 @@ static Suite *suite(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, a_committed_body_writes_are_visible_and_its_value_is_returned);
     tcase_add_test(tc, a_body_error_rolls_back_and_is_returned);
+    tcase_add_test(tc, a_last_statement_sent_with_the_commit_commits_the_body);
+    tcase_add_test(tc, a_failing_last_statement_leaves_the_commit_unrun_and_rolls_back);
     tcase_add_test(tc, a_statement_error_in_the_body_rolls_back_with_eremoteio);
     tcase_add_test(tc, a_body_that_ignores_a_failed_statement_is_not_reported_as_committed);
     tcase_add_test(tc, a_body_that_sends_nothing_returns_its_value_and_leaves_no_transaction);
@@ -824,6 +901,7 @@ static Suite *suite(void)
     tcase_add_test(tc, a_deadlock_victim_is_retried_and_both_transactions_commit);
     tcase_add_test(tc, a_deadlock_with_no_retries_left_returns_eremoteio_and_40P01);
     tcase_add_test(tc, a_serialization_failure_is_retried_and_no_increment_is_lost);
+    tcase_add_test(tc, a_serialization_failure_of_a_write_sent_with_the_commit_is_retried);
     tcase_add_test(tc, a_serialization_failure_with_no_retries_left_returns_eremoteio_and_40001);
     tcase_add_test(tc, the_process_default_applies_when_max_retries_is_minus_one);
     tcase_add_test(tc, write_skew_under_serializable_is_retried_and_prevented);

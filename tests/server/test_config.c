@@ -87,6 +87,7 @@ START_TEST(defaults_apply_when_nothing_is_set)
     ck_assert_int_eq(cfg.shutdown_grace_ms, 10000);
     ck_assert_int_eq(cfg.tx_max_retries, 10);
     ck_assert_int_eq(cfg.idempotency_retention_s, 86400);
+    ck_assert_int_eq(cfg.events_retention_s, 604800);
     ck_assert(cfg.migrate_on_start);
     ck_assert_str_eq(cfg.migrations_dir, "");
     ck_assert_int_eq(cfg.log_level, BASE_LOG_INFO);
@@ -117,6 +118,7 @@ START_TEST(environment_values_are_read)
     setenv("SHUTDOWN_GRACE_MS", "0", 1);
     setenv("TX_MAX_RETRIES", "0", 1);
     setenv("IDEMPOTENCY_RETENTION_S", "3600", 1);
+    setenv("EVENTS_RETENTION_S", "7200", 1);
     setenv("MIGRATE_ON_START", "false", 1);
     setenv("MIGRATIONS_DIR", "/srv/migrations", 1);
     setenv("LOG_LEVEL", "debug", 1);
@@ -144,6 +146,7 @@ START_TEST(environment_values_are_read)
     ck_assert_int_eq(cfg.shutdown_grace_ms, 0);
     ck_assert_int_eq(cfg.tx_max_retries, 0);
     ck_assert_int_eq(cfg.idempotency_retention_s, 3600);
+    ck_assert_int_eq(cfg.events_retention_s, 7200);
     ck_assert(!cfg.migrate_on_start);
     ck_assert_str_eq(cfg.migrations_dir, "/srv/migrations");
     ck_assert_int_eq(cfg.log_level, BASE_LOG_DEBUG);
@@ -230,6 +233,7 @@ START_TEST(an_integer_below_its_range_is_rejected)
     assert_bad_value("KEEPALIVE_TIMEOUT_MS", "--keepalive-timeout-ms", "999", "1000..3600000");
     assert_bad_value("POOL_MAX", "--pool-max", "0", "1..10000");
     assert_bad_value("IDEMPOTENCY_RETENTION_S", "--idempotency-retention-s", "0", "1..31536000");
+    assert_bad_value("EVENTS_RETENTION_S", "--events-retention-s", "0", "1..31536000");
 }
 END_TEST
 
@@ -240,6 +244,7 @@ START_TEST(an_integer_above_its_range_is_rejected)
     assert_bad_value("MAX_INFLIGHT", "--max-inflight", "1000001", "1..1000000");
     assert_bad_value("STATEMENT_TIMEOUT_MS", "--statement-timeout-ms", "86400001", "0..86400000");
     assert_bad_value("IDEMPOTENCY_RETENTION_S", "--idempotency-retention-s", "31536001", "1..31536000");
+    assert_bad_value("EVENTS_RETENTION_S", "--events-retention-s", "31536001", "1..31536000");
 }
 END_TEST
 

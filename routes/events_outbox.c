@@ -1,0 +1,195 @@
+/* The outbox's background work on worker 0: the sequencer, which numbers
+ * committed events in commit order (migrations/0008), and the pruner. */
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "aio/aio.h"
+#include "base/log.h"
+#include "db/db.h"
+#include "db/listen.h"
+#include "routes/events_outbox.h"
+#include "routes/idempotency.h"
+
+/* One batch, oldest id first (ids follow commit order, so the oldest
+ * events go first); the count of rows deleted. */
+static const db_stmt PRUNE_EVENTS =
+    DB_STMT("events_prune",
+            "WITH gone AS (DELETE FROM events WHERE id IN "
+            "(SELECT id FROM events WHERE created_at < now() - make_interval(secs => $1::bigint) "
+            "ORDER BY id LIMIT $2::bigint) RETURNING 1) SELECT count(*) FROM gone",
+            2);
+
+#define DEFAULT_RETENTION_S 604800
+#define PRUNE_STATEMENT_DEADLINE AIO_SEC(30)
+
+/* Every worker sets the same value at start; relaxed is enough. */
+static _Atomic int64_t retention_s = DEFAULT_RETENTION_S;
+
+void routes_events_outbox_set_retention(int64_t seconds)
+{
+    atomic_store_explicit(&retention_s, seconds >= 1 ? seconds : 1, memory_order_relaxed);
+}
+
+static int64_t retention(void) { return atomic_load_explicit(&retention_s, memory_order_relaxed); }
+
+int routes_events_outbox_prune(int64_t *deleted)
+{
+    int64_t total = 0, n;
+    int rc;
+    do {
+        PGresult *res = NULL;
+        aio_timeout scope;
+        aio_timeout_open(&scope, PRUNE_STATEMENT_DEADLINE);
+        rc = db_exec(NULL, &PRUNE_EVENTS, DB_PARAMS(DB_INT8(retention()), DB_INT8(ROUTES_EVENTS_PRUNE_BATCH)), &res);
+        aio_timeout_close(&scope);
+        n = rc == 0 ? db_get_int(res, 0, 0) : 0;
+        PQclear(res);
+        total += n;
+    } while (rc == 0 && n == ROUTES_EVENTS_PRUNE_BATCH);
+    if (deleted != NULL)
+        *deleted = total;
+    return rc;
+}
+
+static int pruner_run(void *arg)
+{
+    (void)arg;
+    db_failure failure;
+    db_failure_open(&failure);
+    int64_t interval = AIO_MSEC(routes_idempotency_prune_interval_ms(retention()));
+    long long interval_ms = (long long)(interval / AIO_MSEC(1));
+    for (;;) {
+        int64_t deleted = 0;
+        int rc = routes_events_outbox_prune(&deleted);
+        if (rc == -ECANCELED)
+            break;
+        if (deleted > 0)
+            log_info("events: pruned %lld older than %lld s", (long long)deleted, (long long)retention());
+        if (rc == 0)
+            log_debug("events: pruning pass done, %lld deleted; the next in %lld ms", (long long)deleted, interval_ms);
+        else if (rc == -EREMOTEIO)
+            log_warn("events: pruning failed: SQLSTATE %s: %s; next try in %lld ms", failure.sqlstate, failure.message,
+                     interval_ms);
+        else
+            log_warn("events: pruning failed: %s; next try in %lld ms", strerror(-rc), interval_ms);
+        if (aio_sleep(interval) < 0)
+            break;
+    }
+    db_failure_close(&failure);
+    return 0;
+}
+
+aio_task *routes_events_outbox_pruner_start(void) { return aio_task_spawn(pruner_run, NULL); }
+
+void routes_events_outbox_stop(aio_task *task)
+{
+    if (task == NULL)
+        return;
+    aio_task_cancel(task);
+    aio_task_join(task);
+}
+
+/* ---- the sequencer ---- */
+
+static const db_stmt LISTEN_OUTBOX = DB_STMT("outbox_listen", "LISTEN h2pg_outbox", 0);
+static const db_stmt SEQUENCE = DB_STMT("events_sequence", "SELECT events_sequence($1)", 1);
+
+#define SEQUENCE_DEADLINE AIO_SEC(30)
+#define LISTEN_RETRY AIO_SEC(5)
+
+struct sequencer {
+    db_pool *listen_pool; /* NULL: poll */
+    int64_t poll;
+};
+
+int routes_events_outbox_sequence(int64_t *moved)
+{
+    int64_t total = 0, n;
+    int rc;
+    do {
+        PGresult *res = NULL;
+        aio_timeout scope;
+        aio_timeout_open(&scope, SEQUENCE_DEADLINE);
+        rc = db_exec(NULL, &SEQUENCE, DB_PARAMS(DB_INT4(ROUTES_EVENTS_SEQUENCE_BATCH)), &res);
+        aio_timeout_close(&scope);
+        n = rc == 0 ? db_get_int(res, 0, 0) : 0;
+        PQclear(res);
+        total += n;
+    } while (rc == 0 && n == ROUTES_EVENTS_SEQUENCE_BATCH);
+    if (moved != NULL)
+        *moved = total;
+    return rc;
+}
+
+/* Woken by every writer's NOTIFY (or, without LISTEN, every poll), it
+ * numbers what is pending; with LISTEN, a sweep every ten polls catches
+ * what a lost notification missed. */
+static int sequencer_run(void *arg)
+{
+    struct sequencer *sq = arg;
+    db_failure failure;
+    db_failure_open(&failure);
+    db_listener *listener = NULL;
+    int64_t listen_after = 0;
+    bool failing = false;
+    for (;;) {
+        if (listener == NULL && sq->listen_pool != NULL && aio_now() >= listen_after) {
+            aio_timeout scope;
+            aio_timeout_open(&scope, SEQUENCE_DEADLINE);
+            int rc = db_listen_open(sq->listen_pool, &LISTEN_OUTBOX, &listener);
+            bool expired = aio_timeout_close(&scope) < 0;
+            if (rc == -ECANCELED && !expired)
+                break;
+            if (rc < 0) {
+                listener = NULL;
+                listen_after = aio_now() + LISTEN_RETRY;
+                log_warn("events: the sequencer cannot LISTEN (%s); polling meanwhile", strerror(-rc));
+            }
+        }
+        /* after LISTEN is in place, so that no commit in between is missed */
+        int rc = routes_events_outbox_sequence(NULL);
+        if (rc == -ECANCELED && aio_checkpoint() < 0)
+            break;
+        if (rc < 0 && !failing) {
+            if (rc == -EREMOTEIO)
+                log_warn("events: numbering pending events failed: SQLSTATE %s: %s", failure.sqlstate, failure.message);
+            else
+                log_warn("events: numbering pending events failed: %s", strerror(-rc));
+        }
+        failing = rc < 0;
+        if (listener == NULL) {
+            if (aio_sleep(sq->poll) < 0)
+                break;
+            continue;
+        }
+        aio_timeout scope;
+        aio_timeout_open(&scope, sq->poll * 10);
+        rc = db_listen_wait(listener, NULL);
+        bool expired = aio_timeout_close(&scope) < 0;
+        if (rc == -ECANCELED && !expired)
+            break;
+        if (rc == -ECONNRESET) {
+            log_warn("events: the sequencer's LISTEN connection was lost; listening again");
+            db_listen_close(listener);
+            listener = NULL;
+        }
+    }
+    db_listen_close(listener);
+    db_failure_close(&failure);
+    free(sq);
+    return 0;
+}
+
+aio_task *routes_events_outbox_sequencer_start(db_pool *listen_pool, int64_t poll)
+{
+    struct sequencer *sq = malloc(sizeof(*sq));
+    if (sq == NULL)
+        return NULL;
+    *sq = (struct sequencer){.listen_pool = listen_pool, .poll = poll};
+    aio_task *t = aio_task_spawn(sequencer_run, sq);
+    if (t == NULL)
+        free(sq);
+    return t;
+}

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# tests/sse/run.sh PATH/TO/h2pg
+#
+# GET /events read by the npm `eventsource` package (resume.mjs): a real
+# EventSource client that reconnects by itself with Last-Event-ID across a
+# server restart. Needs DATABASE_URL (scripts/with-postgres.sh, as CTest's
+# test_sse_eventsource runs it): a database h2pg_sse_* is made and dropped.
+# Installs Node.js and npm from Debian when they are missing, and the
+# client (package-lock.json) when node_modules is older than the lock.
+#
+# tests/sse/run.sh --prepare does only that install.
+set -euo pipefail
+
+if [[ $# -ne 1 ]]; then
+    echo "usage: $0 PATH/TO/h2pg | --prepare" >&2
+    exit 2
+fi
+prepare_only=0
+if [[ "$1" == --prepare ]]; then
+    prepare_only=1
+else
+    bin="$(realpath "$1")"
+    [[ -x "$bin" ]] || { echo "sse: $1 is not an executable" >&2; exit 2; }
+    [[ -n "${DATABASE_URL:-}" ]] || { echo "sse: DATABASE_URL is not set (run under scripts/with-postgres.sh)" >&2; exit 2; }
+fi
+
+here="$(cd "$(dirname "$0")" && pwd)"
+cd "$here"
+
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    sudo=()
+    if [[ "$(id -u)" -ne 0 ]]; then
+        command -v sudo >/dev/null || { echo "sse: need root (or sudo) to install nodejs and npm" >&2; exit 1; }
+        sudo=(sudo)
+    fi
+    echo "sse: installing nodejs and npm"
+    export DEBIAN_FRONTEND=noninteractive
+    "${sudo[@]}" apt-get update -q
+    "${sudo[@]}" apt-get install -y -q --no-install-recommends nodejs npm
+fi
+
+# npm ci (which needs the registry) only when the lock file or node changed
+stamp=node_modules/.h2pg-installed
+want="$(sha256sum package-lock.json | cut -d' ' -f1) $(node --version)"
+if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
+    echo "sse: npm ci"
+    npm ci --no-audit --no-fund --loglevel=error
+    echo "$want" >"$stamp"
+fi
+[[ $prepare_only -eq 0 ]] || exit 0
+
+db="h2pg_sse_$$_${RANDOM}"
+psql "$DATABASE_URL" -X -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE \"$db\"" >/dev/null
+trap 'psql "$DATABASE_URL" -X -q -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null' EXIT
+case "$DATABASE_URL" in
+postgres://* | postgresql://*)
+    if [[ "$DATABASE_URL" == *\?* ]]; then db_url="$DATABASE_URL&dbname=$db"; else db_url="$DATABASE_URL?dbname=$db"; fi ;;
+*) db_url="$DATABASE_URL dbname=$db" ;;
+esac
+H2PG="$bin" DATABASE_URL="$db_url" node resume.mjs
