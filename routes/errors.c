@@ -142,6 +142,12 @@ int routes_around(server_req *r, server_handler_fn handler)
     if (caller != NULL) {
         server_req_set_local(r, caller);
         server_respond_header(r, "cache-control", "no-store");
+        if (def->admin && !caller->admin) {
+            log_info("request %s: 403: user %lld is not an administrator", server_req_id(r),
+                     (long long)caller->user_id);
+            server_respond_problem(r, 403, "only an administrator may do this", NULL);
+            return 0;
+        }
     }
     db_failure f;
     db_failure_open(&f);

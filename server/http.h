@@ -45,6 +45,8 @@ typedef struct server_route_def {
                           * every other route needs one */
     bool unlimited;      /* not rate limited (probes and scrapes, which must
                           * not be turned away by a client's burst) */
+    bool admin;          /* with authentication on, administrators only
+                          * (403 for any other caller) */
 } server_route_def;
 
 /* ---- reading the request (valid for the request's whole life) ---- */

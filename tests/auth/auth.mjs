@@ -300,6 +300,8 @@ async function mainServer(dir) {
     check(u.status === 401 && u.headers['access-control-allow-origin'] === ORIGIN, 'a 401 to an allowed origin is readable by the page', u.headers);
   }
 
+  await authorization(s, rsa, admin);
+
   // rotation through the file: a new key works without a restart, a removed one stops
   const rsa2 = await rsaKey('r2');
   const t2 = await token(rsa2, { sub: String(uid) });
@@ -340,6 +342,74 @@ async function mainServer(dir) {
   check((await request(d.base, 'GET', `/users/${uid}`, { headers: bearer(hs) })).status === 401, 'HS256 refused with the default AUTH_ALGORITHMS (RS256,ES256)');
   check((await request(d.base, 'GET', `/users/${uid}`, { headers: bearer(await token(ec, { sub: String(uid) })) })).status === 200, 'ES256 accepted with the default AUTH_ALGORITHMS');
   return { uid };
+}
+
+// The contract's authorization table, row by row, with two users (A, B), a
+// third without accounts (C) and an administrator.
+async function authorization(s, key, admin) {
+  const as = async (t, method, p, body) => request(s.base, method, p, { headers: bearer(t), body });
+  const mk = async (name) => {
+    const r = await as(admin, 'POST', '/users', { name, email: `${name}-${Date.now()}-${Math.random()}@example.com` });
+    if (r.status !== 201) throw new Error(`creating ${name}: ${r.status} ${r.text}`);
+    return r.json.id;
+  };
+  const [A, B, C] = [await mk('a'), await mk('b'), await mk('c')];
+  const [ta, tb, tc] = await Promise.all([A, B, C].map((id) => token(key, { sub: String(id) })));
+  const expect = async (t, method, p, body, status, what) => {
+    const r = await as(t, method, p, body);
+    check(r.status === status, `authorization: ${what}: ${status}`, { status: r.status, body: r.text.slice(0, 200) });
+    return r;
+  };
+  // administrators only
+  await expect(ta, 'POST', '/users', { name: 'x', email: `x-${Date.now()}@example.com` }, 403, 'POST /users by a user');
+  await expect(ta, 'GET', '/users', undefined, 403, 'GET /users by a user');
+  await expect(ta, 'GET', '/export/orders', undefined, 403, 'GET /export/orders by a user');
+  await expect(admin, 'GET', '/export/orders', undefined, 200, 'GET /export/orders by an administrator');
+  await expect(ta, 'GET', '/events', undefined, 403, 'GET /events by a user (per-user filtering is not built: refused, not leaked)');
+  // the user itself, or an administrator; another user's reads as unknown
+  await expect(ta, 'GET', `/users/${A}`, undefined, 200, 'GET /users/{own id}');
+  await expect(ta, 'GET', `/users/${B}`, undefined, 404, 'GET /users/{another user}');
+  await expect(admin, 'GET', `/users/${B}`, undefined, 200, 'GET /users/{id} by an administrator');
+  await expect(ta, 'PATCH', `/users/${A}`, { name: 'A' }, 200, 'PATCH /users/{own id}');
+  await expect(ta, 'PATCH', `/users/${B}`, { name: 'pwned' }, 404, 'PATCH /users/{another user}');
+  await expect(ta, 'DELETE', `/users/${B}`, undefined, 404, 'DELETE /users/{another user}');
+  const b = await expect(admin, 'GET', `/users/${B}`, undefined, 200, 'and B is still there, unchanged');
+  check(b.json.user.name === 'b', 'authorization: B\'s name unchanged', b.json.user);
+  const oa = await expect(ta, 'POST', `/users/${A}/orders`, { item: 'tea', quantity: 1, price_cents: 100 }, 201, 'POST /users/{own id}/orders');
+  await expect(ta, 'POST', `/users/${B}/orders`, { item: 'tea', quantity: 1, price_cents: 100 }, 404, 'POST /users/{another user}/orders');
+  const ob = await expect(tb, 'POST', `/users/${B}/orders`, { item: 'jam', quantity: 1, price_cents: 300 }, 201, 'POST /users/{own id}/orders (B)');
+  await expect(ta, 'GET', `/users/${A}/orders`, undefined, 200, 'GET /users/{own id}/orders');
+  await expect(ta, 'GET', `/users/${B}/orders`, undefined, 404, 'GET /users/{another user}/orders');
+  await expect(ta, 'GET', `/users/${B}/accounts`, undefined, 404, 'GET /users/{another user}/accounts');
+  await expect(ta, 'GET', `/users/${A}/accounts`, undefined, 200, 'GET /users/{own id}/accounts');
+  // owned rows
+  await expect(ta, 'GET', `/orders/${oa.json.id}`, undefined, 200, 'GET /orders/{own order}');
+  await expect(ta, 'GET', `/orders/${ob.json.id}`, undefined, 404, 'GET /orders/{another user\'s order}');
+  await expect(admin, 'GET', `/orders/${ob.json.id}`, undefined, 200, 'GET /orders/{id} by an administrator');
+  const accA = (await expect(ta, 'POST', '/accounts', { user_id: A, balance_cents: 1000 }, 201, 'POST /accounts for itself')).json.id;
+  await expect(ta, 'POST', '/accounts', { user_id: B, balance_cents: 1000 }, 403, 'POST /accounts for another user');
+  const accB = (await expect(admin, 'POST', '/accounts', { user_id: B, balance_cents: 500 }, 201, 'POST /accounts by an administrator for B')).json.id;
+  await expect(ta, 'GET', `/accounts/${accA}`, undefined, 200, 'GET /accounts/{own account}');
+  await expect(ta, 'GET', `/accounts/${accB}`, undefined, 404, 'GET /accounts/{another user\'s account}');
+  await expect(tb, 'GET', `/accounts/${accB}`, undefined, 200, 'GET /accounts/{own account} (B)');
+  // transfers: only out of one's own account
+  await expect(ta, 'POST', '/transfers', { from_account_id: accB, to_account_id: accA, amount_cents: 200 }, 404, 'POST /transfers out of another user\'s account');
+  await expect(ta, 'POST', '/transfers', { from_account_id: accB, to_account_id: accA, amount_cents: 200 }, 404, 'again: still 404 (a refusal is not remembered)');
+  const balA = (await as(admin, 'GET', `/accounts/${accA}`)).json.balance_cents;
+  const balB = (await as(admin, 'GET', `/accounts/${accB}`)).json.balance_cents;
+  check(balA === 1000 && balB === 500, 'authorization: no money moved', { balA, balB });
+  const tr = await expect(ta, 'POST', '/transfers', { from_account_id: accA, to_account_id: accB, amount_cents: 100 }, 201, 'POST /transfers out of its own account into another user\'s');
+  const tid = tr.json.id;
+  await expect(ta, 'GET', `/transfers/${tid}`, undefined, 200, 'GET /transfers/{id} by the owner of the from account');
+  await expect(tb, 'GET', `/transfers/${tid}`, undefined, 200, 'GET /transfers/{id} by the owner of the to account');
+  await expect(tc, 'GET', `/transfers/${tid}`, undefined, 404, 'GET /transfers/{id} by a user of neither account');
+  await expect(admin, 'GET', `/transfers/${tid}`, undefined, 200, 'GET /transfers/{id} by an administrator');
+  const idem = { 'idempotency-key': `k-${Date.now()}` };
+  const first = await request(s.base, 'POST', '/transfers', { headers: { ...bearer(ta), ...idem }, body: { from_account_id: accA, to_account_id: accB, amount_cents: 1 } });
+  const other = await request(s.base, 'POST', '/transfers', { headers: { ...bearer(tb), ...idem }, body: { from_account_id: accA, to_account_id: accB, amount_cents: 1 } });
+  check(first.status === 201 && other.status !== 201 && other.status !== 200, 'authorization: another user\'s Idempotency-Key replay does not return the first caller\'s transfer', [first.status, other.status]);
+  const after = [(await as(admin, 'GET', `/accounts/${accA}`)).json.balance_cents, (await as(admin, 'GET', `/accounts/${accB}`)).json.balance_cents];
+  check(after[0] === 899 && after[1] === 601, 'authorization: balances as the two allowed transfers left them', after);
 }
 
 function rawHead(base, text) {
