@@ -23,6 +23,8 @@
 #define JWKS_FETCH_TIMEOUT AIO_SEC(5)
 #define FILE_CHECK_EVERY AIO_SEC(1)
 #define URL_REFRESH_EVERY AIO_SEC(300)
+#define CACHE_SLOTS 1024
+#define CACHE_MAX_TOKEN 2048
 #define RSA_MIN_BITS 2048
 #define OCT_MIN_BITS 256
 
@@ -223,6 +225,7 @@ static int check_claims(json_t *claims, const routes_auth_rules *rules, int64_t 
     if (scope != NULL && !json_is_string(scope))
         return *reason = "scope is not a string", -EACCES;
     caller->admin = scope != NULL && scope_has(json_string_value(scope), "admin");
+    caller->exp = exp;
     return 0;
 }
 
@@ -288,8 +291,18 @@ int routes_auth_check(const routes_keyset *const *sets, size_t n, const char *to
 
 /* ---- each worker's keys ---- */
 
+/* A token this worker accepted (see auth.h). */
+struct cached {
+    char *token; /* malloc'd; NULL: empty slot */
+    size_t len;
+    uint64_t gen; /* wa.gen when it was verified */
+    routes_caller caller;
+};
+
 struct worker_auth {
     bool on;
+    uint64_t gen; /* bumped whenever a key set is replaced */
+    struct cached *cache; /* CACHE_SLOTS, made at start */
     routes_auth_rules rules;
     const char *file, *url;
     int64_t refetch_every;
@@ -399,6 +412,7 @@ static int load_file(bool first)
         return 0;
     routes_keyset_free(wa.file_keys);
     wa.file_keys = j.keys;
+    wa.gen++;
     log_info("auth: %zu signing keys from AUTH_JWKS_FILE %s", j.keys->n, wa.file);
     return 0;
 }
@@ -456,6 +470,7 @@ static int fetch_url(void)
         } else {
             routes_keyset_free(wa.url_keys);
             wa.url_keys = ks;
+            wa.gen++;
             log_info("auth: %zu signing keys from AUTH_JWKS_URL %s", ks->n, wa.url);
         }
     }
@@ -488,6 +503,8 @@ int routes_auth_worker_start(const server_config *cfg, int worker)
     wa.rules.audience = cfg->auth_audience;
     wa.rules.leeway_s = cfg->auth_leeway_s;
     wa.refetch_every = AIO_SEC(cfg->auth_jwks_refetch_s);
+    if ((wa.cache = calloc(CACHE_SLOTS, sizeof(*wa.cache))) == NULL)
+        return -ENOMEM;
     if (wa.file != NULL) {
         int rc = load_file(true);
         if (rc < 0) {
@@ -512,6 +529,10 @@ void routes_auth_worker_stop(void)
     routes_keyset_free(wa.file_keys);
     routes_keyset_free(wa.url_keys);
     wa.file_keys = wa.url_keys = NULL;
+    for (size_t i = 0; wa.cache != NULL && i < CACHE_SLOTS; i++)
+        free(wa.cache[i].token);
+    free(wa.cache);
+    wa.cache = NULL;
     wa.on = false;
 }
 
@@ -529,12 +550,34 @@ int routes_auth_request(server_req *r, routes_caller *caller, const char **reaso
     size_t len = strlen(token);
     while (len > 0 && token[len - 1] == ' ')
         len--;
+    int64_t now = (int64_t)time(NULL);
+    struct cached *slot = NULL;
+    if (len <= CACHE_MAX_TOKEN && wa.cache != NULL) {
+        uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+        for (size_t i = 0; i < len; i++)
+            h = (h ^ (uint8_t)token[i]) * 1099511628211ULL;
+        slot = &wa.cache[h % CACHE_SLOTS];
+        if (slot->token != NULL && slot->gen == wa.gen && slot->len == len && memcmp(slot->token, token, len) == 0 &&
+            now <= slot->caller.exp + wa.rules.leeway_s) {
+            *caller = slot->caller;
+            return 0;
+        }
+    }
     const routes_keyset *sets[2] = {wa.file_keys, wa.url_keys};
-    int rc = routes_auth_check(sets, 2, token, len, &wa.rules, (int64_t)time(NULL), caller, reason);
+    int rc = routes_auth_check(sets, 2, token, len, &wa.rules, now, caller, reason);
     if (rc == -ENOKEY && wa.url != NULL && aio_task_current() != NULL && fetch_url() == 0) {
         sets[0] = wa.file_keys;
         sets[1] = wa.url_keys;
-        rc = routes_auth_check(sets, 2, token, len, &wa.rules, (int64_t)time(NULL), caller, reason);
+        rc = routes_auth_check(sets, 2, token, len, &wa.rules, now, caller, reason);
     }
-    return rc < 0 ? -EACCES : 0;
+    if (rc < 0)
+        return -EACCES; /* never remembered */
+    if (slot != NULL) {
+        char *copy = realloc(slot->token, len);
+        if (copy != NULL) {
+            memcpy(copy, token, len);
+            *slot = (struct cached){.token = copy, .len = len, .gen = wa.gen, .caller = *caller};
+        }
+    }
+    return 0;
 }

@@ -17,7 +17,15 @@
  * the URL with the async HTTP client at start, again when a token names a
  * kid it does not know (at most once per AUTH_JWKS_REFETCH_S), and every
  * five minutes regardless, so that a key removed there stops being trusted
- * by a worker that never saw an unknown kid. */
+ * by a worker that never saw an unknown kid.
+ *
+ * Verifying an RS256 signature costs more than the rest of a small request
+ * (measured: GET /users/{id} at 0.65x without a cache), so each worker
+ * remembers the tokens it accepted: a direct-mapped table of 1,024 slots,
+ * looked up by the whole token (tokens over 2 KiB are not kept), an entry
+ * good until the token's exp plus the leeway and only while the key sets
+ * are the ones that verified it (any reload of the file or the URL drops
+ * them all). Failures are never kept. */
 #ifndef H2PG_ROUTES_AUTH_H
 #define H2PG_ROUTES_AUTH_H
 
@@ -32,6 +40,7 @@
 typedef struct routes_caller {
     int64_t user_id; /* sub */
     bool admin;      /* scope contains "admin" */
+    int64_t exp;     /* the token's exp (Unix seconds) */
 } routes_caller;
 
 /* Tokens larger than this are refused unread. */
