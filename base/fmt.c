@@ -67,3 +67,37 @@ size_t base_html_escape(char *out, const char *s, size_t len)
     memcpy(out + n, s + run, len - run);
     return n + len - run;
 }
+
+size_t base_json_string(char *out, const char *s, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t n = 0, run = 0; /* run: where the bytes not yet copied start */
+    out[n++] = '"';
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        memcpy(out + n, s + run, i - run);
+        n += i - run;
+        run = i + 1;
+        out[n++] = '\\';
+        switch (c) {
+        case '"': out[n++] = '"'; break;
+        case '\\': out[n++] = '\\'; break;
+        case '\b': out[n++] = 'b'; break;
+        case '\f': out[n++] = 'f'; break;
+        case '\n': out[n++] = 'n'; break;
+        case '\r': out[n++] = 'r'; break;
+        case '\t': out[n++] = 't'; break;
+        default:
+            memcpy(out + n, "u00", 3);
+            out[n + 3] = hex[c >> 4];
+            out[n + 4] = hex[c & 15];
+            n += 5;
+        }
+    }
+    memcpy(out + n, s + run, len - run);
+    n += len - run;
+    out[n++] = '"';
+    return n;
+}

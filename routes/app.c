@@ -28,7 +28,7 @@ struct worker_db {
     db_pool *pool;
     db_pool **replicas; /* DATABASE_READ_URL: one pool per replica */
     size_t nreplicas;
-    db_pool *listen; /* DATABASE_LISTEN_URL: GET /events LISTENs there */
+    db_pool *listen; /* LISTEN connections: the GET /events hub, the sequencer */
     aio_task *pruner; /* worker 0: expired idempotency keys */
     aio_task *events_pruner; /* worker 0: events past their retention */
     aio_task *sequencer;     /* worker 0: numbers committed events (routes/events_outbox.h) */
@@ -55,19 +55,19 @@ static void worker_stop(void *state)
     free(d);
 }
 
-/* Where GET /events and, on worker 0, the outbox's sequencer LISTEN:
- * DATABASE_LISTEN_URL, on a pool of its own; else connections of the
- * worker's pool, unless that is behind a transaction pooler (LISTEN needs
- * a session of its own) or too small to give them up for good (each
- * listener leaves at least one connection to the requests); else they
- * poll. */
+/* Where GET /events and, on worker 0, the outbox's sequencer LISTEN: a
+ * small pool of their own (a connection for each, held for good, beside
+ * POOL_MAX: what requests can borrow does not shrink), on
+ * DATABASE_LISTEN_URL or else DATABASE_URL; behind a transaction pooler
+ * without DATABASE_LISTEN_URL they poll (LISTEN needs a session of its
+ * own). */
 static int events_setup(const server_config *cfg, const db_pool_config *pc, int worker, struct worker_db *d,
                         char *err, size_t errlen)
 {
-    db_pool *hub = NULL, *sequencer = NULL;
-    if (cfg->database_listen_url[0] != '\0') {
+    bool direct = cfg->database_listen_url[0] != '\0';
+    if (direct || cfg->database_pooler != SERVER_POOLER_TRANSACTION) {
         db_pool_config lc = *pc;
-        lc.conninfo = cfg->database_listen_url;
+        lc.conninfo = direct ? cfg->database_listen_url : cfg->database_url;
         lc.min = 0;
         lc.max = worker == 0 ? 2 : 1;
         lc.transaction_pooler = false;
@@ -75,14 +75,10 @@ static int events_setup(const server_config *cfg, const db_pool_config *pc, int 
         int rc = db_pool_create(&lc, &d->listen, err, errlen);
         if (rc < 0)
             return rc;
-        hub = sequencer = d->listen;
-    } else if (cfg->database_pooler != SERVER_POOLER_TRANSACTION) {
-        hub = pc->max >= 2 ? d->pool : NULL;
-        sequencer = pc->max >= 3 ? d->pool : NULL;
     }
-    routes_events_configure(hub, AIO_MSEC(cfg->events_poll_ms), AIO_MSEC(cfg->events_heartbeat_ms));
+    routes_events_configure(d->listen, AIO_MSEC(cfg->events_poll_ms), AIO_MSEC(cfg->events_heartbeat_ms));
     if (worker == 0 &&
-        (d->sequencer = routes_events_outbox_sequencer_start(sequencer, AIO_MSEC(cfg->events_poll_ms))) == NULL) {
+        (d->sequencer = routes_events_outbox_sequencer_start(d->listen, AIO_MSEC(cfg->events_poll_ms))) == NULL) {
         snprintf(err, errlen, "cannot start the events sequencer");
         return -ENOMEM;
     }

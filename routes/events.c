@@ -17,12 +17,11 @@
  * event after id N" is a stable question and a cursor is all a subscriber
  * needs.
  *
- * Without LISTEN (DATABASE_POOLER=transaction and no DATABASE_LISTEN_URL,
- * or a pool of one connection per worker, which LISTEN would take from
- * every request) the hub polls every EVENTS_POLL_MS; with it, a sweep
- * every ten times that catches what a lost notification missed. The hub
- * starts with the first subscriber of its worker, and holds its LISTEN
- * connection from then on. */
+ * Without LISTEN (DATABASE_POOLER=transaction and no DATABASE_LISTEN_URL)
+ * the hub polls every EVENTS_POLL_MS; with it, a sweep every ten times
+ * that catches what a lost notification missed. The hub starts with the
+ * first subscriber of its worker, and holds its LISTEN connection (from a
+ * small pool beside the requests', routes/app.c) from then on. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -75,10 +75,9 @@ static const struct opt_spec options[] = {
         "PostgreSQL connection string: a libpq URI or key=value conninfo"),
     STR("DATABASE_READ_URL", "--database-read-url", database_read_url, "", "URL", "none",
         "read replicas: one conninfo, or several URIs separated by spaces; /db, /queries, /fortunes read there"),
-    STR("DATABASE_LISTEN_URL", "--database-listen-url", database_listen_url, "", "URL",
-        "LISTEN on a pool connection's server",
-        "where GET /events LISTENs for new events; set it to the server itself behind a transaction-pooling PgBouncer "
-        "(without it there, new events are polled for)"),
+    STR("DATABASE_LISTEN_URL", "--database-listen-url", database_listen_url, "", "URL", "DATABASE_URL",
+        "where the event stream and the outbox sequencer LISTEN; set it to PostgreSQL itself behind a "
+        "transaction-pooling PgBouncer (without it there, they poll)"),
     CHOICE("DATABASE_POOLER", "--database-pooler", database_pooler, "none", pooler_choices,
            "use transaction when a transaction-mode pooler such as PgBouncer sits in front of PostgreSQL"),
     STR("HOST", "--host", host, "0.0.0.0", "ADDR", NULL, "address to listen on"),

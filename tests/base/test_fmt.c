@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "base/fmt.h"
 #include "support/suite.h"
 
@@ -115,12 +117,60 @@ START_TEST(html_text_escapes_the_five_specials_and_keeps_every_other_byte)
 }
 END_TEST
 
+/* out is s as a JSON string: a JSON parser reads s back, byte for byte. */
+static void expect_json_string(const char *s, size_t len)
+{
+    char out[BASE_JSON_STRING_MAX(256)];
+    ck_assert_uint_le(len, 256);
+    size_t n = base_json_string(out, s, len);
+    ck_assert_uint_le(n, BASE_JSON_STRING_MAX(len));
+    json_error_t err;
+    json_t *v = json_loadb(out, n, JSON_DECODE_ANY | JSON_ALLOW_NUL, &err);
+    ck_assert_msg(v != NULL, "not JSON: %.*s (%s)", (int)n, out, err.text);
+    ck_assert(json_is_string(v));
+    ck_assert_uint_eq(json_string_length(v), len);
+    ck_assert_mem_eq(json_string_value(v), s, len);
+    json_decref(v);
+}
+
+START_TEST(json_strings_escape_quotes_backslashes_and_controls_and_read_back)
+{
+    char out[128];
+    size_t n = base_json_string(out, "Hello, World!", 13);
+    ck_assert_str_eq((out[n] = 0, out), "\"Hello, World!\"");
+    n = base_json_string(out, "a\"b\\c\nd\te\x01\x1f\b\f\r", 14);
+    ck_assert_str_eq((out[n] = 0, out), "\"a\\\"b\\\\c\\nd\\te\\u0001\\u001f\\b\\f\\r\"");
+    n = base_json_string(out, "", 0);
+    ck_assert_str_eq((out[n] = 0, out), "\"\"");
+    n = base_json_string(out, "フレーム/</", strlen("フレーム/</"));
+    ck_assert_str_eq((out[n] = 0, out), "\"フレーム/</\""); /* UTF-8 and '/' as they are */
+    /* every control character alone; random strings of specials and UTF-8 */
+    for (int b = 0; b < 0x20; b++) {
+        char c = (char)b;
+        expect_json_string(&c, 1);
+    }
+    static const char *const pool[] = {"\"", "\\", "\n", "\x01", "\x1f", "a", "Z", "é", "€", "😀", "/", "\x7f"};
+    srand(7);
+    char buf[256];
+    for (int i = 0; i < 20000; i++) {
+        size_t len = 0, want = (size_t)(rand() % 60);
+        for (size_t k = 0; k < want; k++) {
+            const char *p = pool[rand() % (int)(sizeof(pool) / sizeof(pool[0]))];
+            memcpy(buf + len, p, strlen(p));
+            len += strlen(p);
+        }
+        expect_json_string(buf, len);
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("base_fmt");
     TCase *tc = tcase_create("fmt");
     tcase_add_test(tc, integers_read_as_printf_writes_them);
     tcase_add_test(tc, html_text_escapes_the_five_specials_and_keeps_every_other_byte);
+    tcase_add_test(tc, json_strings_escape_quotes_backslashes_and_controls_and_read_back);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }

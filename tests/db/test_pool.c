@@ -775,7 +775,9 @@ static void blocked_db_open(struct blocked_db *b)
 }
 
 /* After an interrupted statement: the server stops running it, the
- * janitor sent one cancel and gave the very same connection back, clean. */
+ * janitor sent a cancel and gave the very same connection back, clean.
+ * (It re-sends the cancel every 20 ms until the work is done, so on a
+ * loaded machine, where the first may land late, there can be a few.) */
 static void assert_cancelled_and_reused(struct blocked_db *b)
 {
     int64_t t0 = aio_now();
@@ -783,7 +785,8 @@ static void assert_cancelled_and_reused(struct blocked_db *b)
     ck_assert_double_lt(ms_since_ns(t0), 3000);
     AIO_WAIT_UNTIL(test_db_pool_stats(b->pool).cleaning == 0 && test_db_pool_stats(b->pool).idle == 1, 5000);
     db_pool_stats st = test_db_pool_stats(b->pool);
-    ck_assert_int_eq(st.cancels_sent, 1);
+    ck_assert_int_ge(st.cancels_sent, 1);
+    ck_assert_int_le(st.cancels_sent, 150); /* within the 3 s above */
     ck_assert_int_eq(st.closed_dirty, 0);
     ck_assert_int_le(st.open, 1);
     ck_assert_int_eq(exec_int(NULL, &BACKEND_PID, DB_NO_PARAMS), b->pid);
