@@ -128,7 +128,12 @@ START_TEST(an_alg_the_key_type_does_not_allow_is_refused_before_any_verify)
     ck_assert_int_eq(check(ks, t, ALL, &c, &why), -EACCES);
     ck_assert_str_eq(why, "the token's alg does not fit its key's type");
     free(t);
-    /* and with no kid (the only key) */
+    /* a real RS256 token without a kid: the only key verifies it */
+    t = sign(rsa, "RS256", NULL, claims("5", time(NULL) + 60));
+    ck_assert_msg(check(ks, t, ALL, &c, &why) == 0, "%s", why);
+    ck_assert(c.user_id == 5);
+    free(t);
+    /* and the forgery with no kid (the only key) */
     t = sign(forged, "HS256", NULL, claims("1", time(NULL) + 60));
     ck_assert_int_eq(check(ks, t, ALL, &c, &why), -EACCES);
     ck_assert_str_eq(why, "the token's alg does not fit its key's type");
