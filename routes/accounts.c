@@ -9,8 +9,11 @@ static const db_stmt INSERT_ACCOUNT =
             "RETURNING id, user_id, balance_cents, created_at) "
             "SELECT n.* FROM n WHERE events_emit('account.created', events_resource(to_jsonb(n))) IS NOT NULL",
             2);
+/* the owner check in the statement that reads the row (routes_get_owned) */
 static const db_stmt GET_ACCOUNT =
-    DB_STMT("account_get", "SELECT id, user_id, balance_cents, created_at FROM accounts WHERE id = $1", 1);
+    DB_STMT("account_get",
+            "SELECT id, user_id, balance_cents, created_at FROM accounts WHERE id = $1 AND ($2::bool OR user_id = $3)",
+            3);
 static const db_stmt ACCOUNT_USER_EXISTS = DB_STMT("account_user_exists", "SELECT 1 FROM users WHERE id = $1", 1);
 static const db_stmt LIST_ACCOUNTS =
     DB_STMT("account_list",
@@ -26,6 +29,10 @@ static int create_account(server_req *r)
     routes_account_input in;
     PGresult *res;
     int rc = routes_body(r, account_input, &in);
+    if (rc == 0 && !routes_acts_for_all(r) && in.user_id != routes_caller_id(r)) {
+        /* the caller knows which user it named: no existence to hide */
+        return routes_problem(r, 403, "an account may be opened only for yourself");
+    }
     if (rc == 0)
         rc = routes_exec(r, NULL, &INSERT_ACCOUNT, DB_PARAMS(DB_INT8(in.user_id), DB_INT8(in.balance_cents)), &res);
     return rc < 0 ? rc : routes_created(r, "/accounts/", db_row_json(res, 0));
@@ -38,7 +45,7 @@ static int list_accounts(server_req *r)
 {
     int64_t user_id;
     routes_page page;
-    int rc = routes_path_id(r, "id", &user_id);
+    int rc = routes_path_user(r, &user_id);
     if (rc == 0)
         rc = routes_page_params(r, &page);
     if (rc < 0)
@@ -53,7 +60,7 @@ static int list_accounts(server_req *r)
     return routes_page_answer(r, calls[1].result, page.limit);
 }
 
-static int get_account(server_req *r) { return routes_get_by_id(r, &GET_ACCOUNT, "no such account"); }
+static int get_account(server_req *r) { return routes_get_owned(r, &GET_ACCOUNT, "no such account"); }
 
 ROUTES({.method = "POST", .pattern = "/accounts", .handler = create_account},
        {.method = "GET", .pattern = "/users/{id}/accounts", .handler = list_accounts},

@@ -14,6 +14,7 @@
 #include "db/migrate.h"
 #include "db/pool.h"
 #include "routes/app.h"
+#include "routes/auth.h"
 #include "routes/events.h"
 #include "routes/events_outbox.h"
 #include "routes/handler.h"
@@ -41,6 +42,7 @@ static int slice(int total, int n, int i) { return total / n + (i < total % n ? 
 static void worker_stop(void *state)
 {
     struct worker_db *d = state;
+    routes_auth_worker_stop();
     routes_idempotency_pruner_stop(d->pruner); /* before its pool goes */
     routes_events_outbox_stop(d->events_pruner);
     routes_events_outbox_stop(d->sequencer);
@@ -118,7 +120,14 @@ static int worker_start(const server_config *cfg, int worker, void **state)
     routes_idempotency_set_retention(cfg->idempotency_retention_s);
     routes_events_outbox_set_retention(cfg->events_retention_s);
     char err[512];
-    int rc = db_pool_create(&pc, &d->pool, err, sizeof(err));
+    routes_around_configure(cfg);
+    int rc = routes_auth_worker_start(cfg, worker);
+    if (rc < 0) {
+        worker_stop(d);
+        *state = NULL;
+        return rc;
+    }
+    rc = db_pool_create(&pc, &d->pool, err, sizeof(err));
     if (rc == 0) {
         rc = db_pool_create_replicas(cfg->database_read_url, &pc, &d->replicas, &d->nreplicas, err, sizeof(err));
         db_pool_set_replicas(d->replicas, d->nreplicas);

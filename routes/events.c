@@ -465,4 +465,7 @@ static int events_stream(server_req *r)
     return 0;
 }
 
-ROUTES({.method = "GET", .pattern = "/events", .handler = events_stream, .streaming = true});
+/* administrators only for now: the contract lets a user see the events
+ * about itself, which needs a filter by owner that is not built yet, and
+ * an unfiltered stream would show every user's changes */
+ROUTES({.method = "GET", .pattern = "/events", .handler = events_stream, .streaming = true, .admin = true});

@@ -155,4 +155,5 @@ static int export_orders(server_req *r)
     return e.started ? 0 : rc;
 }
 
-ROUTES({.method = "GET", .pattern = "/export/orders", .handler = export_orders, .streaming = true});
+/* every user's orders: administrators only */
+ROUTES({.method = "GET", .pattern = "/export/orders", .handler = export_orders, .streaming = true, .admin = true});

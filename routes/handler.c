@@ -82,6 +82,30 @@ int routes_body(server_req *r, routes_validator validate, void *out)
     return 0;
 }
 
+/* ---- who is calling ---- */
+
+bool routes_acts_for_all(const server_req *r)
+{
+    const routes_caller *c = routes_caller_of(r);
+    return c == NULL || c->admin;
+}
+
+int64_t routes_caller_id(const server_req *r)
+{
+    const routes_caller *c = routes_caller_of(r);
+    return c != NULL ? c->user_id : 0;
+}
+
+int routes_path_user(server_req *r, int64_t *id)
+{
+    int rc = routes_path_id(r, "id", id);
+    if (rc == 0 && !routes_acts_for_all(r) && *id != routes_caller_id(r)) {
+        server_respond_problem(r, 404, "no such user", NULL);
+        return SERVER_ANSWERED;
+    }
+    return rc;
+}
+
 /* ---- SQL ---- */
 
 static void own(server_req *r, PGresult *res)
@@ -135,6 +159,21 @@ int routes_get_by_id(server_req *r, const db_stmt *stmt, const char *missing)
     int rc = routes_path_id(r, "id", &id);
     if (rc == 0)
         rc = routes_read(r, stmt, DB_PARAMS(DB_INT8(id)), &res);
+    if (rc < 0)
+        return rc;
+    if (PQntuples(res) == 0)
+        return routes_problem(r, 404, missing);
+    return routes_json(r, 200, db_row_json(res, 0));
+}
+
+int routes_get_owned(server_req *r, const db_stmt *stmt, const char *missing)
+{
+    int64_t id;
+    PGresult *res;
+    int rc = routes_path_id(r, "id", &id);
+    if (rc == 0)
+        rc = routes_read(r, stmt,
+                         DB_PARAMS(DB_INT8(id), DB_BOOL(routes_acts_for_all(r)), DB_INT8(routes_caller_id(r))), &res);
     if (rc < 0)
         return rc;
     if (PQntuples(res) == 0)

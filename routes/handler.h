@@ -39,6 +39,7 @@
 
 #include "db/db.h"
 #include "db/tx.h"
+#include "routes/auth.h"
 #include "routes/input.h"
 #include "server/http.h"
 
@@ -110,9 +111,45 @@ int routes_problem(server_req *r, int status, const char *detail);
  * too. */
 void routes_fail(server_req *r, int rc);
 
-/* The middleware around every handler (server_app.around): records
- * database failures for the handler's task and its children, and answers
- * with routes_fail when the handler returns < 0 without answering. */
+/* ---- who is calling ---- */
+
+/* The caller whose bearer token the middleware accepted, or NULL when
+ * authentication is off (AUTH_JWKS_FILE and AUTH_JWKS_URL unset: anyone
+ * may do anything) or the route is open. Valid for the request's life. */
+const routes_caller *routes_caller_of(const server_req *r);
+
+/* Whether the caller may act for every user: an administrator, or anyone
+ * while authentication is off. */
+bool routes_acts_for_all(const server_req *r);
+/* The caller's user id (0 when there is no authenticated caller). */
+int64_t routes_caller_id(const server_req *r);
+
+/* The {id} path parameter as a user the caller may act for (itself, or
+ * anyone for routes_acts_for_all); another user's id reads as unknown:
+ * 404, as a bad id does. */
+int routes_path_user(server_req *r, int64_t *id);
+
+/* GET by id of a row the caller may see: stmt takes $1 = the {id}, $2 =
+ * routes_acts_for_all (bool) and $3 = routes_caller_id, and checks the
+ * ownership itself (`WHERE id = $1 AND ($2 OR user_id = $3)`), so a row of
+ * someone else is 404 like a missing one. */
+int routes_get_owned(server_req *r, const db_stmt *stmt, const char *missing);
+
+/* The middleware around every handler (server_app.around). Before the
+ * handler: with authentication on, a route not marked open needs a valid
+ * bearer token (else 401 with WWW-Authenticate; the reason is logged, not
+ * sent), and its answer gets Cache-Control: no-store; with RATE_LIMIT_PER_S
+ * set (an admin route answers 403 to a caller who is not an
+ * administrator), a route not marked unlimited takes a token from its caller's bucket
+ * (the token's sub, else the client address; 429 when empty) and every
+ * answer carries RateLimit-Policy and RateLimit. Protected routes must not
+ * be immediate: checking a token may await a fetch of the key set. Around
+ * the handler: records database failures for the handler's task and its
+ * children, and answers with routes_fail when the handler returns < 0
+ * without answering. */
 int routes_around(server_req *r, server_handler_fn handler);
+
+/* The middleware's settings, from the configuration (once per worker). */
+void routes_around_configure(const server_config *cfg);
 
 #endif

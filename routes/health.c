@@ -51,6 +51,7 @@ static int metrics(server_req *r)
     return 0;
 }
 
-ROUTES({.method = "GET", .pattern = "/healthz", .handler = healthz, .immediate = true},
-       {.method = "GET", .pattern = "/metrics", .handler = metrics, .immediate = true},
-       {.method = "GET", .pattern = "/readyz", .handler = readyz});
+/* probes and scrapes: open, and never rate limited */
+ROUTES({.method = "GET", .pattern = "/healthz", .handler = healthz, .immediate = true, .open = true, .unlimited = true},
+       {.method = "GET", .pattern = "/metrics", .handler = metrics, .immediate = true, .open = true, .unlimited = true},
+       {.method = "GET", .pattern = "/readyz", .handler = readyz, .open = true, .unlimited = true});

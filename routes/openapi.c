@@ -17,4 +17,4 @@ static int openapi_json(server_req *r)
     return 0;
 }
 
-ROUTES({.method = "GET", .pattern = "/openapi.json", .handler = openapi_json, .immediate = true});
+ROUTES({.method = "GET", .pattern = "/openapi.json", .handler = openapi_json, .immediate = true, .open = true});

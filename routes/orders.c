@@ -13,7 +13,9 @@ static const db_stmt INSERT_ORDER =
 static const db_stmt USER_EXISTS = DB_STMT("user_exists", "SELECT 1 FROM users WHERE id = $1", 1);
 static const db_stmt LIST_ORDERS = DB_STMT(
     "order_list", "SELECT " ORDER_COLUMNS " FROM orders WHERE user_id = $1 AND id > $2 ORDER BY id LIMIT $3", 3);
-static const db_stmt GET_ORDER = DB_STMT("order_get", "SELECT " ORDER_COLUMNS " FROM orders WHERE id = $1", 1);
+/* the owner check in the statement that reads the row (routes_get_owned) */
+static const db_stmt GET_ORDER = DB_STMT(
+    "order_get", "SELECT " ORDER_COLUMNS " FROM orders WHERE id = $1 AND ($2::bool OR user_id = $3)", 3);
 
 static bool order_input(json_t *body, void *in, json_t *errors) { return routes_input_order(body, in, errors); }
 
@@ -23,7 +25,7 @@ static int create_order(server_req *r)
     int64_t user_id;
     routes_order_input in;
     PGresult *res;
-    int rc = routes_path_id(r, "id", &user_id);
+    int rc = routes_path_user(r, &user_id);
     if (rc == 0)
         rc = routes_body(r, order_input, &in);
     if (rc == 0)
@@ -39,7 +41,7 @@ static int list_orders(server_req *r)
 {
     int64_t user_id;
     routes_page page;
-    int rc = routes_path_id(r, "id", &user_id);
+    int rc = routes_path_user(r, &user_id);
     if (rc == 0)
         rc = routes_page_params(r, &page);
     if (rc < 0)
@@ -54,7 +56,7 @@ static int list_orders(server_req *r)
     return routes_page_answer(r, calls[1].result, page.limit);
 }
 
-static int get_order(server_req *r) { return routes_get_by_id(r, &GET_ORDER, "no such order"); }
+static int get_order(server_req *r) { return routes_get_owned(r, &GET_ORDER, "no such order"); }
 
 ROUTES({.method = "POST", .pattern = "/users/{id}/orders", .handler = create_order},
        {.method = "GET", .pattern = "/users/{id}/orders", .handler = list_orders},

@@ -70,7 +70,7 @@ static int list_users(server_req *r)
 static int get_user(server_req *r)
 {
     int64_t id;
-    int rc = routes_path_id(r, "id", &id);
+    int rc = routes_path_user(r, &id);
     if (rc < 0)
         return rc;
     db_call c[] = {DB_CALL(&GET_USER, DB_INT8(id)), DB_CALL(&USER_ORDERS, DB_INT8(id)),
@@ -91,7 +91,7 @@ static int patch_user(server_req *r)
     int64_t id;
     routes_user_input in;
     PGresult *res;
-    int rc = routes_path_id(r, "id", &id);
+    int rc = routes_path_user(r, &id);
     if (rc == 0)
         rc = routes_body(r, patch_input, &in);
     if (rc == 0)
@@ -131,7 +131,7 @@ static int delete_body(db_conn *tx, void *arg)
 static int delete_user(server_req *r)
 {
     struct deletion d = {.r = r};
-    int rc = routes_path_id(r, "id", &d.id);
+    int rc = routes_path_user(r, &d.id);
     if (rc == 0)
         rc = db_tx(delete_body, &d);
     if (rc == -EREMOTEIO && db_failed_with("23503"))
@@ -146,8 +146,11 @@ static int delete_user(server_req *r)
     return 0;
 }
 
-ROUTES({.method = "POST", .pattern = "/users", .handler = create_user},
-       {.method = "GET", .pattern = "/users", .handler = list_users},
+/* a user may read and change only itself (routes_path_user): another
+ * user's id reads as unknown; creating and listing users is for
+ * administrators */
+ROUTES({.method = "POST", .pattern = "/users", .handler = create_user, .admin = true},
+       {.method = "GET", .pattern = "/users", .handler = list_users, .admin = true},
        {.method = "GET", .pattern = "/users/{id}", .handler = get_user},
        {.method = "PATCH", .pattern = "/users/{id}", .handler = patch_user},
        {.method = "DELETE", .pattern = "/users/{id}", .handler = delete_user});

@@ -278,9 +278,10 @@ static int ping_webhook(server_req *r)
                                  (json_int_t)a.duration_ms));
 }
 
-ROUTES({.method = "POST", .pattern = "/webhooks", .handler = create_webhook},
-       {.method = "GET", .pattern = "/webhooks", .handler = list_webhooks},
-       {.method = "GET", .pattern = "/webhooks/{id}", .handler = get_webhook},
-       {.method = "DELETE", .pattern = "/webhooks/{id}", .handler = delete_webhook},
-       {.method = "GET", .pattern = "/webhooks/{id}/deliveries", .handler = list_deliveries},
-       {.method = "POST", .pattern = "/webhooks/{id}/ping", .handler = ping_webhook});
+/* everything under /webhooks: administrators only (API.md) */
+ROUTES({.method = "POST", .pattern = "/webhooks", .handler = create_webhook, .admin = true},
+       {.method = "GET", .pattern = "/webhooks", .handler = list_webhooks, .admin = true},
+       {.method = "GET", .pattern = "/webhooks/{id}", .handler = get_webhook, .admin = true},
+       {.method = "DELETE", .pattern = "/webhooks/{id}", .handler = delete_webhook, .admin = true},
+       {.method = "GET", .pattern = "/webhooks/{id}/deliveries", .handler = list_deliveries, .admin = true},
+       {.method = "POST", .pattern = "/webhooks/{id}/ping", .handler = ping_webhook, .admin = true});

@@ -9,8 +9,9 @@
 set -euo pipefail
 
 # pkg-config modules of CMakeLists.txt and cmake/parts/*.cmake: libh2o-evloop,
-# libpq, jansson, openssl, libcurl, check (the tests' framework)
-build=(build-essential cmake pkg-config libh2o-evloop-dev libpq-dev libjansson-dev libssl-dev libcurl4-openssl-dev check)
+# libpq, jansson, openssl, libcurl, cjose (bearer tokens), check (the tests' framework)
+build=(build-essential cmake pkg-config libh2o-evloop-dev libpq-dev libjansson-dev libssl-dev libcurl4-openssl-dev
+       libcjose-dev check)
 # initdb, pg_ctl, pg_isready (scripts/with-postgres.sh; runuser is in
 # util-linux, which every Debian has); curl for the README's examples
 run=("${build[@]}" postgresql-15 postgresql-client-15 curl ca-certificates)

@@ -28,6 +28,7 @@ if [ -n "$build_only" ]; then
         exit 1
     fi
     tests/openapi/run.sh --prepare
+    tests/auth/run.sh --prepare
     tests/sse/run.sh --prepare
     # and test_webhooks' receiver (tests/webhooks/package-lock.json)
     (cd tests/webhooks && npm ci --no-audit --no-fund --loglevel=error)

@@ -182,6 +182,26 @@ static const struct opt_spec options[] = {
         "longest pause between two delivery attempts"),
     INT("WEBHOOK_POLL_MS", "--webhook-poll-ms", webhook_poll_ms, "500", 10, 60000, "MS",
         "how often each worker looks for new events to fan out and deliveries that are due"),
+    STR("AUTH_JWKS_FILE", "--auth-jwks-file", auth_jwks_file, "", "PATH", "none",
+        "JWK Set file of the keys that sign bearer tokens (re-read when it changes); with it or AUTH_JWKS_URL, "
+        "every route but the probes, /metrics, /openapi.json and the benchmarks needs a token"),
+    STR("AUTH_JWKS_URL", "--auth-jwks-url", auth_jwks_url, "", "URL", "none",
+        "http(s) URL of a JWK Set of token-signing keys, fetched again when a token names an unknown kid"),
+    INT("AUTH_JWKS_REFETCH_S", "--auth-jwks-refetch-s", auth_jwks_refetch_s, "10", 1, 86400, "SECONDS",
+        "least time between two fetches of AUTH_JWKS_URL"),
+    STR("AUTH_ISSUER", "--auth-issuer", auth_issuer, "", "TEXT", "not checked", "the iss a token must carry"),
+    STR("AUTH_AUDIENCE", "--auth-audience", auth_audience, "", "TEXT", "not checked",
+        "a value the token's aud must be or contain"),
+    INT("AUTH_LEEWAY_S", "--auth-leeway-s", auth_leeway_s, "30", 0, 3600, "SECONDS",
+        "clock skew allowed on a token's exp, nbf and iat"),
+    STR("AUTH_ALGORITHMS", "--auth-algorithms", auth_algorithms, "RS256,ES256", "ALGS", NULL,
+        "token signature algorithms accepted, comma separated: RS256, ES256, HS256 (which needs an oct key)"),
+    INT("RATE_LIMIT_PER_S", "--rate-limit-per-s", rate_limit_per_s, "0", 0, 1000000, "N",
+        "requests per second per caller (token subject, else client address), per process; 0 turns it off"),
+    INT("RATE_LIMIT_BURST", "--rate-limit-burst", rate_limit_burst, "0", 0, 1000000, "N",
+        "requests a caller may send at once before the rate applies; 0: RATE_LIMIT_PER_S"),
+    STR("CORS_ALLOW_ORIGINS", "--cors-allow-origins", cors_allow_origins, "", "ORIGINS", "none",
+        "browser origins allowed to call the API (comma separated, e.g. https://app.example.com), or *"),
 };
 
 #undef STR
@@ -450,6 +470,42 @@ static int check_together(const server_config *cfg, char *err, size_t errlen)
     if (cert != key)
         return fail(err, errlen, "TLS_CERT_FILE (--tls-cert-file) and TLS_KEY_FILE (--tls-key-file) go together; only %s is set",
                     cert ? "TLS_CERT_FILE" : "TLS_KEY_FILE");
+    char err2[160];
+    if (server_config_algorithms(cfg->auth_algorithms, NULL, err2, sizeof(err2)) < 0)
+        return fail(err, errlen, "AUTH_ALGORITHMS (--auth-algorithms): %s", err2);
+    const char *u = cfg->auth_jwks_url;
+    if (u[0] != '\0' && strncmp(u, "http://", 7) != 0 && strncmp(u, "https://", 8) != 0)
+        return fail(err, errlen, "AUTH_JWKS_URL (--auth-jwks-url): " SHOWN " is not an http:// or https:// URL", u);
+    return 0;
+}
+
+int server_config_algorithms(const char *list, unsigned *mask, char *err, size_t errlen)
+{
+    static const char *const names[] = {[SERVER_ALG_RS256] = "RS256", [SERVER_ALG_ES256] = "ES256",
+                                        [SERVER_ALG_HS256] = "HS256"};
+    unsigned m = 0;
+    const char *p = list;
+    while (*p != '\0') {
+        size_t len = strcspn(p, ",");
+        size_t a = 0, b = len;
+        while (a < b && p[a] == ' ')
+            a++;
+        while (b > a && p[b - 1] == ' ')
+            b--;
+        size_t k = 0;
+        while (k < sizeof(names) / sizeof(names[0]) && !(strlen(names[k]) == b - a && memcmp(names[k], p + a, b - a) == 0))
+            k++;
+        if (k == sizeof(names) / sizeof(names[0]))
+            return fail(err, errlen, "\"%.*s\" is not one of RS256, ES256, HS256", (int)(b - a > 32 ? 32 : b - a), p + a);
+        m |= 1u << k;
+        p += len;
+        if (*p == ',')
+            p++;
+    }
+    if (m == 0)
+        return fail(err, errlen, "no algorithm listed");
+    if (mask != NULL)
+        *mask = m;
     return 0;
 }
 

@@ -73,6 +73,17 @@ typedef struct server_config {
     int webhook_retry_base_ms;   /* first retry pause, doubling */
     int webhook_retry_max_ms;
     int webhook_poll_ms;         /* dispatcher's pause between passes */
+    /* bearer tokens (routes/auth.c): on when a key source is set */
+    const char *auth_jwks_file;  /* "": none */
+    const char *auth_jwks_url;   /* "": none */
+    int auth_jwks_refetch_s;     /* least time between two fetches of the URL */
+    const char *auth_issuer;     /* "": not checked */
+    const char *auth_audience;   /* "": not checked */
+    int auth_leeway_s;
+    const char *auth_algorithms; /* comma list of RS256, ES256, HS256 */
+    int rate_limit_per_s;        /* 0: off */
+    int rate_limit_burst;        /* 0: RATE_LIMIT_PER_S (at least 1) */
+    const char *cors_allow_origins; /* comma list of origins, or "*"; "": none */
 } server_config;
 
 /* Fills cfg from the defaults, then the environment, then argv (argv[0] is
@@ -84,6 +95,13 @@ typedef struct server_config {
  * are non-zero) that names the variable and its flag and what is allowed;
  * cfg and *cmd are then unspecified. Allocates nothing; nothing to free. */
 int server_config_load(server_config *cfg, int argc, char **argv, server_command *cmd, char *err, size_t errlen);
+
+/* Token signature algorithms, as bits 1 << SERVER_ALG_*. */
+enum { SERVER_ALG_RS256, SERVER_ALG_ES256, SERVER_ALG_HS256 };
+
+/* Parses AUTH_ALGORITHMS ("RS256,ES256") into *mask (may be NULL): 0, or
+ * -EINVAL with a message (an unknown name, "none" included; an empty list). */
+int server_config_algorithms(const char *list, unsigned *mask, char *err, size_t errlen);
 
 /* Writes the usage text to f: the subcommands, then every option with its
  * flag, variable, allowed values, default and help. Ignores write errors. */

@@ -82,6 +82,7 @@ static void refuse(struct server_hup_slot *slot, int status, const char *detail)
     char *out = msg[status == 431];
     int n = snprintf(out, sizeof(msg[0]),
                      "HTTP/1.1 %d %s\r\nContent-Type: application/problem+json\r\nContent-Length: %zu\r\n"
+                     "X-Content-Type-Options: nosniff\r\n"
                      "Connection: close\r\n\r\n%s",
                      status, server_status_reason(status), body ? len : 0, body ? body : "");
     free(body);

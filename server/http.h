@@ -40,6 +40,13 @@ typedef struct server_route_def {
     bool streaming;      /* no deadline scope around the handler: it opens its
                           * own (server_req_deadline until the response starts;
                           * server_stream_write waits under the stall limit) */
+    bool open;           /* no bearer token needed when authentication is on
+                          * (probes, metrics, the document, the benchmarks);
+                          * every other route needs one */
+    bool unlimited;      /* not rate limited (probes and scrapes, which must
+                          * not be turned away by a client's burst) */
+    bool admin;          /* with authentication on, administrators only
+                          * (403 for any other caller) */
 } server_route_def;
 
 /* ---- reading the request (valid for the request's whole life) ---- */
@@ -63,6 +70,14 @@ base_arena *server_req_arena(server_req *r);
 bool server_req_alive(const server_req *r);
 /* The request id (from X-Request-Id or generated). */
 const char *server_req_id(const server_req *r);
+/* The matched route's definition (NULL for an unmatched request). */
+const server_route_def *server_req_route_def(const server_req *r);
+/* The client's numeric address, resolved through TRUSTED_PROXIES. */
+const char *server_req_client_addr(const server_req *r);
+/* One pointer the application keeps per request (NULL until set; what it
+ * points to should live in the request's arena). */
+void server_req_set_local(server_req *r, void *p);
+void *server_req_local(const server_req *r);
 
 /* The request's deadline (aio_now() time) and the configured request
  * timeout, for streaming handlers. */

@@ -357,6 +357,67 @@ static bool dispatch(server_req *r, h2o_req_t *req)
     return true;
 }
 
+/* ---- CORS (CORS_ALLOW_ORIGINS) ---- */
+
+/* Whether origin (len bytes) is in the comma list; "*" lets any in. */
+static bool cors_allowed(const char *list, const char *origin, size_t len)
+{
+    const char *p = list;
+    while (*p != '\0') {
+        size_t n = strcspn(p, ",");
+        size_t a = 0, b = n;
+        while (a < b && p[a] == ' ')
+            a++;
+        while (b > a && p[b - 1] == ' ')
+            b--;
+        if ((b - a == 1 && p[a] == '*') || (b - a == len && memcmp(p + a, origin, len) == 0))
+            return true;
+        p += n;
+        if (*p == ',')
+            p++;
+    }
+    return false;
+}
+
+/* With CORS configured: Vary: Origin on every answer (it depends on the
+ * origin), and for an allowed origin the headers a browser needs to let
+ * the page read the answer. Returns whether the origin is allowed. No
+ * credentials are allowed (a bearer token is a header the page sets, not
+ * a cookie), so "*" is answered as "*". */
+static bool cors_headers(server_req *r, h2o_req_t *req)
+{
+    const char *list = r->worker->cfg->cors_allow_origins;
+    if (list[0] == '\0')
+        return false;
+    server_respond_header(r, "vary", "Origin");
+    const h2o_header_t *o = server__find_header(req, "origin");
+    if (o == NULL || o->value.len == 0 || o->value.len > 256 || !cors_allowed(list, o->value.base, o->value.len))
+        return false;
+    bool any = strcmp(list, "*") == 0;
+    char origin[257];
+    snprintf(origin, sizeof(origin), "%.*s", (int)o->value.len, o->value.base);
+    server_respond_header(r, "access-control-allow-origin", any ? "*" : origin);
+    server_respond_header(r, "access-control-expose-headers",
+                          "Location, X-Request-Id, Retry-After, RateLimit, RateLimit-Policy, WWW-Authenticate");
+    return true;
+}
+
+/* A preflight: OPTIONS with Access-Control-Request-Method. */
+static bool is_preflight(h2o_req_t *req)
+{
+    return h2o_memis(req->method.base, req->method.len, H2O_STRLIT("OPTIONS")) &&
+           server__find_header(req, "access-control-request-method") != NULL;
+}
+
+static void cors_preflight(server_req *r, const char *allow)
+{
+    server_respond_header(r, "access-control-allow-methods", allow);
+    server_respond_header(r, "access-control-allow-headers",
+                          "Authorization, Content-Type, Idempotency-Key, Request-Timeout, Last-Event-ID, X-Request-Id");
+    server_respond_header(r, "access-control-max-age", "600");
+    server_respond(r, 204, NULL, "", 0);
+}
+
 int server__on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     (void)self;
@@ -371,8 +432,11 @@ int server__on_req(h2o_handler_t *self, h2o_req_t *req)
         server__early_problem(req, 503, "out of memory", NULL);
         return 0;
     }
+    bool cors = cors_headers(r, req);
     if (!server__guard_head(r, req)) {
         /* answered: 400 or 431, the connection closing */
+    } else if (cors && rc == -EOPNOTSUPP && is_preflight(req)) {
+        cors_preflight(r, m.allow);
     } else if (rc == -ENOENT) {
         server_respond_problem(r, 404, "no such resource", NULL);
     } else if (rc == -EOPNOTSUPP) {
@@ -404,6 +468,10 @@ const char *server_req_route(const server_req *r) { return r->pattern; }
 base_arena *server_req_arena(server_req *r) { return &r->arena; }
 bool server_req_alive(const server_req *r) { return r->h2o != NULL; }
 const char *server_req_id(const server_req *r) { return r->id; }
+const server_route_def *server_req_route_def(const server_req *r) { return r->route; }
+const char *server_req_client_addr(const server_req *r) { return r->client.addr; }
+void server_req_set_local(server_req *r, void *p) { r->local = p; }
+void *server_req_local(const server_req *r) { return r->local; }
 bool server_responded(const server_req *r) { return r->responded; }
 
 const char *server_req_query(const server_req *r, size_t *len)

@@ -123,6 +123,7 @@ struct server_req {
     struct stream *stream;
     char id[48];
     server_client client;
+    void *local; /* the application's (server_req_set_local) */
     alignas(max_align_t) char arena_buf[1024]; /* the arena's first kilobyte */
 };
 

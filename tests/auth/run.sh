@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# tests/auth/run.sh PATH/TO/h2pg
+#
+# The bearer-token, rate-limit and CORS test: auth.mjs mints tokens with the
+# npm `jose` package (a JOSE implementation the service does not contain),
+# starts the given binary several times with AUTH_JWKS_FILE, AUTH_JWKS_URL
+# (served by a small local HTTP server), RATE_LIMIT_* and CORS_ALLOW_ORIGINS,
+# and checks what it answers.
+#
+# Needs DATABASE_URL (run it under scripts/with-postgres.sh, as CTest's
+# test_auth does): a database named h2pg_auth_* is created there and dropped
+# afterwards. Installs Node.js and npm from Debian when they are missing,
+# and jose (package-lock.json) when node_modules is missing or stale.
+#
+# tests/auth/run.sh --prepare does only that install (H2PG_BUILD_ONLY=1
+# scripts/test.sh), without a server or a database.
+set -euo pipefail
+
+if [[ $# -ne 1 ]]; then
+    echo "usage: $0 PATH/TO/h2pg | --prepare" >&2
+    exit 2
+fi
+prepare_only=0
+if [[ "$1" == --prepare ]]; then
+    prepare_only=1
+else
+    bin="$(realpath "$1")"
+    [[ -x "$bin" ]] || { echo "auth: $1 is not an executable" >&2; exit 2; }
+    [[ -n "${DATABASE_URL:-}" ]] || { echo "auth: DATABASE_URL is not set (run under scripts/with-postgres.sh)" >&2; exit 2; }
+fi
+
+here="$(cd "$(dirname "$0")" && pwd)"
+cd "$here"
+
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    sudo=()
+    if [[ "$(id -u)" -ne 0 ]]; then
+        command -v sudo >/dev/null || { echo "auth: need root (or sudo) to install nodejs and npm" >&2; exit 1; }
+        sudo=(sudo)
+    fi
+    echo "auth: installing nodejs and npm"
+    export DEBIAN_FRONTEND=noninteractive
+    "${sudo[@]}" apt-get update -q
+    "${sudo[@]}" apt-get install -y -q --no-install-recommends nodejs npm
+fi
+
+# npm ci (which needs the registry) only when the lock file or node changed
+stamp=node_modules/.h2pg-installed
+want="$(sha256sum package-lock.json | cut -d' ' -f1) $(node --version)"
+if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
+    echo "auth: npm ci"
+    npm ci --no-audit --no-fund --loglevel=error
+    echo "$want" >"$stamp"
+fi
+[[ $prepare_only -eq 0 ]] || exit 0
+
+tmp="$(mktemp -d "${TMPDIR:-/tmp}/h2pg-auth.XXXXXX")"
+db="h2pg_auth_$$_${RANDOM}"
+db_created=0
+
+# shellcheck disable=SC2317  # reached through the EXIT trap
+cleanup() {
+    local status=$?
+    set +e
+    if [[ $db_created -eq 1 ]]; then
+        psql "$DATABASE_URL" -X -q -v ON_ERROR_STOP=1 -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null
+    fi
+    if [[ $status -ne 0 ]]; then
+        for log in "$tmp"/*.log; do
+            [[ -s "$log" ]] || continue
+            echo "---- $(basename "$log") (last 40 lines)"
+            tail -n 40 "$log"
+        done
+    fi
+    rm -rf "$tmp"
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+psql "$DATABASE_URL" -X -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE \"$db\"" >/dev/null
+db_created=1
+case "$DATABASE_URL" in
+postgres://* | postgresql://*)
+    if [[ "$DATABASE_URL" == *\?* ]]; then db_url="$DATABASE_URL&dbname=$db"; else db_url="$DATABASE_URL?dbname=$db"; fi
+    ;;
+*) db_url="$DATABASE_URL dbname=$db" ;;
+esac
+
+node auth.mjs "$bin" "$db_url" "$tmp"
