@@ -100,8 +100,11 @@ static const db_stmt SEQUENCE = DB_STMT("events_sequence", "SELECT events_sequen
 #define LISTEN_RETRY AIO_SEC(5)
 
 static _Thread_local aio_event *waker;
+static _Thread_local uint64_t numbered;
 
 void routes_events_outbox_set_waker(aio_event *e) { waker = e; }
+
+uint64_t routes_events_outbox_numbered(void) { return numbered; }
 
 struct sequencer {
     db_pool *listen_pool; /* NULL: poll */
@@ -122,6 +125,7 @@ int routes_events_outbox_sequence(int64_t *moved)
         PQclear(res);
         total += n;
     } while (rc == 0 && n == ROUTES_EVENTS_SEQUENCE_BATCH);
+    numbered += (uint64_t)total;
     if (total > 0 && waker != NULL)
         aio_event_set(waker);
     if (moved != NULL)

@@ -41,6 +41,9 @@ aio_task *routes_events_outbox_sequencer_start(db_pool *listen_pool, int64_t pol
  * it, so this copy delivers at once what it numbered); NULL to stop. */
 void routes_events_outbox_set_waker(aio_event *waker);
 
+/* Events this thread's sequencer has numbered so far (0 on the others). */
+uint64_t routes_events_outbox_numbered(void);
+
 /* Rows the pruner deletes per statement. */
 #define ROUTES_EVENTS_PRUNE_BATCH 1000
 

@@ -464,16 +464,26 @@ static int dispatcher_run(void *arg)
     for (size_t i = 0; l.jobs != NULL && i < ROUTES_WEBHOOK_LANES; i++)
         if (aio_group_spawn(&g, lane, &l) == NULL)
             l.idle--;
-    int64_t last_sample = 0;
+    int64_t last_sample = 0, last_fanout = 0;
+    uint64_t seen_numbered = 0;
     /* worker 0: the sequencer wakes it when it has numbered new events */
     if (sample)
         routes_events_outbox_set_waker(&l.freed);
     while (l.jobs != NULL) {
         aio_event_clear(&l.freed); /* before the awaits below: a lane freed meanwhile is seen */
         aio_timeout scope;
-        aio_timeout_open(&scope, STATEMENT_DEADLINE);
-        int rc = fanout();
-        aio_timeout_close(&scope);
+        int rc = 0;
+        /* fan out when there are new events (this thread's sequencer
+         * numbered some) or a poll interval passed; a pass woken by a lane
+         * that finished only claims */
+        if (routes_events_outbox_numbered() != seen_numbered ||
+            aio_now() - last_fanout >= AIO_MSEC(SETTING(poll_ms))) {
+            seen_numbered = routes_events_outbox_numbered();
+            last_fanout = aio_now();
+            aio_timeout_open(&scope, STATEMENT_DEADLINE);
+            rc = fanout();
+            aio_timeout_close(&scope);
+        }
         if (rc == -ECANCELED)
             break;
         if (rc < 0)

@@ -31,7 +31,7 @@ struct server_config;
 #define ROUTES_WEBHOOK_LANES 32
 /* Attempts in flight to one webhook, across workers and replicas (the
  * claim counts the leases held). */
-#define ROUTES_WEBHOOK_PER_ENDPOINT 4
+#define ROUTES_WEBHOOK_PER_ENDPOINT 16
 /* Response body bytes read from a receiver; more is cut off. */
 #define ROUTES_WEBHOOK_MAX_RESPONSE (64 * 1024)
 /* Events fanned out per statement. */

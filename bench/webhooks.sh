@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# What webhooks cost the API: POST /transfers under wrk (-t2 -c64, SECS
+# seconds each, default 10) three times in one sitting against one copy of
+# the service (THREADS, default 2):
+#   none  no webhook;
+#   fast  one webhook for transfer.created whose receiver answers at once;
+#   slow  one whose receiver takes 2 s per delivery;
+# each with req/s, p50/p99 and the server's CPU per request, and for the
+# webhook runs the age of the oldest undelivered event while the load runs
+# (h2pg_webhook_oldest_pending_seconds, sampled every 0.5 s: 0 means under
+# a second) and how long after the load every event had been delivered.
+# The receiver is tests/webhooks/receiver.mjs (the npm standardwebhooks
+# reference library checks every signature), on this machine.
+#
+#   bench/webhooks.sh
+#
+# Starts everything itself: a private PostgreSQL unless DATABASE_URL is set
+# (scripts/with-postgres.sh), a database, the server in a session of its
+# own, the receiver. Needs wrk, psql, node and npm. H2PG names the binary
+# (default: scripts/build.sh, then build/h2pg).
+set -euo pipefail
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$repo"
+
+if [[ -z "${DATABASE_URL:-}" ]]; then
+    exec scripts/with-postgres.sh "$0" "$@"
+fi
+
+secs="${SECS:-10}"
+threads="${THREADS:-2}"
+accounts=10000
+if [[ -n "${H2PG:-}" ]]; then
+    h2pg="$(realpath "$H2PG")"
+else
+    scripts/build.sh >/dev/null
+    h2pg="$repo/build/h2pg"
+fi
+
+# shellcheck source=tests/scale/lib.sh
+. "$repo/tests/scale/lib.sh"
+need_tools wrk:wrk psql:postgresql-client-15 node:nodejs npm:npm curl:curl
+scale_init webhooks-bench
+
+(cd tests/webhooks && { [[ -d node_modules/standardwebhooks ]] || npm ci --no-audit --no-fund --loglevel=error; })
+shared_db webhooks
+"$h2pg" migrate --database-url "$db_url" --log-level warn
+sql "$db_url" "INSERT INTO users (name, email) SELECT 'bench ' || g, 'bench' || g || '@example.com' FROM generate_series(1, 1000) g" >/dev/null
+sql "$db_url" "INSERT INTO accounts (user_id, balance_cents) SELECT 1 + g % 1000, 1000000000000 FROM generate_series(1, $accounts) g" >/dev/null
+
+port="$(free_port)"
+env DATABASE_URL="$db_url" HOST=127.0.0.1 PORT="$port" THREADS="$threads" POOL_MAX=32 LOG_LEVEL=warn \
+    WEBHOOK_ALLOW_PRIVATE=true setsid "$h2pg" serve >"$tmp/server.log" 2>&1 &
+server_pid=$!
+track "$server_pid"
+wait_until 30 answers "$port" /readyz || die "the server did not get ready: $(tail -n 5 "$tmp/server.log")"
+
+node tests/webhooks/receiver.mjs >"$tmp/receiver.out" 2>&1 &
+track $!
+wait_until 30 grep -q '^listening' "$tmp/receiver.out" || die "the receiver did not start"
+rport="$(awk '/^listening/ {print $2}' "$tmp/receiver.out")"
+
+cat >"$tmp/transfer.lua" <<LUA
+local thread_id = 0
+setup = function(thread) thread_id = thread_id + 1; thread:set("tid", thread_id) end
+init = function() math.randomseed(os.time() + tid) end
+request = function()
+  local a, b = math.random(1, $accounts), math.random(1, $accounts)
+  while b == a do b = math.random(1, $accounts) end
+  local body = string.format('{"from_account_id":%d,"to_account_id":%d,"amount_cents":%d}', a, b, math.random(1, 100))
+  return wrk.format("POST", "/transfers", {["Content-Type"] = "application/json"}, body)
+end
+LUA
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$server_pid/stat"; }
+hz=$(getconf CLK_TCK)
+oldest_now() {
+    curl -s --max-time 2 "http://127.0.0.1:$port/metrics" | awk '/^h2pg_webhook_oldest_pending_seconds / {print $2}'
+}
+
+# webhook PATH MODE_JSON: a webhook for transfer.created to the receiver's
+# PATH, the receiver told its secret and MODE; sets $hook
+webhook() {
+    local out secret
+    out="$(curl -s --max-time 10 -H 'Content-Type: application/json' \
+        --data "{\"url\":\"http://127.0.0.1:$rport$1\",\"events\":[\"transfer.created\"]}" "http://127.0.0.1:$port/webhooks")"
+    hook="$(sed -n 's/.*"id":\([0-9]*\).*/\1/p' <<<"$out")"
+    secret="$(sed -n 's/.*"secret":"\([^"]*\)".*/\1/p' <<<"$out")"
+    [[ -n "$hook" && -n "$secret" ]] || die "POST /webhooks: $out"
+    curl -s --max-time 10 -H 'Content-Type: application/json' --data "{\"secret\":\"$secret\"$2}" \
+        "http://127.0.0.1:$rport/_control$1" >/dev/null
+}
+
+declare -A rps p50 p99 cpu oldest drained
+run() {
+    local name="$1" c0 c1 out sampler max=0
+    wrk -t2 -c64 -d2s -s "$tmp/transfer.lua" "http://127.0.0.1:$port/transfers" >/dev/null 2>&1 || true
+    : >"$tmp/oldest.$name"
+    (trap - EXIT INT TERM; while :; do oldest_now >>"$tmp/oldest.$name"; sleep 0.5; done) &
+    sampler=$!
+    c0=$(cpu_ticks)
+    out="$(wrk -t2 -c64 -d"${secs}s" --latency -s "$tmp/transfer.lua" "http://127.0.0.1:$port/transfers" 2>&1)"
+    c1=$(cpu_ticks)
+    kill "$sampler" 2>/dev/null || true
+    wait "$sampler" 2>/dev/null || true
+    grep -q 'Non-2xx' <<<"$out" && log "$name: $(grep 'Non-2xx' <<<"$out")"
+    rps[$name]="$(awk '/Requests\/sec/ {printf "%d", $2}' <<<"$out")"
+    p50[$name]="$(awk '$1 == "50%" {print $2}' <<<"$out")"
+    p99[$name]="$(awk '$1 == "99%" {print $2}' <<<"$out")"
+    local n
+    n="$(awk '/requests in/ {print $1}' <<<"$out")"
+    cpu[$name]="$(awk -v t=$((c1 - c0)) -v hz="$hz" -v n="$n" 'BEGIN { printf "%.1f", t * 1e6 / hz / n }')"
+    max="$(sort -n "$tmp/oldest.$name" | tail -n1)"
+    oldest[$name]="${max:--}"
+}
+
+# waits until every transfer.created after the webhook's creation is
+# delivered to it; the seconds that took after the load ended
+drain() {
+    local t0 want got
+    t0=$(date +%s.%N)
+    for _ in $(seq 1200); do
+        want="$(sql "$db_url" "SELECT count(*) FROM events e, webhooks w WHERE w.id = $1 AND e.id > w.after_event_id AND e.type = 'transfer.created'")"
+        got="$(sql "$db_url" "SELECT count(*) FROM webhook_deliveries WHERE webhook_id = $1 AND state = 'delivered'")"
+        [[ "$(sql "$db_url" "SELECT count(*) FROM events_pending")" -eq 0 && "$got" -ge "$want" ]] && break
+        sleep 0.5
+    done
+    awk -v a="$t0" -v b="$(date +%s.%N)" -v g="$got" -v w="$want" 'BEGIN { printf "%.1f s (%d of %d)", b - a, g, w }'
+}
+
+log "none: no webhook"
+run none
+log "fast: a receiver that answers at once"
+webhook /fast ""
+run fast
+drained[fast]="$(drain "$hook")"
+curl -s -X DELETE --max-time 10 "http://127.0.0.1:$port/webhooks/$hook" >/dev/null
+log "slow: a receiver that takes 2 s per delivery"
+webhook /slow ", \"sleep_ms\": 2000"
+run slow
+drained[slow]="not waited for (2 s each)"
+
+echo
+echo "| run | req/s | vs none | p50 | p99 | server µs/req | oldest undelivered (s, max) | all delivered after the load |"
+echo "|---|---:|---:|---:|---:|---:|---:|---|"
+for r in none fast slow; do
+    ratio="$(awk -v a="${rps[$r]}" -v b="${rps[none]}" 'BEGIN { printf "%.2f", a / b }')"
+    echo "| $r | ${rps[$r]} | $ratio | ${p50[$r]} | ${p99[$r]} | ${cpu[$r]} | ${oldest[$r]:--} | ${drained[$r]:--} |"
+done
