@@ -450,11 +450,51 @@ static void log_failure(const char *what, int rc, const db_failure *f)
              rc == -EREMOTEIO ? f->message : "");
 }
 
+/* What a dispatcher remembers between its passes. */
+struct passes {
+    bool sample; /* worker 0: samples the oldest due delivery */
+    int64_t last_sample, last_fanout;
+    uint64_t seen_numbered;
+    db_failure failure;
+};
+
+/* One pass: fan out when there are new events (this thread's sequencer
+ * numbered some) or a poll interval passed (a pass woken by a lane that
+ * finished only claims), then claim for the idle lanes. -ECANCELED when
+ * the dispatcher is cancelled, else 0 (failures are logged). */
+static int pass(struct lanes *l, struct passes *p)
+{
+    aio_timeout scope;
+    int rc = 0;
+    if (routes_events_outbox_numbered() != p->seen_numbered ||
+        aio_now() - p->last_fanout >= AIO_MSEC(SETTING(poll_ms))) {
+        p->seen_numbered = routes_events_outbox_numbered();
+        p->last_fanout = aio_now();
+        aio_timeout_open(&scope, STATEMENT_DEADLINE);
+        rc = fanout();
+        aio_timeout_close(&scope);
+    }
+    if (rc == -ECANCELED)
+        return rc;
+    if (rc < 0)
+        log_failure("fan-out", rc, &p->failure);
+    size_t want = l->idle > aio_queue_size(l->jobs) ? l->idle - aio_queue_size(l->jobs) : 0;
+    int claimed = want > 0 ? claim(l, want) : 0;
+    if (claimed == -ECANCELED)
+        return claimed;
+    if (claimed < 0)
+        log_failure("claiming deliveries", claimed, &p->failure);
+    if (p->sample && aio_now() - p->last_sample >= AIO_SEC(1)) {
+        sample_oldest();
+        p->last_sample = aio_now();
+    }
+    return 0;
+}
+
 static int dispatcher_run(void *arg)
 {
-    bool sample = *(const bool *)arg;
-    db_failure failure;
-    db_failure_open(&failure);
+    struct passes p = {.sample = *(const bool *)arg};
+    db_failure_open(&p.failure);
     struct lanes l = {.jobs = aio_queue_create(0), .idle = ROUTES_WEBHOOK_LANES};
     if (l.jobs == NULL)
         log_error("webhooks: no memory for the dispatcher's queue: this worker delivers nothing");
@@ -464,52 +504,26 @@ static int dispatcher_run(void *arg)
     for (size_t i = 0; l.jobs != NULL && i < ROUTES_WEBHOOK_LANES; i++)
         if (aio_group_spawn(&g, lane, &l) == NULL)
             l.idle--;
-    int64_t last_sample = 0, last_fanout = 0;
-    uint64_t seen_numbered = 0;
     /* worker 0: the sequencer wakes it when it has numbered new events */
-    if (sample)
+    if (p.sample)
         routes_events_outbox_set_waker(&l.freed);
     while (l.jobs != NULL) {
         aio_event_clear(&l.freed); /* before the awaits below: a lane freed meanwhile is seen */
-        aio_timeout scope;
-        int rc = 0;
-        /* fan out when there are new events (this thread's sequencer
-         * numbered some) or a poll interval passed; a pass woken by a lane
-         * that finished only claims */
-        if (routes_events_outbox_numbered() != seen_numbered ||
-            aio_now() - last_fanout >= AIO_MSEC(SETTING(poll_ms))) {
-            seen_numbered = routes_events_outbox_numbered();
-            last_fanout = aio_now();
-            aio_timeout_open(&scope, STATEMENT_DEADLINE);
-            rc = fanout();
-            aio_timeout_close(&scope);
-        }
-        if (rc == -ECANCELED)
+        if (pass(&l, &p) == -ECANCELED)
             break;
-        if (rc < 0)
-            log_failure("fan-out", rc, &failure);
-        size_t want = l.idle > aio_queue_size(l.jobs) ? l.idle - aio_queue_size(l.jobs) : 0;
-        int claimed = want > 0 ? claim(&l, want) : 0;
-        if (claimed == -ECANCELED)
-            break;
-        if (claimed < 0)
-            log_failure("claiming deliveries", claimed, &failure);
-        if (sample && aio_now() - last_sample >= AIO_SEC(1)) {
-            sample_oldest();
-            last_sample = aio_now();
-        }
         /* The next pass: when a lane is free (every lane was busy, or every
          * idle one just fed: there may be more due at once), when the
          * sequencer numbered new events (worker 0), or after the poll
          * interval, whichever comes first. A lane freed with nothing due
          * costs one pass. */
+        aio_timeout scope;
         aio_timeout_open(&scope, AIO_MSEC(SETTING(poll_ms)));
-        rc = aio_event_wait(&l.freed);
+        int rc = aio_event_wait(&l.freed);
         bool expired = aio_timeout_close(&scope) < 0;
         if (rc == -ECANCELED && !expired)
             break;
     }
-    if (sample)
+    if (p.sample)
         routes_events_outbox_set_waker(NULL);
     aio_group_cancel(&g);
     aio_group_join(&g);
@@ -518,7 +532,7 @@ static int dispatcher_run(void *arg)
         free(left); /* claimed, never started: their leases run out and they are retried */
     if (l.jobs != NULL)
         aio_queue_destroy(l.jobs);
-    db_failure_close(&failure);
+    db_failure_close(&p.failure);
     return 0;
 }
 
