@@ -32,26 +32,10 @@ fi
 here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here"
 
-if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
-    sudo=()
-    if [[ "$(id -u)" -ne 0 ]]; then
-        command -v sudo >/dev/null || { echo "auth: need root (or sudo) to install nodejs and npm" >&2; exit 1; }
-        sudo=(sudo)
-    fi
-    echo "auth: installing nodejs and npm"
-    export DEBIAN_FRONTEND=noninteractive
-    "${sudo[@]}" apt-get update -q
-    "${sudo[@]}" apt-get install -y -q --no-install-recommends nodejs npm
-fi
-
-# npm ci (which needs the registry) only when the lock file or node changed
-stamp=node_modules/.h2pg-installed
-want="$(sha256sum package-lock.json | cut -d' ' -f1) $(node --version)"
-if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
-    echo "auth: npm ci"
-    npm ci --no-audit --no-fund --loglevel=error
-    echo "$want" >"$stamp"
-fi
+# Node.js and the packages of package-lock.json
+# shellcheck source=tests/support/node.sh
+. "$here/../support/node.sh"
+node_prepare auth
 [[ $prepare_only -eq 0 ]] || exit 0
 
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/h2pg-auth.XXXXXX")"
