@@ -23,6 +23,7 @@
 #include <jansson.h>
 #include <libpq-fe.h>
 
+#include "support/clock.h"
 #include "support/http.h"
 #include "support/pg.h"
 #include "support/server.h"
@@ -50,19 +51,6 @@ static char *fmt(const char *f, ...)
     ck_assert_int_ge(vasprintf(&s, f, ap), 0);
     va_end(ap);
     return s;
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
 }
 
 static long long sql_int(const char *sql)
@@ -388,9 +376,9 @@ static long long pruned_in_log(void)
  * than an hour; returns how many are left. */
 static long long wait_old_events_gone(void)
 {
-    double t0 = now_s();
+    int64_t t0 = now_ms();
     long long left = -1;
-    while (now_s() - t0 < 30) {
+    while (now_ms() - t0 < 30000) {
         left = sql_int("SELECT count(*) FROM events WHERE created_at < now() - interval '1 hour'");
         if (left == 0)
             break;
