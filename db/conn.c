@@ -98,10 +98,22 @@ static bool hit_by_cancel(const db_conn *c, const db_op *op)
     return false;
 }
 
+/* An op of a shared segment whose first failed statement was skipped
+ * because an earlier statement of the segment, someone else's, failed. */
+static bool skipped_for_another(const db_op *op)
+{
+    if (!op->in_segment || op->rc != -EREMOTEIO || op_prepare_failed(op))
+        return false;
+    for (int i = 0; i < op->ncalls; i++)
+        if (op->call_rc[i] != 0)
+            return op->results[i] != NULL && PQresultStatus(op->results[i]) == PGRES_PIPELINE_ABORTED;
+    return false;
+}
+
 static void op_complete(db_conn *c, db_op *op)
 {
     aio_link_unlink(&op->link);
-    op->collateral = hit_by_cancel(c, op);
+    op->collateral = hit_by_cancel(c, op) || skipped_for_another(op);
     if (op->abandoned)
         op_free(op);
     else
@@ -119,6 +131,7 @@ static void conn_break(db_conn *c, const char *why)
     if (c->broken)
         return;
     c->broken = true;
+    c->segment_open = false;
     set_error(c, why);
     log_warn("database connection lost: %s", c->error);
     aio_deferred_cancel(&c->flush);
@@ -295,21 +308,44 @@ static void flush_now(db_conn *c)
     }
 }
 
-/* libpq 15's PQpipelineSync writes to the socket at once, so every
- * request on a shared connection would be its own packet and its own
- * wake-up of the server process. When a second op is queued in the same
- * loop turn the socket is corked, and the end-of-turn flush uncorks it:
- * everything queued in one turn leaves as one segment, and a lone
- * request pays no extra system call. */
+/* libpq 15's PQpipelineSync writes to the socket at once. The shared
+ * connection avoids it with one Sync per turn (close_segment); on another
+ * connection, when a second op is queued in the same loop turn, the socket
+ * is corked and the end-of-turn flush uncorks it: the turn's ops leave as
+ * one TCP segment, and a lone op pays no extra system call. */
 static void set_cork(db_conn *c, int on)
 {
     if (setsockopt(PQsocket(c->pg), IPPROTO_TCP, TCP_CORK, &on, sizeof(on)) == 0)
         c->corked = on;
 }
 
+static db_op *op_alloc(size_t n);
+
+/* Ends the open segment: a Sync, and in the op list a marker op that
+ * takes its result (nobody waits for it). PQpipelineSync writes out
+ * everything queued. */
+static void close_segment(db_conn *c)
+{
+    c->segment_open = false;
+    db_op *m = op_alloc(0);
+    if (m == NULL) {
+        conn_break(c, "out of memory");
+        return;
+    }
+    m->marker = m->abandoned = true;
+    m->tags[0] = DB_TAG_SYNC;
+    m->ntags = 1;
+    m->conn = c;
+    aio_list_push_back(&c->ops, &m->link);
+    if (!PQpipelineSync(c->pg))
+        conn_break(c, PQerrorMessage(c->pg));
+}
+
 static void on_flush(aio_deferred *d)
 {
     db_conn *c = aio_container_of(d, db_conn, flush);
+    if (!c->broken && c->segment_open)
+        close_segment(c);
     if (!c->broken)
         flush_now(c);
     if (c->corked && !c->broken)
@@ -399,8 +435,11 @@ static bool send_statement(db_conn *c, const db_stmt *s, db_params params, bool 
 /* Prepares in front, each followed by a Sync so that a failing Prepare
  * cannot abort the next one; then BEGIN (no Sync: if it fails, the first
  * statement is skipped); then the statements, a Sync after each or one at
- * the end (atomic). Fills op->tags; false when libpq refused to queue. */
-static bool send_op(db_conn *c, db_op *op, const db_call *calls, size_t n, const db_stmt *begin, bool atomic)
+ * the end (atomic), or none (segment: the turn's Sync ends them; a Flush
+ * asks the server for the results meanwhile). Fills op->tags; false when
+ * libpq refused to queue. */
+static bool send_op(db_conn *c, db_op *op, const db_call *calls, size_t n, const db_stmt *begin, bool atomic,
+                    bool segment)
 {
     bool unnamed = db__pool_unnamed(c->pool), ok = true;
     int t = 0;
@@ -419,15 +458,19 @@ static bool send_op(db_conn *c, db_op *op, const db_call *calls, size_t n, const
         ok = send_statement(c, calls[i].stmt, calls[i].params, unnamed);
         op->tags[t++] = (int)i;
         op->call_rc[i] = -ECANCELED;
-        if (!atomic) {
+        if (!atomic && !segment) {
             ok = ok && PQpipelineSync(c->pg);
             op->tags[t++] = DB_TAG_SYNC;
         }
     }
-    if (ok && atomic) {
+    if (ok && atomic && !segment) {
         ok = PQpipelineSync(c->pg);
         op->tags[t++] = DB_TAG_SYNC;
     }
+    /* the server sends its results at once, not when the segment ends: a
+     * statement behind it may run long */
+    if (ok && segment)
+        ok = PQsendFlushRequest(c->pg);
     assert(!ok || t == op->ntags);
     return ok;
 }
@@ -447,10 +490,22 @@ db_op *db__conn_send(db_conn *c, db_call *calls, size_t n, int flags)
         return op;
     }
     collect_prepares(c, op, calls, n, begin);
-    op->ntags = 2 * op->nprep + (begin ? 1 : 0) + (int)n + (atomic ? 1 : (int)n);
-    if (aio_link_is_linked(&c->flush.link) && !c->corked)
+    bool segment = c->state == DB_CONN_SHARED && begin == NULL;
+    /* Prepares go in blocks of their own, and so does anything not of the
+     * segment: the open segment ends first */
+    if (c->segment_open && (op->nprep > 0 || !segment))
+        close_segment(c);
+    if (c->broken) {
+        op->rc = -ECONNRESET;
+        aio_future_set(&op->done, op->rc);
+        return op;
+    }
+    op->ntags = 2 * op->nprep + (begin ? 1 : 0) + (int)n + (segment ? 0 : atomic ? 1 : (int)n);
+    op->in_segment = segment;
+    if (!segment && aio_link_is_linked(&c->flush.link) && !c->corked)
         set_cork(c, 1); /* not the first op of this turn: hold it for the turn's flush */
-    bool ok = send_op(c, op, calls, n, begin, atomic);
+    bool ok = send_op(c, op, calls, n, begin, atomic, segment);
+    c->segment_open = segment && ok;
     if (aio_list_is_empty(&c->ops))
         c->head_since = aio_now();
     op->conn = c;

@@ -4,7 +4,11 @@
  * op is one or more statements, each followed by a Sync (or one Sync for an
  * atomic batch), plus the Prepare messages they need, sent in front, each
  * in a block of its own, so that neither a failing statement nor another
- * failing Prepare can abort a Prepare. The loop watches the socket
+ * failing Prepare can abort a Prepare. On the pool's shared connection the
+ * statements queued in one loop turn, every task's, form one segment with
+ * one Sync at the end of the turn (libpq 15 writes to the socket at every
+ * Sync): a failing statement there makes the server skip the rest of the
+ * segment, and the ops skipped that way (reads) run again. The loop watches the socket
  * permanently; its read callback consumes input and hands results to the
  * ops in send order. Sending is deferred to the end of the loop turn, so
  * everything queued in one turn goes out in one write. */
@@ -48,6 +52,7 @@ struct db_conn {
     aio_event drained;     /* set whenever ops is empty */
     bool write_armed;      /* an h2o write notification is pending */
     bool corked;           /* TCP_CORK set until this turn's flush */
+    bool segment_open;     /* shared: statements sent this turn await the turn's Sync */
     bool want_write;       /* PQflush left data unsent */
     bool broken;
     bool retired;          /* was shared, then retired: its abandoned head would not go */
@@ -78,7 +83,10 @@ struct db_op {
     aio_future done;
     db_conn *conn;
     bool abandoned;  /* the waiter gave up: discard the results and free the op */
-    bool collateral; /* a statement got 57014 from a cancel meant for another op */
+    bool collateral; /* a statement got 57014 from a cancel meant for another op,
+                      * or was skipped because another op's statement failed */
+    bool in_segment; /* sent on a shared connection into the turn's segment */
+    bool marker;     /* no one's: stands for the Sync that ends a turn's segment */
     int rc;          /* first failure */
     int ntags, pos;  /* expected results and the next one */
     int ncalls;

@@ -120,20 +120,16 @@ static bool unreachable(int rc, const db_call *calls, size_t n)
 }
 
 #define SHARED_MAX_BATCH 4
-#define SHARED_RETRIES 2 /* runs again of a read hit by someone else's cancel */
-
-static bool any_cancelled(const db_call *calls, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(db_sqlstate(calls[i].result), "57014") == 0)
-            return true;
-    return false;
-}
+/* runs again of a read hit by someone else's cancel, or skipped because
+ * someone else's statement in its segment failed */
+#define SHARED_RETRIES 8
 
 /* On the pool's shared connection, pipelined with other tasks' reads: no
  * connection is borrowed per statement, and the server reads many
- * statements per wakeup. Each call ends with a Sync of its own, so one that
- * fails (or is cancelled) aborts nothing of anyone else's. A call whose
+ * statements per wakeup: the statements every task queued in one loop turn
+ * go out together, ended by one Sync (conn.c). A statement that fails (or
+ * is cancelled) makes the server skip the rest of that segment; the reads
+ * skipped for someone else's failure run again, invisibly. A call whose
  * requester gives up is left in the pipeline (its result dropped when it
  * comes; the watchdog cancels it on the server once it is the one running:
  * pool.c); a read hit by a cancel meant for someone else's statement runs
@@ -161,7 +157,7 @@ static int exec_shared(db_pool *pool, db_call *calls, size_t n, int flags)
             return -ENOMEM;
         bool abandoned, collateral;
         rc = db__op_wait_ex(op, calls, n, &abandoned, &collateral);
-        if (rc == -EREMOTEIO && collateral && attempt < SHARED_RETRIES && any_cancelled(calls, n)) {
+        if (rc == -EREMOTEIO && collateral && attempt < SHARED_RETRIES) {
             counters.reruns++;
             db_calls_clear(calls, n);
             continue;

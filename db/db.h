@@ -176,7 +176,7 @@ bool db_failed_with(const char *sqlstate);
 /* Statements run by this thread so far, and how many failed (any error). */
 typedef struct db_counters {
     uint64_t statements, failures, timeouts, cancellations;
-    uint64_t reruns; /* shared-connection reads run again after someone else's cancel hit them */
+    uint64_t reruns; /* shared-connection reads run again after someone else's cancel or failure hit them */
 } db_counters;
 void db_counters_get(db_counters *out);
 

@@ -453,7 +453,7 @@ static void on_watchdog(h2o_timeout_entry_t *e)
     if (c->broken || c->state != DB_CONN_SHARED || aio_list_is_empty(&c->ops))
         return;
     db_op *head = aio_container_of(c->ops.next, db_op, link);
-    if (!head->abandoned)
+    if (!head->abandoned || head->marker)
         return;
     int64_t now = aio_now();
     if (now - c->head_since > DRAIN_TIMEOUT) {
@@ -478,7 +478,7 @@ void db__pool_head_check(db_conn *c)
     if (c->state != DB_CONN_SHARED || c->broken || aio_list_is_empty(&c->ops) || h2o_timeout_is_linked(&c->watchdog))
         return;
     db_op *head = aio_container_of(c->ops.next, db_op, link);
-    if (head->abandoned)
+    if (head->abandoned && !head->marker)
         h2o_timeout_link(c->watchdog_loop, &c->pool->watchdog_tick, &c->watchdog);
 }
 

@@ -474,6 +474,66 @@ AIO_TEST(a_required_call_without_a_row_fails_the_gather_and_cancels_the_rest_on_
     return 0;
 }
 
+struct shared_read {
+    const db_stmt *stmt;
+    int32_t arg;
+    int rc;
+    char sqlstate[6];
+    int rows;
+};
+
+static int shared_read(void *arg)
+{
+    struct shared_read *s = arg;
+    PGresult *r = NULL;
+    s->rc = db_read(s->stmt, DB_PARAMS(DB_INT4(s->arg)), &r);
+    snprintf(s->sqlstate, sizeof(s->sqlstate), "%s", db_sqlstate(r));
+    s->rows = s->rc == 0 ? PQntuples(r) : -1;
+    PQclear(r);
+    return 0;
+}
+
+/* The reads queued on the shared connection in one loop turn go out as one
+ * pipeline segment: one that fails makes the server skip the rest, and the
+ * skipped ones run again, so that their callers never see someone else's
+ * error; the one that failed gets its own. */
+AIO_TEST(reads_skipped_for_a_neighbours_failure_run_again_and_never_see_it)
+{
+    struct keys_db k;
+    keys_db_open(&k, 4);
+    PGresult *r = NULL;
+    /* every statement prepared: a Prepare would start a segment of its own */
+    ck_assert_int_eq(db_read(&FIND_KEY, DB_PARAMS(DB_INT4(1)), &r), 0);
+    PQclear(r);
+    ck_assert_int_eq(db_read(&DIVIDE, DB_PARAMS(DB_INT4(1)), &r), 0);
+    PQclear(r);
+    db_counters before, after;
+    db_counters_get(&before);
+    enum { N = 9 };
+    struct shared_read reads[N];
+    aio_task *tasks[N];
+    for (int i = 0; i < N; i++) {
+        /* the failing read first, then neighbours queued behind it */
+        reads[i] = (struct shared_read){.stmt = i == 0 ? &DIVIDE : &FIND_KEY, .arg = i == 0 ? 0 : 1};
+        tasks[i] = aio_task_spawn(shared_read, &reads[i]);
+        ck_assert_ptr_nonnull(tasks[i]);
+    }
+    for (int i = 0; i < N; i++)
+        ck_assert_int_eq(aio_task_join(tasks[i]), 0);
+    db_counters_get(&after);
+    ck_assert_int_eq(reads[0].rc, -EREMOTEIO);
+    ck_assert_str_eq(reads[0].sqlstate, "22012");
+    for (int i = 1; i < N; i++) {
+        ck_assert_msg(reads[i].rc == 0, "neighbour %d failed with %d (%s)", i, reads[i].rc, reads[i].sqlstate);
+        ck_assert_int_eq(reads[i].rows, 1);
+    }
+    /* they were in its segment, skipped and run again */
+    ck_assert_uint_ge(after.reruns - before.reruns, N - 1);
+    ck_assert_uint_eq(test_db_pool_stats(k.pool).closed_dirty, 0);
+    keys_db_close(&k);
+    return 0;
+}
+
 /* The shared connection stays open for good: out of a pool of one it would
  * leave nothing for a statement that must borrow. Such a pool shares none. */
 AIO_TEST(a_pool_of_one_shares_no_connection_so_a_read_leaves_it_for_a_write)
@@ -528,6 +588,7 @@ int main(void)
     tcase_add_test(tc, a_gather_runs_every_call_and_sets_every_result);
     tcase_add_test(tc, a_required_call_without_a_row_fails_the_gather_and_cancels_the_rest_on_the_server);
     tcase_add_test(tc, a_pool_of_one_shares_no_connection_so_a_read_leaves_it_for_a_write);
+    tcase_add_test(tc, reads_skipped_for_a_neighbours_failure_run_again_and_never_see_it);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }
