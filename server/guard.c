@@ -16,6 +16,7 @@
  * Transfer-Encoding beside Content-Length, repeated Host), so those are
  * read from the raw head: RFC 9112 §6.3 and §3.2 say reject and close. */
 #include <errno.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <stdio.h>
@@ -133,8 +134,24 @@ static void on_tick(h2o_timeout_entry_t *e)
     h2o_timeout_link(w->ctx.loop, &w->guard_tick, &w->guard_entry);
 }
 
+/* The bytes a Host value may hold: letters, digits and
+ * -._~%!$&'()*+,;=:[] (a bit per byte, built once). */
+static uint64_t host_bytes[4];
+
+static void host_bytes_init(void)
+{
+    for (int c = 0; c < 256; c++) {
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  (c != 0 && strchr("-._~%!$&'()*+,;=:[]", c) != NULL);
+        if (ok)
+            host_bytes[c >> 6] |= UINT64_C(1) << (c & 63);
+    }
+}
+
 void server__guard_init(server_worker *w)
 {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, host_bytes_init);
     h2o_timeout_init(w->ctx.loop, &w->guard_tick, GUARD_TICK_MS);
     w->guard_entry.cb = on_tick;
     h2o_timeout_link(w->ctx.loop, &w->guard_tick, &w->guard_entry);
@@ -172,7 +189,7 @@ static bool valid_host(const char *s, size_t len)
         return false;
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || strchr("-._~%!$&'()*+,;=:[]", c)))
+        if (!(host_bytes[c >> 6] >> (c & 63) & 1))
             return false;
     }
     return true;

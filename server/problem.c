@@ -57,7 +57,10 @@ static void problem_do_send(h2o_ostream_t *self, h2o_req_t *req, h2o_iovec_t *bu
 
 static void on_setup_problem(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_t **slot)
 {
-    /* every answer: a browser must not guess a type other than the one sent */
+    /* every answer: who answered (h2o's own Server line would cost a
+     * sprintf per response: see server.c), and that a browser must not
+     * guess a type other than the one sent */
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_SERVER, NULL, H2O_STRLIT("h2pg"));
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-content-type-options"), 0, NULL,
                           H2O_STRLIT("nosniff"));
     ssize_t i = h2o_find_header(&req->res.headers, H2O_TOKEN_CONTENT_TYPE, -1);

@@ -98,7 +98,10 @@ static int setup(const server_config *cfg, const server_app *app)
     server_metrics_set_routes(app->routes, app->nroutes);
     h2o_globalconf_t *g = &proc.globalconf;
     h2o_config_init(g);
-    g->server_name = h2o_iovec_init(H2O_STRLIT("h2pg"));
+    /* h2o 2.2.5 writes its Server line with a sprintf of its own on every
+     * HTTP/1 response (as much as the rest of the header section): none
+     * here, and the problem filter adds "server: h2pg" as a plain header */
+    g->server_name = h2o_iovec_init("", 0);
     g->max_request_entity_size = cfg->max_body_bytes;
     g->http1.req_timeout = (uint64_t)cfg->keepalive_timeout_ms;
     g->http2.idle_timeout = (uint64_t)cfg->keepalive_timeout_ms;
