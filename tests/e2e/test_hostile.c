@@ -1963,15 +1963,22 @@ START_TEST(heads_that_never_end_get_431_at_once_and_their_memory_is_returned)
     }
     ck_assert_msg(worst <= REFUSED_WITHIN_MS, "a connection sending an unfinished head was closed only after %.0f ms",
                   worst);
-    /* the buffers are given back as the connections close */
-    sleep_ms(1000);
+    /* the buffers are given back as the connections close: on a loaded
+     * machine the server may need a moment to get to it, so the RSS is
+     * looked at every 100 ms for up to 5 s (kept memory never drops) */
     long after = test_rss_kib(h.srv.pid);
+    int64_t since = now_us();
+    while (after - h.rss_before > rss_bound_kib() && ms_since_us(since) < 5000) {
+        sleep_ms(100);
+        after = test_rss_kib(h.srv.pid);
+    }
     report("unfinished heads: %d connections, each sent %zu..%zu bytes of a head never ended: %d got 431 "
            "problem+json and were closed, the slowest %.0f ms after its first byte (all within %.0f ms); server RSS "
-           "%ld KiB before, %ld KiB at the peak, %ld KiB 1 s after",
-           UNFINISHED_CONNS, least_sent, len, refused, worst, all_closed, h.rss_before, peak, after);
+           "%ld KiB before, %ld KiB at the peak, %ld KiB %.0f ms after",
+           UNFINISHED_CONNS, least_sent, len, refused, worst, all_closed, h.rss_before, peak, after,
+           ms_since_us(since));
     ck_assert_msg(after - h.rss_before <= rss_bound_kib(),
-                  "1 s after the unfinished heads were refused the server's RSS is %ld KiB, %ld KiB before (bound "
+                  "5 s after the unfinished heads were refused the server's RSS is %ld KiB, %ld KiB before (bound "
                   "+%ld KiB)",
                   after, h.rss_before, rss_bound_kib());
     hostile_end(&h);
