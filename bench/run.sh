@@ -107,6 +107,14 @@ for tool in wrk pgbench nginx; do
         exit 1
     }
 done
+if want user-auth || want transfer-auth; then
+    for tool in openssl xxd curl; do
+        command -v "$tool" >/dev/null || {
+            echo "bench: $tool is missing (user-auth and transfer-auth make their key and token with openssl and xxd)" >&2
+            exit 1
+        }
+    done
+fi
 if [ -z "${DATABASE_URL:-}" ]; then
     exec scripts/with-postgres.sh "$0" "${args[@]}"
 fi
