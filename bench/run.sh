@@ -30,9 +30,18 @@
 # (postgresql-client), nginx; node for the node peer.
 # Environment: THREADS, POOL_MAX (h2pg), CONNS (wrk connections, 256), ONLY
 # (workloads to run alone, comma-separated: json plaintext db queries updates
-# fortunes user transfer transfer-key), PEER_THREADS (peers' workers/threads,
+# fortunes user transfer transfer-key user-auth transfer-auth), PEER_THREADS (peers' workers/threads,
 # default THREADS or the number of cores), PEER_DB_PASS (the database
 # password the peers give, if DATABASE_URL's server asks for one).
+#
+# user-auth and transfer-auth measure what bearer authentication costs:
+# GET /users/{id} and POST /transfers as in user and transfer, first on the
+# h2pg without authentication, then on a second h2pg (started beside it,
+# loaded only in its turn) with AUTH_JWKS_FILE, every request carrying one
+# valid RS256 token. The key, the JWK Set and the token (an administrator's,
+# so the requests are the same ones as without authentication) are made
+# here with openssl. Each runs twice on each server (without, with, with,
+# without) and a line gives the ratios with / without of the sums.
 #
 # CPU is read from /proc/<pid>/stat (utime + stime of every live process of a
 # server's or the cluster's process tree, plus cutime + cstime, which hold
@@ -78,7 +87,7 @@ for p in ${peers//,/ }; do
     esac
     servers+=("$p")
 done
-workloads=(json plaintext db queries updates fortunes user transfer transfer-key)
+workloads=(json plaintext db queries updates fortunes user transfer transfer-key user-auth transfer-auth)
 want() { [ "$only" = ",," ] || [[ "$only" == *",$1,"* ]]; }
 serves() { # server workload
     case "$1:$2" in
@@ -98,13 +107,21 @@ for tool in wrk pgbench nginx; do
         exit 1
     }
 done
+if want user-auth || want transfer-auth; then
+    for tool in openssl xxd curl; do
+        command -v "$tool" >/dev/null || {
+            echo "bench: $tool is missing (user-auth and transfer-auth make their key and token with openssl and xxd)" >&2
+            exit 1
+        }
+    done
+fi
 if [ -z "${DATABASE_URL:-}" ]; then
     exec scripts/with-postgres.sh "$0" "${args[@]}"
 fi
 scripts/build.sh >/dev/null
 
 work="$(mktemp -d)"
-declare -A pid_of=() base_of=() label_of=([h2pg]=h2pg [node]=node [tfb]=tfb-h2o)
+declare -A pid_of=() base_of=() label_of=([h2pg]=h2pg [node]=node [tfb]=tfb-h2o [h2pg-auth]="h2pg, RS256 token")
 nginx_conf=""
 stop_servers() {
     local s pid
@@ -203,6 +220,11 @@ start_server() { # name
             setsid build/h2pg serve >"$work/h2pg.log" 2>&1 &
         pid_of[h2pg]=$!
         wait_ready h2pg "http://127.0.0.1:$port/readyz" ;;
+    h2pg-auth)
+        AUTH_JWKS_FILE="$work/jwks.json" DATABASE_URL="$db" MIGRATE_ON_START=false LOG_LEVEL=warn PORT="$port" \
+            HOST=127.0.0.1 setsid build/h2pg serve >"$work/h2pg-auth.log" 2>&1 &
+        pid_of[h2pg-auth]=$!
+        wait_ready h2pg-auth "http://127.0.0.1:$port/readyz" ;;
     node)
         DATABASE_URL="postgresql://$(urlenc "$pg_user")${pg_pass:+:$(urlenc "$pg_pass")}@$pg_host:$pg_port/h2pg_bench" \
             PORT="$port" WORKERS="$peer_threads" setsid "$node_dir/run.sh" >"$work/node.log" 2>&1 &
@@ -221,6 +243,26 @@ for s in "${servers[@]}"; do # those that serve a workload of this run
         if want "$w" && serves "$s" "$w"; then start_server "$s"; break; fi
     done
 done
+
+# ---- bearer authentication: a key, its JWK Set, a token, a server ----
+b64url() { base64 -w0 | tr '+/' '-_' | tr -d '='; }
+if want user-auth || want transfer-auth; then
+    openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$work/jwt.pem" 2>/dev/null
+    modulus=$(openssl rsa -in "$work/jwt.pem" -noout -modulus | cut -d= -f2 | xxd -r -p | b64url)
+    printf '{"keys":[{"kty":"RSA","kid":"bench","use":"sig","alg":"RS256","n":"%s","e":"AQAB"}]}\n' "$modulus" >"$work/jwks.json"
+    jwt_head=$(printf '{"alg":"RS256","typ":"JWT","kid":"bench"}' | b64url)
+    jwt_claims=$(printf '{"sub":"1","scope":"admin","iat":%d,"exp":%d}' "$(date +%s)" $(($(date +%s) + 86400)) | b64url)
+    jwt_sig=$(printf '%s.%s' "$jwt_head" "$jwt_claims" | openssl dgst -sha256 -sign "$work/jwt.pem" -binary | b64url)
+    bench_token="$jwt_head.$jwt_claims.$jwt_sig"
+    start_server h2pg-auth
+    # the token is good, and the server does want one
+    code_with=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $bench_token" "${base_of[h2pg-auth]}/users/1")
+    code_without=$(curl -s -o /dev/null -w '%{http_code}' "${base_of[h2pg-auth]}/users/1")
+    if [ "$code_with" != 200 ] || [ "$code_without" != 401 ]; then
+        echo "bench: the authenticated h2pg answers $code_with with the token, $code_without without (want 200, 401)" >&2
+        exit 1
+    fi
+fi
 
 # ---- nginx: the static ceiling for /json ----
 nginx_conf="$work/nginx.conf"
@@ -312,8 +354,11 @@ cat >"$work/user.lua" <<EOF
 local thread_id = 0
 setup = function(thread) thread_id = thread_id + 1; thread:set("tid", thread_id) end
 init = function() math.randomseed(os.time() + tid) end
+local token = os.getenv("TOKEN")
+local headers = {}
+if token then headers["Authorization"] = "Bearer " .. token end
 request = function()
-  return wrk.format("GET", "/users/" .. math.random(1, $USERS))
+  return wrk.format("GET", "/users/" .. math.random(1, $USERS), headers)
 end
 EOF
 cat >"$work/transfer.lua" <<EOF
@@ -326,6 +371,7 @@ request = function()
   while b == a do b = math.random(1, $ACCOUNTS) end
   local body = string.format('{"from_account_id":%d,"to_account_id":%d,"amount_cents":%d}', a, b, math.random(1, 100))
   local headers = {["Content-Type"] = "application/json"}
+  if os.getenv("TOKEN") then headers["Authorization"] = "Bearer " .. os.getenv("TOKEN") end
   if os.getenv("IDEMPOTENT") then
     counter = counter + 1
     headers["Idempotency-Key"] = string.format("wrk-%d-%d-%d", os.time(), tid, counter)
@@ -507,6 +553,26 @@ if want transfer-key; then
     header; run_pgbench "$work/transfer-key.sql"; row "POST /transfers + Idempotency-Key" pgbench; ceiling=$req
     IDEMPOTENT=1 workload transfer-key "POST /transfers + Idempotency-Key" /transfers "$work/transfer.lua"
 fi
+# The same requests without and with an RS256 token, in the order
+# without, with, with, without, so that a machine getting busier or
+# quieter meanwhile weighs on both alike; the ratios are of the sums.
+auth_pair() { # label path lua
+    local round r=(0 0) us=(0 0) i
+    header
+    for round in h2pg h2pg-auth h2pg-auth h2pg; do
+        if [ "$round" = h2pg ]; then i=0; else i=1; fi
+        if [ "$i" = 1 ]; then TOKEN="$bench_token" run_wrk "$round" "$2" "$3"; else run_wrk "$round" "$2" "$3"; fi
+        row "$1" "${label_of[$round]}"
+        r[i]=$((r[i] + req))
+        us[i]=$(awk -v a="${us[i]}" -v b="$srv_us" 'BEGIN { print (b == "-") ? a : a + b }')
+    done
+    awk -v r0="${r[0]}" -v r1="${r[1]}" -v u0="${us[0]}" -v u1="${us[1]}" -v w="$1" 'BEGIN {
+        printf "%s with the token / without (both rounds): req/s %.2f, server µs/req %.2f\n",
+            w, (r0 > 0) ? r1 / r0 : 0, (u0 > 0) ? u1 / u0 : 0 }'
+    echo
+}
+if want user-auth; then auth_pair "GET /users/{id}" /users/1 "$work/user.lua"; fi
+if want transfer-auth; then auth_pair "POST /transfers" /transfers "$work/transfer.lua"; fi
 
 # ---- h2pg against each peer, ratios h2pg / peer ----
 ran=()

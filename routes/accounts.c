@@ -7,7 +7,8 @@ static const db_stmt INSERT_ACCOUNT =
     DB_STMT("account_insert",
             "WITH n AS (INSERT INTO accounts (user_id, balance_cents) VALUES ($1, $2) "
             "RETURNING id, user_id, balance_cents, created_at) "
-            "SELECT n.* FROM n WHERE events_emit('account.created', events_resource(to_jsonb(n))) IS NOT NULL",
+            "SELECT n.* FROM n "
+            "WHERE events_emit('account.created', events_resource(to_jsonb(n)), n.user_id, NULL) IS NOT NULL",
             2);
 /* the owner check in the statement that reads the row (routes_get_owned) */
 static const db_stmt GET_ACCOUNT =

@@ -17,6 +17,17 @@
  * event after id N" is a stable question and a cursor is all a subscriber
  * needs.
  *
+ * Who sees what (the contract's table): administrators, and everybody
+ * while authentication is off, every event; a user the events about
+ * itself, its orders and accounts, and the transfers that touch its
+ * accounts. Each event row names those users (owner_id, other_owner_id:
+ * migrations/0011, filled when the event is emitted), the ring keeps them
+ * beside each frame, and a subscriber skips the frames of others by
+ * comparing ids; its catch-up from the table asks only for its own rows
+ * (EVENTS_AFTER_OWNED, the caller's id a parameter). The cursor still
+ * moves over the others' events, so a user's stream costs no more than an
+ * administrator's.
+ *
  * Without LISTEN (DATABASE_POOLER=transaction and no DATABASE_LISTEN_URL)
  * the hub polls every EVENTS_POLL_MS; with it, a sweep every ten times
  * that catches what a lost notification missed. The hub starts with the
@@ -43,9 +54,18 @@
 #define LISTEN_RETRY AIO_SEC(5)
 
 static const db_stmt LISTEN_EVENTS = DB_STMT("events_listen", "LISTEN h2pg_events", 0);
+#define EVENT_COLUMNS "id, type, created_at, data::text, owner_id, other_owner_id"
 static const db_stmt EVENTS_AFTER =
-    DB_STMT("events_after", "SELECT id, type, created_at, data::text FROM events WHERE id > $1 ORDER BY id LIMIT $2",
-            2);
+    DB_STMT("events_after", "SELECT " EVENT_COLUMNS " FROM events WHERE id > $1 ORDER BY id LIMIT $2", 2);
+/* The events of user $3 after $1: the first $2 of each owner index,
+ * merged (other_owner_id is never owner_id, so no row comes twice). */
+static const db_stmt EVENTS_AFTER_OWNED =
+    DB_STMT("events_after_owned",
+            "SELECT " EVENT_COLUMNS " FROM events WHERE id IN ("
+            "(SELECT id FROM events WHERE owner_id = $3 AND id > $1 ORDER BY id LIMIT $2) UNION ALL "
+            "(SELECT id FROM events WHERE other_owner_id = $3 AND id > $1 ORDER BY id LIMIT $2)) "
+            "ORDER BY id LIMIT $2",
+            3);
 static const db_stmt EVENTS_LAST = DB_STMT("events_last", "SELECT coalesce(max(id), 0)::int8 FROM events", 0);
 
 static const char *const TYPES[] = {"user.created", "order.created", "account.created", "transfer.created"};
@@ -56,6 +76,7 @@ static const char *const TYPES[] = {"user.created", "order.created", "account.cr
 struct frame {
     int64_t id;
     unsigned type; /* bit of TYPES, 0 for a type this build does not know */
+    int64_t owner, other_owner; /* users who may see it besides administrators; 0: none */
     char *text;
     size_t len;
 };
@@ -101,6 +122,8 @@ static int frame_of(const PGresult *res, int i, struct frame *f)
     db_format_timestamp(db_get_timestamp(res, i, 2), ts);
     f->id = db_get_int(res, i, 0);
     f->type = type_bit(type, (size_t)tlen);
+    f->owner = PQgetisnull(res, i, 4) ? 0 : db_get_int(res, i, 4);
+    f->other_owner = PQgetisnull(res, i, 5) ? 0 : db_get_int(res, i, 5);
     json_t *d = json_loadb(data, (size_t)dlen, JSON_DECODE_ANY, NULL);
     if (d == NULL)
         return -EINVAL;
@@ -269,10 +292,19 @@ size_t routes_events_subscribers(void) { return hub.nsubs; }
 struct reader {
     server_req *r;
     unsigned types;
+    bool all;     /* an administrator, or authentication is off */
+    int64_t user; /* else the caller, who sees its own events only */
     int64_t cursor;
     char *buf;
     size_t len, cap;
 };
+
+static bool wanted(const struct reader *rd, const struct frame *f)
+{
+    if (!(f->type & rd->types))
+        return false;
+    return rd->all || (rd->user > 0 && (f->owner == rd->user || f->other_owner == rd->user));
+}
 
 static int add(struct reader *rd, const char *text, size_t len)
 {
@@ -305,14 +337,16 @@ static int catch_up(struct reader *rd)
     PGresult *res = NULL;
     aio_timeout scope;
     aio_timeout_open(&scope, READ_TIMEOUT);
-    int rc = db_read(&EVENTS_AFTER, DB_PARAMS(DB_INT8(rd->cursor), DB_INT8(FETCH)), &res);
+    int rc = rd->all ? db_read(&EVENTS_AFTER, DB_PARAMS(DB_INT8(rd->cursor), DB_INT8(FETCH)), &res)
+                     : db_read(&EVENTS_AFTER_OWNED,
+                               DB_PARAMS(DB_INT8(rd->cursor), DB_INT8(FETCH), DB_INT8(rd->user)), &res);
     aio_timeout_close(&scope);
     int n = rc == 0 ? PQntuples(res) : 0;
     for (int i = 0; i < n && rc == 0; i++) {
         struct frame f;
         if ((rc = frame_of(res, i, &f)) < 0)
             break;
-        if (f.type & rd->types)
+        if (wanted(rd, &f))
             rc = add(rd, f.text, f.len);
         free(f.text);
         rd->cursor = f.id;
@@ -338,7 +372,7 @@ static int from_ring(struct reader *rd)
     }
     for (; i < hub.count && rd->len < CHUNK_BYTES; i++) {
         const struct frame *f = &hub.ring[(hub.first + i) % RING];
-        if ((f->type & rd->types) && add(rd, f->text, f->len) < 0)
+        if (wanted(rd, f) && add(rd, f->text, f->len) < 0)
             return -ENOMEM;
         rd->cursor = f->id;
     }
@@ -436,7 +470,7 @@ static int parse_start(server_req *r, const char *q, size_t qlen, int64_t *curso
 
 static int events_stream(server_req *r)
 {
-    struct reader rd = {.r = r};
+    struct reader rd = {.r = r, .all = routes_acts_for_all(r), .user = routes_caller_id(r)};
     size_t qlen;
     const char *q = server_req_query(r, &qlen);
     /* up to the first byte, the request's own deadline */
@@ -465,7 +499,5 @@ static int events_stream(server_req *r)
     return 0;
 }
 
-/* administrators only for now: the contract lets a user see the events
- * about itself, which needs a filter by owner that is not built yet, and
- * an unfiltered stream would show every user's changes */
-ROUTES({.method = "GET", .pattern = "/events", .handler = events_stream, .streaming = true, .admin = true});
+/* everybody authenticated: each sees what the reader's filter lets through */
+ROUTES({.method = "GET", .pattern = "/events", .handler = events_stream, .streaming = true});

@@ -33,9 +33,11 @@ static const db_stmt STORE_KEY =
 static const db_stmt STORE_KEY_EMIT =
     DB_STMT("idem_store_emit",
             "WITH stored AS (UPDATE idempotency_keys SET status = $2::int, response_body = $3::text WHERE key = $1 "
-            "RETURNING 1) SELECT (SELECT count(*) FROM stored), events_emit($4::text, $3::text::jsonb)",
-            4);
-static const db_stmt EMIT_EVENT = DB_STMT("idem_emit", "SELECT events_emit($1::text, $2::text::jsonb)", 2);
+            "RETURNING 1) SELECT (SELECT count(*) FROM stored), "
+            "events_emit($4::text, $3::text::jsonb, $5::int8, $6::int8)",
+            6);
+static const db_stmt EMIT_EVENT =
+    DB_STMT("idem_emit", "SELECT events_emit($1::text, $2::text::jsonb, $3::int8, $4::int8)", 4);
 static const db_stmt FORGET_KEY = DB_STMT("idem_forget", "DELETE FROM idempotency_keys WHERE key = $1", 1);
 /* One batch of the pruner, oldest first, skipping rows a claim holds. */
 static const db_stmt PRUNE_KEYS =
@@ -129,6 +131,8 @@ static int replay(struct run *run, db_conn *tx)
     return run->out.stored != NULL ? 0 : -ENOMEM;
 }
 
+static db_param owner_param(int64_t user_id) { return user_id > 0 ? DB_INT8(user_id) : DB_NULL; }
+
 /* Keeps a 201: its body, for the replays (with a key), and emits its
  * event; one statement either way, the event last, sent with the COMMIT
  * (db_tx_exec_commit), so that events_emit's lock is held for the commit
@@ -145,14 +149,15 @@ static int store(struct run *run, db_conn *tx)
     snprintf(status, sizeof(status), "%d", run->out.status);
     PGresult *res = NULL;
     int rc;
+    db_param owner = owner_param(run->out.owners[0]), other = owner_param(run->out.owners[1]);
     if (run->key == NULL)
-        rc = db_tx_exec_commit(tx, &EMIT_EVENT, DB_PARAMS(DB_TEXT(run->event_type), DB_TEXT(text)), &res);
+        rc = db_tx_exec_commit(tx, &EMIT_EVENT, DB_PARAMS(DB_TEXT(run->event_type), DB_TEXT(text), owner, other), &res);
     else if (run->event_type == NULL)
         rc = db_tx_exec_commit(tx, &STORE_KEY, DB_PARAMS(DB_TEXT(run->key), DB_TEXT(status), DB_TEXT(text)), &res);
     else {
         rc = db_tx_exec_commit(
-            tx, &STORE_KEY_EMIT, DB_PARAMS(DB_TEXT(run->key), DB_TEXT(status), DB_TEXT(text), DB_TEXT(run->event_type)),
-            &res);
+            tx, &STORE_KEY_EMIT,
+            DB_PARAMS(DB_TEXT(run->key), DB_TEXT(status), DB_TEXT(text), DB_TEXT(run->event_type), owner, other), &res);
         if (rc == 0 && db_get_int(res, 0, 0) != 1)
             log_error("idempotency key %s: its claim was gone when its outcome was stored", run->key);
     }

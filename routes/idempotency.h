@@ -26,6 +26,9 @@ typedef struct routes_outcome {
     int status;         /* 201, or a 4xx; 0 until decided */
     json_t *body;       /* the resource or the problem (owned) */
     char *stored;       /* a replayed outcome's body text (owned) */
+    /* the users its event belongs to (GET /events shows it to them), 0 for
+     * none; the work sets them beside routes_outcome_created */
+    int64_t owners[2];
 } routes_outcome;
 
 /* Decide the outcome (each returns 0): a problem, with `field` in its
@@ -49,7 +52,7 @@ int routes_idempotency_key(server_req *r, const char **key);
  * resource's "id". fingerprint is a canonical text of the request: what
  * must be equal for a retry to count as the same request. A 201 also
  * emits an event of type event_type (when not NULL) with the resource as
- * its data, in the same transaction and as its last statement (after the
+ * its data and the outcome's owners, in the same transaction and as its last statement (after the
  * outcome is stored), since events_emit holds its lock until the commit;
  * a replay emits nothing. */
 int routes_idempotent(server_req *r, const char *key, const char *fingerprint, const char *created_prefix,

@@ -8,7 +8,8 @@ static const db_stmt INSERT_ORDER =
     DB_STMT("order_insert",
             "WITH n AS (INSERT INTO orders (user_id, item, quantity, price_cents, total_cents) "
             "VALUES ($1, $2, $3, $4, $5) RETURNING " ORDER_COLUMNS ") "
-            "SELECT n.* FROM n WHERE events_emit('order.created', events_resource(to_jsonb(n))) IS NOT NULL",
+            "SELECT n.* FROM n "
+            "WHERE events_emit('order.created', events_resource(to_jsonb(n)), n.user_id, NULL) IS NOT NULL",
             5);
 static const db_stmt USER_EXISTS = DB_STMT("user_exists", "SELECT 1 FROM users WHERE id = $1", 1);
 static const db_stmt LIST_ORDERS = DB_STMT(

@@ -50,7 +50,7 @@ static int move_money(server_req *r, db_conn *tx, void *arg, routes_outcome *out
     int rc = routes_exec(r, tx, &LOCK_PAIR, DB_PARAMS(DB_INT8(t->from_account_id), DB_INT8(t->to_account_id)), &res);
     if (rc < 0)
         return rc;
-    int64_t from = -1, to = -1;
+    int64_t from = -1, to = -1, owners[2] = {0, 0};
     for (int i = 0; i < PQntuples(res); i++) {
         bool is_from = db_get_int(res, i, 0) == t->from_account_id;
         /* money moves only out of the caller's own account; someone
@@ -58,6 +58,7 @@ static int move_money(server_req *r, db_conn *tx, void *arg, routes_outcome *out
         if (is_from && !any_owner && db_get_int(res, i, 2) != caller)
             continue;
         *(is_from ? &from : &to) = db_get_int(res, i, 1);
+        owners[is_from ? 0 : 1] = db_get_int(res, i, 2);
     }
     if (from < 0)
         return routes_outcome_problem(out, 404, "the from_account_id account does not exist", NULL);
@@ -71,7 +72,13 @@ static int move_money(server_req *r, db_conn *tx, void *arg, routes_outcome *out
     db_params p = DB_PARAMS(DB_INT8(t->from_account_id), DB_INT8(t->to_account_id), DB_INT8(t->amount_cents));
     db_call calls[] = {{.stmt = &MOVE, .params = p}, {.stmt = &INSERT_TRANSFER, .params = p}};
     rc = routes_batch(r, tx, calls, 2, DB_BATCH_ATOMIC);
-    return rc < 0 ? rc : routes_outcome_created(out, db_row_json(calls[1].result, 0));
+    if (rc < 0)
+        return rc;
+    routes_outcome_created(out, db_row_json(calls[1].result, 0));
+    /* the event's owners, from the rows this transaction holds locked */
+    out->owners[0] = owners[0];
+    out->owners[1] = owners[1];
+    return 0;
 }
 
 static int create_transfer(server_req *r)

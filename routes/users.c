@@ -11,7 +11,7 @@
 static const db_stmt INSERT_USER =
     DB_STMT("user_insert",
             "WITH n AS (INSERT INTO users (name, email) VALUES ($1, $2) RETURNING " USER_COLUMNS ") "
-            "SELECT n.* FROM n WHERE events_emit('user.created', events_resource(to_jsonb(n))) IS NOT NULL",
+            "SELECT n.* FROM n WHERE events_emit('user.created', events_resource(to_jsonb(n)), n.id, NULL) IS NOT NULL",
             2);
 static const db_stmt LIST_USERS =
     DB_STMT("user_list", "SELECT " USER_COLUMNS " FROM users WHERE id > $1 ORDER BY id LIMIT $2", 2);

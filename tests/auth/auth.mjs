@@ -301,6 +301,7 @@ async function mainServer(dir) {
   }
 
   await authorization(s, rsa, admin);
+  await eventsByOwner(s, rsa, admin);
 
   // rotation through the file: a new key works without a restart, a removed one stops
   const rsa2 = await rsaKey('r2');
@@ -365,7 +366,6 @@ async function authorization(s, key, admin) {
   await expect(ta, 'GET', '/users', undefined, 403, 'GET /users by a user');
   await expect(ta, 'GET', '/export/orders', undefined, 403, 'GET /export/orders by a user');
   await expect(admin, 'GET', '/export/orders', undefined, 200, 'GET /export/orders by an administrator');
-  await expect(ta, 'GET', '/events', undefined, 403, 'GET /events by a user (per-user filtering is not built: refused, not leaked)');
   await expect(ta, 'POST', '/webhooks', { url: 'https://example.com/hook', events: ['*'] }, 403, 'POST /webhooks by a user');
   await expect(ta, 'GET', '/webhooks', undefined, 403, 'GET /webhooks by a user');
   await expect(ta, 'GET', '/webhooks/1', undefined, 403, 'GET /webhooks/1 by a user');
@@ -414,6 +414,178 @@ async function authorization(s, key, admin) {
   check(first.status === 201 && other.status !== 201 && other.status !== 200, 'authorization: another user\'s Idempotency-Key replay does not return the first caller\'s transfer', [first.status, other.status]);
   const after = [(await as(admin, 'GET', `/accounts/${accA}`)).json.balance_cents, (await as(admin, 'GET', `/accounts/${accB}`)).json.balance_cents];
   check(after[0] === 899 && after[1] === 601, 'authorization: balances as the two allowed transfers left them', after);
+}
+
+// ---- GET /events: who sees which event ----
+
+// Opens GET /events as the holder of token t. The stream's events collect
+// in .events ({id, type, data} as each frame's data line has them);
+// .opened resolves to the status once the answer's head is in (the
+// stream's starting point is fixed by then); .waitFor(pred, ms) resolves
+// to whether pred(events) came true within ms; .close() hangs up.
+function openEvents(base, t, { query = '', lastEventId } = {}) {
+  const headers = { ...bearer(t), accept: 'text/event-stream' };
+  if (lastEventId !== undefined) headers['last-event-id'] = String(lastEventId);
+  const events = [];
+  const waiters = new Set();
+  let buf = '';
+  let openedResolve;
+  const opened = new Promise((resolve) => { openedResolve = resolve; });
+  const poke = () => { for (const w of waiters) w(); };
+  const req = http.request(`${base}/events${query}`, { headers, agent: false }, (res) => {
+    openedResolve(res.statusCode);
+    res.setEncoding('utf8');
+    res.on('data', (c) => {
+      buf += c;
+      for (let i; (i = buf.indexOf('\n\n')) >= 0;) {
+        const frame = {};
+        for (const line of buf.slice(0, i).split('\n')) {
+          const m = line.match(/^(id|event|data): (.*)$/);
+          if (m) frame[m[1]] = m[2];
+        }
+        buf = buf.slice(i + 2);
+        if (frame.data === undefined) continue;
+        const ev = JSON.parse(frame.data);
+        if (String(ev.id) !== frame.id || ev.type !== frame.event) throw new Error(`a frame whose id/event lines disagree with its data: ${JSON.stringify(frame)}`);
+        events.push(ev);
+      }
+      poke();
+    });
+    res.on('error', () => {});
+  });
+  req.on('error', (e) => openedResolve(`error: ${e.message}`));
+  req.end();
+  return {
+    events,
+    opened,
+    waitFor(pred, ms) {
+      return new Promise((resolve) => {
+        const done = (v) => { clearTimeout(timer); waiters.delete(w); resolve(v); };
+        const w = () => { if (pred(events)) done(true); };
+        const timer = setTimeout(() => done(pred(events)), ms);
+        waiters.add(w);
+        w();
+      });
+    },
+    close() { req.destroy(); },
+  };
+}
+
+// Reads a stream from a starting point up to event id `last` (and 300 ms
+// more, for anything that should not be there), then hangs up.
+async function readEventsTo(base, t, last, opts) {
+  const st = openEvents(base, t, opts);
+  const status = await st.opened;
+  if (status === 200) {
+    await st.waitFor((evs) => evs.some((e) => e.id >= last), 10000);
+    await sleep(300);
+  }
+  st.close();
+  return { status, events: st.events.filter((e) => e.id <= last) };
+}
+
+// The users an event belongs to, as the contract's table has them.
+function ownersOf(ev, accountOwner) {
+  const d = ev.data;
+  switch (ev.type) {
+    case 'user.created': return [d.id];
+    case 'order.created': case 'account.created': return [d.user_id];
+    case 'transfer.created': return [accountOwner.get(d.from_account_id), accountOwner.get(d.to_account_id)];
+    default: return [];
+  }
+}
+
+// Two users and an administrator, events of each kind (a transfer each way
+// between the two users, one between a user's own accounts), watched live
+// and read back with Last-Event-ID and ?after=: each user sees exactly its
+// own, the administrator everything.
+async function eventsByOwner(s, key, admin) {
+  const as = async (t, method, p, body) => {
+    const r = await request(s.base, method, p, { headers: bearer(t), body });
+    if (r.status !== 201) throw new Error(`${method} ${p}: ${r.status} ${r.text}`);
+    return r.json.id;
+  };
+  const mkUser = (name) => as(admin, 'POST', '/users', { name, email: `${name}-${Date.now()}-${Math.random()}@example.com` });
+  const [A, B, C] = [await mkUser('ev-a'), await mkUser('ev-b'), await mkUser('ev-c')];
+  const [ta, tb, tc] = await Promise.all([A, B, C].map((id) => token(key, { sub: String(id) })));
+  // every stream starts after C's user.created: ids follow commit order,
+  // so the events before it are all numbered by then
+  const first = openEvents(s.base, admin, { lastEventId: 0 });
+  await first.opened;
+  await first.waitFor((evs) => evs.some((e) => e.type === 'user.created' && e.data.id === C), 15000);
+  first.close();
+  const startId = first.events.find((e) => e.type === 'user.created' && e.data.id === C)?.id;
+  if (startId === undefined) throw new Error('events: C\'s user.created never showed');
+  const q = { query: `?after=${startId}` };
+  const live = { admin: openEvents(s.base, admin, q), A: openEvents(s.base, ta, q), B: openEvents(s.base, tb, q), C: openEvents(s.base, tc, q) };
+  const statuses = await Promise.all(Object.values(live).map((st) => st.opened));
+  check(statuses.every((x) => x === 200), 'events: GET /events is 200 for users and the administrator', statuses);
+
+  const accA = await as(ta, 'POST', '/accounts', { user_id: A, balance_cents: 1000 });
+  const accB = await as(admin, 'POST', '/accounts', { user_id: B, balance_cents: 1000 });
+  const accB2 = await as(tb, 'POST', '/accounts', { user_id: B, balance_cents: 0 });
+  const made = [accA, accB, accB2];
+  made.push(await as(ta, 'POST', `/users/${A}/orders`, { item: 'tea', quantity: 1, price_cents: 100 }));
+  made.push(await as(tb, 'POST', `/users/${B}/orders`, { item: 'jam', quantity: 2, price_cents: 300 }));
+  const tAB = await as(ta, 'POST', '/transfers', { from_account_id: accA, to_account_id: accB, amount_cents: 10 });
+  const tBA = await as(tb, 'POST', '/transfers', { from_account_id: accB, to_account_id: accA, amount_cents: 20 });
+  const tBB = await as(tb, 'POST', '/transfers', { from_account_id: accB, to_account_id: accB2, amount_cents: 30 });
+  const D = await mkUser('ev-d');
+  const kinds = [['account.created', accA], ['account.created', accB], ['account.created', accB2], ['order.created', made[3]],
+    ['order.created', made[4]], ['transfer.created', tAB], ['transfer.created', tBA], ['transfer.created', tBB], ['user.created', D]];
+  const has = (evs, [type, id]) => evs.some((e) => e.type === type && e.data.id === id);
+  check(await live.admin.waitFor((evs) => kinds.every((k) => has(evs, k)), 15000),
+    'events: the administrator\'s live stream has every event, of each kind', live.admin.events.map((e) => `${e.type} ${e.data.id}`));
+
+  // the whole history, read by the administrator from the start (the
+  // table for what came before the hubs started, the ring after)
+  const last = Math.max(...live.admin.events.map((e) => e.id));
+  const all = await readEventsTo(s.base, admin, last, { lastEventId: 0 });
+  check(all.status === 200 && kinds.every((k) => has(all.events, k)) && all.events.every((e, i) => i === 0 || e.id > all.events[i - 1].id),
+    'events: the administrator\'s catch-up from Last-Event-ID: 0 has everything, in id order', all.events.length);
+  const accountOwner = new Map(all.events.filter((e) => e.type === 'account.created').map((e) => [e.data.id, e.data.user_id]));
+  const mine = (u, evs) => evs.filter((e) => ownersOf(e, accountOwner).includes(u)).map((e) => e.id);
+  const ids = (evs) => evs.map((e) => e.id);
+  const liveFrom = startId;
+  const want = { A: mine(A, live.admin.events), B: mine(B, live.admin.events), C: [] };
+  check(live.admin.events.length === kinds.length && want.A.length === 4 && want.B.length === 6,
+    'events: of the 9 new events A owns 4 (its account and order, the two transfers with B), B 6', want);
+
+  for (const [who, u] of [['A', A], ['B', B], ['C', C]]) {
+    const st = live[who];
+    await st.waitFor((evs) => evs.length >= want[who].length, 10000);
+    await sleep(500); // and nothing more comes
+    const got = ids(st.events.filter((e) => e.id <= last));
+    check(JSON.stringify(got) === JSON.stringify(want[who]) && st.events.every((e) => ownersOf(e, accountOwner).includes(u)),
+      `events: ${who}'s live stream has exactly its own events`, { got, want: want[who], seen: st.events.map((e) => `${e.type} ${e.data.id}`) });
+    st.close();
+  }
+  live.admin.close();
+  const shared = (id) => want.A.includes(id) && want.B.includes(id);
+  check(all.events.filter((e) => e.type === 'transfer.created' && shared(e.id)).length === 2,
+    'events: both transfers between A and B reached both of them');
+
+  // resuming: Last-Event-ID 0 (the whole history, mostly from the table)
+  // and ?after= (from the ring), with and without ?types=
+  for (const [who, u, t] of [['A', A, ta], ['B', B, tb], ['C', C, tc]]) {
+    const r = await readEventsTo(s.base, t, last, { lastEventId: 0 });
+    const w = mine(u, all.events);
+    check(r.status === 200 && JSON.stringify(ids(r.events)) === JSON.stringify(w),
+      `events: ${who}'s catch-up from Last-Event-ID: 0 has exactly its own ${w.length} events`, { got: ids(r.events), want: w });
+  }
+  {
+    const r = await readEventsTo(s.base, tb, last, { query: `?after=${liveFrom}&types=transfer.created` });
+    const w = mine(B, all.events.filter((e) => e.id > liveFrom && e.type === 'transfer.created'));
+    check(r.status === 200 && w.length === 3 && JSON.stringify(ids(r.events)) === JSON.stringify(w),
+      'events: B\'s ?after= with ?types=transfer.created has its 3 transfers only', { got: ids(r.events), want: w });
+  }
+  {
+    const from = all.events.find((e) => e.type === 'transfer.created' && e.data.id === tAB).id;
+    const r = await readEventsTo(s.base, ta, last, { query: `?after=${liveFrom}`, lastEventId: from });
+    const w = mine(A, all.events.filter((e) => e.id > from));
+    check(r.status === 200 && w.length === 1 && JSON.stringify(ids(r.events)) === JSON.stringify(w),
+      'events: A resuming with Last-Event-ID (which wins over ?after=) gets its events after it only', { got: ids(r.events), want: w });
+  }
 }
 
 function rawHead(base, text) {

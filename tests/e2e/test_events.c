@@ -221,6 +221,76 @@ START_TEST(each_creation_writes_one_event_whose_data_is_what_its_get_returns)
 }
 END_TEST
 
+/* POST that must be 201: the new resource's id. */
+static long long create_id(const char *path, const char *body)
+{
+    json_t *j = create(path, body, NULL);
+    long long id = id_of(j);
+    json_decref(j);
+    return id;
+}
+
+/* Every event's owners (migrations/0011), as "type owner other" lines in
+ * id order, 0 for none. */
+static char *owners(void)
+{
+    settled();
+    PGconn *c = test_pg_connect(db);
+    PGresult *res = PQexec(c, "SELECT string_agg(type || ' ' || coalesce(owner_id, 0) || ' ' || "
+                              "coalesce(other_owner_id, 0), E'\\n' ORDER BY id) FROM events");
+    ck_assert_msg(PQresultStatus(res) == PGRES_TUPLES_OK, "%s", PQerrorMessage(c));
+    char *s = strdup(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    PQfinish(c);
+    return s;
+}
+
+/* GET /events shows a user the events about itself, its orders and
+ * accounts and the transfers that touch its accounts: each event names
+ * those users, passed by the service's writers, worked out from the data
+ * by events_emit(type, data) for any other writer. */
+START_TEST(each_event_names_the_users_it_belongs_to)
+{
+    json_t *u = create("/users", "{\"name\":\"U\",\"email\":\"u@events.test\"}", NULL);
+    json_t *v = create("/users", "{\"name\":\"V\",\"email\":\"v@events.test\"}", NULL);
+    long long iu = id_of(u), iv = id_of(v);
+    char *body = fmt("{\"user_id\":%lld,\"balance_cents\":1000}", iu);
+    long long au = create_id("/accounts", body), au2 = create_id("/accounts", body);
+    free(body);
+    body = fmt("{\"user_id\":%lld,\"balance_cents\":0}", iv);
+    long long av = create_id("/accounts", body);
+    free(body);
+    char *path = fmt("/users/%lld/orders", iv);
+    json_decref(create(path, "{\"item\":\"pen\",\"quantity\":1,\"price_cents\":1}", NULL));
+    free(path);
+    body = fmt("{\"from_account_id\":%lld,\"to_account_id\":%lld,\"amount_cents\":5}", au, av);
+    json_decref(create("/transfers", body, NULL));
+    free(body);
+    body = fmt("{\"from_account_id\":%lld,\"to_account_id\":%lld,\"amount_cents\":5}", au, au2);
+    json_decref(create("/transfers", body, "owners-key")); /* through the Idempotency-Key statement */
+    free(body);
+    /* writers that pass no owners */
+    char *sql = fmt("SELECT events_emit('transfer.created', jsonb_build_object('from_account_id', %lld, "
+                    "'to_account_id', %lld)), events_emit('order.created', '{\"user_id\": %lld}'), "
+                    "events_emit('user.created', '{\"id\": \"not a number\"}'), events_emit('other', '{\"id\": 1}')",
+                    av, au, iv);
+    sql_exec(sql);
+    free(sql);
+
+    char *got = owners();
+    char *want = fmt("user.created %lld 0\nuser.created %lld 0\naccount.created %lld 0\naccount.created %lld 0\n"
+                     "account.created %lld 0\norder.created %lld 0\ntransfer.created %lld %lld\n"
+                     "transfer.created %lld 0\ntransfer.created %lld %lld\norder.created %lld 0\n"
+                     "user.created 0 0\nother 0 0",
+                     iu, iv, iu, iu, iv, iv, iu, iv, iu, iv, iu, iv);
+    ck_assert_str_eq(got, want);
+    free(want);
+    free(got);
+    json_decref(v);
+    json_decref(u);
+}
+END_TEST
+
 START_TEST(a_failed_request_writes_no_event_and_a_replay_none_again)
 {
     json_t *user = create("/users", "{\"name\":\"Bo\",\"email\":\"bo@events.test\"}", NULL);
@@ -450,6 +520,7 @@ static Suite *events_suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, each_creation_writes_one_event_whose_data_is_what_its_get_returns);
+    tcase_add_test(tc, each_event_names_the_users_it_belongs_to);
     tcase_add_test(tc, a_failed_request_writes_no_event_and_a_replay_none_again);
     tcase_add_test(tc, a_writer_waits_for_no_other_and_ids_follow_commit_order);
     tcase_add_test(tc, a_rolled_back_writer_leaves_no_event);

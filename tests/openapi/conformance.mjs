@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// node conformance.mjs BASE_URL [DOWN_URL]
+// node conformance.mjs BASE_URL [DOWN_URL [GUARDED_URL]]
 //
 // Drives a running h2pg at BASE_URL (a fresh database: the cases create
 // their own rows) and checks that what it really answers conforms to
@@ -18,11 +18,15 @@
 //   - plus what the case itself checks (an echo of the created fields, the
 //     Location that reads back the same object, balances after a transfer...).
 // DOWN_URL, when given, is an h2pg whose database is unreachable: its cases
-// check the documented 503s.
+// check the documented 503s. GUARDED_URL, when given, is an h2pg with
+// bearer authentication (an HS256 oct key whose k, base64url, is in
+// $H2PG_CONFORMANCE_HS256_KEY) and a rate limit of a burst of 6 at 1/s: its
+// cases check the documented 401s, 403s and 429s.
 //
 // Each case prints "ok" or "FAIL" with the reasons; a case whose prerequisite
 // (an id an earlier case was to create) is missing is skipped. Exits 1 when
 // any case failed or was skipped.
+import { createHmac } from "node:crypto";
 import http from "node:http";
 import { readFileSync } from "node:fs";
 import {
@@ -38,6 +42,7 @@ import {
 
 const BASE = process.argv[2];
 const DOWN = process.argv[3];
+const GUARDED = process.argv[4];
 if (!BASE) {
   console.error("usage: node conformance.mjs BASE_URL [DOWN_URL]");
   process.exit(2);
@@ -646,6 +651,33 @@ const DOWN_CASES = [
   { name: "create a user without a database", method: "POST", path: "/users", ...json({ name: "X", email: "x@example.com" }), expect: 503 },
 ];
 
+// With authentication and a rate limit. The token is a user's (sub 2, no
+// admin scope), signed here with the server's HS256 key (node:crypto; the
+// service verifies it with cjose).
+function userToken() {
+  const key = process.env.H2PG_CONFORMANCE_HS256_KEY;
+  if (!key) throw new Error("H2PG_CONFORMANCE_HS256_KEY is not set");
+  const b64u = (v) => Buffer.from(JSON.stringify(v)).toString("base64url");
+  const signed = `${b64u({ alg: "HS256", typ: "JWT", kid: "conformance" })}.${b64u({ sub: "2", exp: Math.floor(Date.now() / 1000) + 3600 })}`;
+  return `${signed}.${createHmac("sha256", Buffer.from(key, "base64url")).update(signed).digest("base64url")}`;
+}
+const asUser = () => ({ Authorization: `Bearer ${userToken()}` });
+const GUARDED_CASES = [
+  { name: "a user's own record without a token", method: "GET", path: "/users/2", expect: 401 },
+  { name: "the event stream with a token that is not one", method: "GET", path: "/events", headers: { Authorization: "Bearer not.a.token" }, expect: 401 },
+  { name: "a transfer without a token", method: "POST", path: "/transfers", ...json({ from_account_id: 1, to_account_id: 2, amount_cents: 1 }), expect: 401 },
+  { name: "an administrators' operation by a user", method: "POST", path: "/users", body: () => ({ body: JSON.stringify({ name: "X", email: "x@guarded.test" }), headers: { "Content-Type": "application/json", ...asUser() } }), expect: 403 },
+  { name: "the list of webhooks by a user", method: "GET", path: "/webhooks", body: () => ({ headers: asUser() }), expect: 403 },
+  { name: "an account for another user", method: "POST", path: "/accounts", body: () => ({ body: JSON.stringify({ user_id: 3, balance_cents: 1 }), headers: { "Content-Type": "application/json", ...asUser() } }), expect: 403 },
+  {
+    name: "over the rate limit", method: "GET", path: "/openapi.json", expect: 429,
+    // the address's bucket (6) emptied first, far faster than its 1/s refill
+    prime: async (baseUrl) => { for (let i = 0; i < 10; i++) await send(baseUrl, { method: "GET", path: "/json" }); },
+  },
+  { name: "a user over the rate limit", method: "GET", path: "/users/2", body: () => ({ headers: asUser() }), expect: 429,
+    prime: async (baseUrl) => { for (let i = 0; i < 10; i++) await send(baseUrl, { method: "GET", path: "/users/2", headers: asUser() }); } },
+];
+
 async function runCase(baseUrl, c, n) {
   const expect = [].concat(c.expect);
   let path, extra;
@@ -662,6 +694,7 @@ async function runCase(baseUrl, c, n) {
   const req = { method: c.method, path, headers, body: extra.body, expectContinue: c.expectContinue };
   let res;
   try {
+    if (c.prime) await c.prime(baseUrl);
     res = await send(baseUrl, req);
   } catch (e) {
     return { status: "fail", reasons: [`request failed: ${e.message}`], label: `${c.method} ${path}` };
@@ -708,5 +741,7 @@ const totals = { n: 0, ok: 0, fail: 0, skip: 0 };
 await runAll(BASE, CASES, "conformance of a running h2pg to openapi/openapi.json", totals);
 if (DOWN) await runAll(DOWN, DOWN_CASES, "with its database unreachable", totals);
 else console.log("(no DOWN_URL given: the database-unreachable cases did not run)");
+if (GUARDED) await runAll(GUARDED, GUARDED_CASES, "with bearer authentication and a rate limit", totals);
+else console.log("(no GUARDED_URL given: the 401, 403 and 429 cases did not run)");
 console.log(`conformance: ${totals.ok} passed, ${totals.fail} failed, ${totals.skip} skipped`);
 process.exit(totals.fail || totals.skip ? 1 : 0);

@@ -4,7 +4,9 @@
 # The OpenAPI test: checks openapi/openapi.json with validate.mjs, then
 # serves a fresh database with the given binary and checks with
 # conformance.mjs that what the server answers conforms to the document;
-# a second server, whose database is unreachable, gets the 503 cases.
+# a second server, whose database is unreachable, gets the 503 cases, and
+# a third, with bearer authentication and a rate limit, the 401, 403 and
+# 429 ones.
 #
 # Needs DATABASE_URL (run it under scripts/with-postgres.sh, as CTest's
 # test_openapi does): a database named h2pg_openapi_* is created there and
@@ -164,4 +166,13 @@ start_server down "host=127.0.0.1 port=$dead_port dbname=none connect_timeout=2"
     MIGRATE_ON_START=false POOL_MIN=0 POOL_ACQUIRE_TIMEOUT_MS=500
 down="http://127.0.0.1:$port"
 
-node conformance.mjs "$base" "$down"
+# A third with authentication and a rate limit, for the 401, 403 and 429
+# answers: an HS256 key (an oct JWK) that conformance.mjs signs its token
+# with, and a bucket of 6 requests refilled once a second.
+key="$(head -c 32 /dev/urandom | base64 -w0 | tr '+/' '-_' | tr -d '=')"
+printf '{"keys":[{"kty":"oct","kid":"conformance","alg":"HS256","k":"%s"}]}\n' "$key" >"$tmp/jwks.json"
+start_server guarded "$db_url" MIGRATE_ON_START=false AUTH_JWKS_FILE="$tmp/jwks.json" AUTH_ALGORITHMS=HS256 \
+    RATE_LIMIT_PER_S=1 RATE_LIMIT_BURST=6
+guarded="http://127.0.0.1:$port"
+
+H2PG_CONFORMANCE_HS256_KEY="$key" node conformance.mjs "$base" "$down" "$guarded"

@@ -16,6 +16,13 @@
 //     the parameters and error statuses the contract requires, every 4xx/5xx
 //     as an application/problem+json RFC 9457 problem, X-Request-Id on every
 //     response, Location on every 201, Retry-After on every 503;
+//   - who may call it ("Authentication, authorization and limits"): the
+//     bearer JWT scheme, required by every operation but the open ones
+//     (which say `security: []`), 401 with WWW-Authenticate on each that
+//     needs a token, 403 exactly where the contract has it (an
+//     administrators' operation; POST /accounts for another user), 429 with
+//     Retry-After, RateLimit-Policy and RateLimit on every rate-limited one
+//     (all but the probes and /metrics), and neither 401 nor 403 elsewhere;
 //   - the schemas state the contract's rules: sample bodies that break a
 //     rule (an empty name, two @, quantity 0, a negative amount...) fail
 //     them and samples that keep the rules pass.
@@ -44,15 +51,18 @@ const HTTP_METHODS = ["get", "put", "post", "delete", "options", "head", "patch"
 // (a bad Request-Timeout), 500 and 503 everywhere, 504 wherever the handler
 // awaits the database, 404 for ids, 409/413/415/422 where API.md says.
 // query: query parameters; headers: request headers beyond the common ones.
+// access: "user" (the default: a bearer token, 401 without one), "admin"
+// (also 403 for a caller who may not do it at all) or "open" (no token);
+// unlimited: not rate limited (no 429).
 const DB = [400, 500, 503, 504];
 const BODY = [400, 413, 415, 422, 500, 503, 504];
 export const API_OPERATIONS = [
-  { method: "GET", path: "/healthz", success: { 200: "application/json" }, errors: [400, 500, 503] },
-  { method: "GET", path: "/readyz", success: { 200: "application/json" }, errors: DB },
-  { method: "GET", path: "/metrics", success: { 200: "text/plain; version=0.0.4" }, errors: [400, 500, 503] },
-  { method: "GET", path: "/openapi.json", success: { 200: "application/json" }, errors: [400, 500, 503] },
-  { method: "POST", path: "/users", success: { 201: "application/json" }, errors: [...BODY, 409], body: "UserCreate" },
-  { method: "GET", path: "/users", success: { 200: "application/json" }, errors: DB, query: ["limit", "after"] },
+  { method: "GET", path: "/healthz", success: { 200: "application/json" }, errors: [400, 500, 503], access: "open", unlimited: true },
+  { method: "GET", path: "/readyz", success: { 200: "application/json" }, errors: DB, access: "open", unlimited: true },
+  { method: "GET", path: "/metrics", success: { 200: "text/plain; version=0.0.4" }, errors: [400, 500, 503], access: "open", unlimited: true },
+  { method: "GET", path: "/openapi.json", success: { 200: "application/json" }, errors: [400, 500, 503], access: "open" },
+  { method: "POST", path: "/users", success: { 201: "application/json" }, errors: [...BODY, 409], body: "UserCreate", access: "admin" },
+  { method: "GET", path: "/users", success: { 200: "application/json" }, errors: DB, query: ["limit", "after"], access: "admin" },
   { method: "GET", path: "/users/{id}", success: { 200: "application/json" }, errors: [...DB, 404] },
   { method: "PATCH", path: "/users/{id}", success: { 200: "application/json" }, errors: [...BODY, 404, 409], body: "UserPatch" },
   { method: "DELETE", path: "/users/{id}", success: { 204: null }, errors: [...DB, 404, 409] },
@@ -60,30 +70,30 @@ export const API_OPERATIONS = [
   { method: "GET", path: "/users/{id}/orders", success: { 200: "application/json" }, errors: [...DB, 404], query: ["limit", "after"] },
   { method: "GET", path: "/users/{id}/accounts", success: { 200: "application/json" }, errors: [...DB, 404], query: ["limit", "after"] },
   { method: "GET", path: "/orders/{id}", success: { 200: "application/json" }, errors: [...DB, 404] },
-  { method: "POST", path: "/accounts", success: { 201: "application/json" }, errors: [...BODY, 404], body: "AccountCreate" },
+  { method: "POST", path: "/accounts", success: { 201: "application/json" }, errors: [...BODY, 404], body: "AccountCreate", access: "admin" },
   { method: "GET", path: "/accounts/{id}", success: { 200: "application/json" }, errors: [...DB, 404] },
   {
     method: "POST", path: "/transfers", success: { 201: "application/json" }, errors: [...BODY, 404, 409],
     body: "TransferCreate", headers: ["Idempotency-Key"],
   },
   { method: "GET", path: "/transfers/{id}", success: { 200: "application/json" }, errors: [...DB, 404] },
-  { method: "GET", path: "/export/orders", success: { 200: "application/x-ndjson" }, errors: DB, query: ["after"] },
-  { method: "POST", path: "/webhooks", success: { 201: "application/json" }, errors: BODY, body: "WebhookCreate" },
-  { method: "GET", path: "/webhooks", success: { 200: "application/json" }, errors: DB, query: ["limit", "after"] },
-  { method: "GET", path: "/webhooks/{id}", success: { 200: "application/json" }, errors: [...DB, 404] },
-  { method: "DELETE", path: "/webhooks/{id}", success: { 204: null }, errors: [...DB, 404] },
-  { method: "GET", path: "/webhooks/{id}/deliveries", success: { 200: "application/json" }, errors: [...DB, 404], query: ["limit", "after"] },
-  { method: "POST", path: "/webhooks/{id}/ping", success: { 200: "application/json" }, errors: [...DB, 404] },
+  { method: "GET", path: "/export/orders", success: { 200: "application/x-ndjson" }, errors: DB, query: ["after"], access: "admin" },
+  { method: "POST", path: "/webhooks", success: { 201: "application/json" }, errors: BODY, body: "WebhookCreate", access: "admin" },
+  { method: "GET", path: "/webhooks", success: { 200: "application/json" }, errors: DB, query: ["limit", "after"], access: "admin" },
+  { method: "GET", path: "/webhooks/{id}", success: { 200: "application/json" }, errors: [...DB, 404], access: "admin" },
+  { method: "DELETE", path: "/webhooks/{id}", success: { 204: null }, errors: [...DB, 404], access: "admin" },
+  { method: "GET", path: "/webhooks/{id}/deliveries", success: { 200: "application/json" }, errors: [...DB, 404], query: ["limit", "after"], access: "admin" },
+  { method: "POST", path: "/webhooks/{id}/ping", success: { 200: "application/json" }, errors: [...DB, 404], access: "admin" },
   {
     method: "GET", path: "/events", success: { 200: "text/event-stream" }, errors: DB, query: ["types", "after"],
     headers: ["Last-Event-ID"],
   },
-  { method: "GET", path: "/json", success: { 200: "application/json" }, errors: [400, 500, 503] },
-  { method: "GET", path: "/plaintext", success: { 200: "text/plain" }, errors: [400, 500, 503] },
-  { method: "GET", path: "/db", success: { 200: "application/json" }, errors: DB },
-  { method: "GET", path: "/queries", success: { 200: "application/json" }, errors: DB, query: ["queries"] },
-  { method: "GET", path: "/updates", success: { 200: "application/json" }, errors: DB, query: ["queries"] },
-  { method: "GET", path: "/fortunes", success: { 200: "text/html; charset=utf-8" }, errors: DB },
+  { method: "GET", path: "/json", success: { 200: "application/json" }, errors: [400, 500, 503], access: "open" },
+  { method: "GET", path: "/plaintext", success: { 200: "text/plain" }, errors: [400, 500, 503], access: "open" },
+  { method: "GET", path: "/db", success: { 200: "application/json" }, errors: DB, access: "open" },
+  { method: "GET", path: "/queries", success: { 200: "application/json" }, errors: DB, query: ["queries"], access: "open" },
+  { method: "GET", path: "/updates", success: { 200: "application/json" }, errors: DB, query: ["queries"], access: "open" },
+  { method: "GET", path: "/fortunes", success: { 200: "text/html; charset=utf-8" }, errors: DB, access: "open" },
 ];
 
 // Request headers every operation takes.
@@ -321,6 +331,9 @@ function checkResponse(doc, rep, where, status, response) {
   if (code === 201) rep.check(hasHeader("Location"), `${where} 201: no required Location header`);
   if (code === 503) rep.check(hasHeader("Retry-After"), `${where} 503: no required Retry-After header`);
   if (code === 405) rep.check(hasHeader("Allow"), `${where} 405: no required Allow header`);
+  if (code === 401) rep.check(hasHeader("WWW-Authenticate"), `${where} 401: no required WWW-Authenticate header`);
+  if (code === 429)
+    for (const h of ["Retry-After", "RateLimit-Policy", "RateLimit"]) rep.check(hasHeader(h), `${where} 429: no required ${h} header`);
   if (code >= 400) {
     const types = Object.keys(r.content ?? {});
     if (!rep.check(types.length === 1 && types[0] === "application/problem+json", `${where} ${status}: content must be application/problem+json alone, not [${types.join(", ")}]`))
@@ -381,8 +394,16 @@ function checkOperation(doc, rep, want) {
     if (mediaType === null) rep.check(types.length === 0, `${where} ${status}: must have no body`);
     else rep.check(types.length === 1 && types[0] === mediaType, `${where} ${status}: content must be ${mediaType}, not [${types.join(", ")}]`);
   }
-  for (const status of new Set(want.errors))
+  const access = want.access ?? "user";
+  const auth = [...(access !== "open" ? [401] : []), ...(access === "admin" ? [403] : []), ...(want.unlimited ? [] : [429])];
+  for (const status of new Set([...want.errors, ...auth]))
     rep.check(responses[status], `${where}: error status ${status} is not documented`);
+  for (const status of [401, 403, 429])
+    if (responses[status]) rep.check(auth.includes(status), `${where}: documents ${status}, which the contract does not give it`);
+  const security = op.security ?? doc.security;
+  const bearer = Array.isArray(security) && security.some((req) => req && Object.keys(req).length === 1 && Array.isArray(req.bearer));
+  if (access === "open") rep.check(Array.isArray(op.security) && op.security.length === 0, `${where}: an open operation must say security: []`);
+  else rep.check(bearer, `${where}: needs a token, but the bearer scheme is not among its security requirements`);
   for (const [status, r] of Object.entries(responses)) {
     rep.check(/^[1-5][0-9][0-9]$/.test(status), `${where}: response key ${status} is not an exact status code`);
     if (Number(status) < 400) rep.check(status in want.success, `${where}: ${status} is not a success status of API.md`);
@@ -632,6 +653,10 @@ export async function validateDocument(path = DOCUMENT_PATH) {
   for (const want of API_OPERATIONS) checkOperation(doc, rep, want);
   const ids = operationsOf(doc).map((o) => o.op.operationId);
   rep.check(new Set(ids).size === ids.length, "operationIds are not unique");
+
+  const scheme = doc.components?.securitySchemes?.bearer;
+  rep.check(scheme?.type === "http" && scheme.scheme === "bearer" && scheme.bearerFormat === "JWT",
+    "components.securitySchemes.bearer must be the HTTP bearer scheme with bearerFormat JWT");
 
   // The answers for paths and methods that no operation covers.
   const resps = doc.components?.responses ?? {};
