@@ -11,6 +11,7 @@
 #include "db/listen.h"
 #include "routes/events_outbox.h"
 #include "routes/idempotency.h"
+#include "routes/retention.h"
 
 /* One batch, oldest id first (ids follow commit order, so the oldest
  * events go first); the count of rows deleted. */
@@ -22,7 +23,6 @@ static const db_stmt PRUNE_EVENTS =
             2);
 
 #define DEFAULT_RETENTION_S 604800
-#define PRUNE_STATEMENT_DEADLINE AIO_SEC(30)
 
 /* Every worker sets the same value at start; relaxed is enough. */
 static _Atomic int64_t retention_s = DEFAULT_RETENTION_S;
@@ -34,54 +34,12 @@ void routes_events_outbox_set_retention(int64_t seconds)
 
 static int64_t retention(void) { return atomic_load_explicit(&retention_s, memory_order_relaxed); }
 
-int routes_events_outbox_prune(int64_t *deleted)
-{
-    int64_t total = 0, n;
-    int rc;
-    do {
-        PGresult *res = NULL;
-        aio_timeout scope;
-        aio_timeout_open(&scope, PRUNE_STATEMENT_DEADLINE);
-        rc = db_exec(NULL, &PRUNE_EVENTS, DB_PARAMS(DB_INT8(retention()), DB_INT8(ROUTES_EVENTS_PRUNE_BATCH)), &res);
-        aio_timeout_close(&scope);
-        n = rc == 0 ? db_get_int(res, 0, 0) : 0;
-        PQclear(res);
-        total += n;
-    } while (rc == 0 && n == ROUTES_EVENTS_PRUNE_BATCH);
-    if (deleted != NULL)
-        *deleted = total;
-    return rc;
-}
+static const routes_retention EVENTS_RETENTION = {
+    .what = "events", .prune = &PRUNE_EVENTS, .batch = ROUTES_EVENTS_PRUNE_BATCH, .retention_s = retention};
 
-static int pruner_run(void *arg)
-{
-    (void)arg;
-    db_failure failure;
-    db_failure_open(&failure);
-    int64_t interval = AIO_MSEC(routes_idempotency_prune_interval_ms(retention()));
-    long long interval_ms = (long long)(interval / AIO_MSEC(1));
-    for (;;) {
-        int64_t deleted = 0;
-        int rc = routes_events_outbox_prune(&deleted);
-        if (rc == -ECANCELED)
-            break;
-        if (deleted > 0)
-            log_info("events: pruned %lld older than %lld s", (long long)deleted, (long long)retention());
-        if (rc == 0)
-            log_debug("events: pruning pass done, %lld deleted; the next in %lld ms", (long long)deleted, interval_ms);
-        else if (rc == -EREMOTEIO)
-            log_warn("events: pruning failed: SQLSTATE %s: %s; next try in %lld ms", failure.sqlstate, failure.message,
-                     interval_ms);
-        else
-            log_warn("events: pruning failed: %s; next try in %lld ms", strerror(-rc), interval_ms);
-        if (aio_sleep(interval) < 0)
-            break;
-    }
-    db_failure_close(&failure);
-    return 0;
-}
+int routes_events_outbox_prune(int64_t *deleted) { return routes_retention_prune(&EVENTS_RETENTION, deleted); }
 
-aio_task *routes_events_outbox_pruner_start(void) { return aio_task_spawn(pruner_run, NULL); }
+aio_task *routes_events_outbox_pruner_start(void) { return routes_retention_start(&EVENTS_RETENTION); }
 
 void routes_events_outbox_stop(aio_task *task)
 {

@@ -59,7 +59,7 @@ void routes_events_outbox_set_retention(int64_t seconds);
 int routes_events_outbox_prune(int64_t *deleted);
 
 /* The background task that prunes: a pass at once, then one every
- * routes_idempotency_prune_interval_ms(retention) (at most 60 s, at least
+ * routes_retention_interval_ms(retention) (at most 60 s, at least
  * 1 s); failures are logged and retried at the next pass. Runs on the
  * calling thread's loop (one worker is enough). NULL when no task can be
  * made. */

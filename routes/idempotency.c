@@ -9,6 +9,7 @@
 #include "aio/aio.h"
 #include "base/log.h"
 #include "routes/idempotency.h"
+#include "routes/retention.h"
 
 /* Claims the key: a new row, or a row whose outcome is older than the
  * retention ($3 seconds) taken over as if it were new. A row that is not
@@ -49,7 +50,6 @@ static const db_stmt PRUNE_KEYS =
             2);
 
 #define DEFAULT_RETENTION_S 86400
-#define PRUNE_STATEMENT_DEADLINE AIO_SEC(30)
 
 /* Every worker sets the same value at start; relaxed is enough. */
 static _Atomic int64_t retention_s = DEFAULT_RETENTION_S;
@@ -238,70 +238,11 @@ int routes_idempotent(server_req *r, const char *key, const char *fingerprint, c
 
 /* ---- retention ---- */
 
-int64_t routes_idempotency_prune_interval_ms(int64_t retention_s)
-{
-    int64_t ms = retention_s > INT64_MAX / 1000 ? INT64_MAX : retention_s * 1000;
-    ms /= 4;
-    return ms > 60000 ? 60000 : ms < 1000 ? 1000 : ms;
-}
+static const routes_retention KEYS_RETENTION = {
+    .what = "idempotency keys", .prune = &PRUNE_KEYS, .batch = ROUTES_IDEMPOTENCY_PRUNE_BATCH, .retention_s = retention};
 
-int routes_idempotency_prune(int64_t *deleted)
-{
-    int64_t total = 0, n;
-    int rc;
-    do {
-        PGresult *res = NULL;
-        aio_timeout scope;
-        aio_timeout_open(&scope, PRUNE_STATEMENT_DEADLINE);
-        rc = db_exec(NULL, &PRUNE_KEYS, DB_PARAMS(DB_INT8(retention()), DB_INT8(ROUTES_IDEMPOTENCY_PRUNE_BATCH)), &res);
-        aio_timeout_close(&scope);
-        n = rc == 0 ? db_get_int(res, 0, 0) : 0;
-        PQclear(res);
-        total += n;
-    } while (rc == 0 && n == ROUTES_IDEMPOTENCY_PRUNE_BATCH);
-    if (deleted != NULL)
-        *deleted = total;
-    return rc;
-}
+int routes_idempotency_prune(int64_t *deleted) { return routes_retention_prune(&KEYS_RETENTION, deleted); }
 
-static int pruner_run(void *arg)
-{
-    (void)arg;
-    db_failure failure;
-    db_failure_open(&failure);
-    int64_t interval = AIO_MSEC(routes_idempotency_prune_interval_ms(retention()));
-    for (;;) {
-        int64_t deleted = 0;
-        int rc = routes_idempotency_prune(&deleted);
-        if (rc == -ECANCELED)
-            break;
-        if (deleted > 0)
-            log_info("idempotency keys: pruned %lld older than %lld s", (long long)deleted, (long long)retention());
-        if (rc == 0)
-            log_debug("idempotency keys: pruning pass done, %lld deleted; the next in %lld ms", (long long)deleted,
-                      (long long)(interval / AIO_MSEC(1)));
-        else if (rc == -EREMOTEIO)
-            log_warn("idempotency keys: pruning failed: SQLSTATE %s: %s; next try in %lld ms", failure.sqlstate,
-                     failure.message, (long long)(interval / AIO_MSEC(1)));
-        else if (rc < 0)
-            log_warn("idempotency keys: pruning failed: %s; next try in %lld ms", strerror(-rc),
-                     (long long)(interval / AIO_MSEC(1)));
-        if (aio_sleep(interval) < 0)
-            break;
-    }
-    db_failure_close(&failure);
-    return 0;
-}
+aio_task *routes_idempotency_pruner_start(void) { return routes_retention_start(&KEYS_RETENTION); }
 
-aio_task *routes_idempotency_pruner_start(void)
-{
-    return aio_task_spawn(pruner_run, NULL);
-}
-
-void routes_idempotency_pruner_stop(aio_task *pruner)
-{
-    if (pruner == NULL)
-        return;
-    aio_task_cancel(pruner);
-    aio_task_join(pruner);
-}
+void routes_idempotency_pruner_stop(aio_task *pruner) { routes_retention_stop(pruner); }

@@ -84,8 +84,5 @@ int routes_idempotency_prune(int64_t *deleted);
 aio_task *routes_idempotency_pruner_start(void);
 void routes_idempotency_pruner_stop(aio_task *pruner);
 
-/* The pause between passes for a retention: min(60 s, retention / 4), at
- * least 1 s, in milliseconds. Pure. */
-int64_t routes_idempotency_prune_interval_ms(int64_t retention_s);
 
 #endif
