@@ -28,7 +28,9 @@
 # machine and its processes are visible), a database with the benchmark data,
 # the servers, and nginx for the static /json ceiling. Needs wrk, pgbench
 # (postgresql-client), nginx; node for the node peer.
-# Environment: THREADS, POOL_MAX (h2pg), CONNS (wrk connections, 256), ONLY
+# Environment: THREADS, POOL_MAX (h2pg), CONNS (wrk connections, 256),
+# ROUNDS (measurements per server and workload, taking turns, in reverse
+# order every other round; the ratio table compares medians; default 1), ONLY
 # (workloads to run alone, comma-separated: json plaintext db queries updates
 # fortunes user transfer transfer-key user-auth transfer-auth), PEER_THREADS (peers' workers/threads,
 # default THREADS or the number of cores), PEER_DB_PASS (the database
@@ -65,6 +67,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 conns="${CONNS:-256}"
+rounds="${ROUNDS:-1}"
 only=",${ONLY:-},"
 peer_threads="${PEER_THREADS:-${THREADS:-$(nproc)}}"
 node_dir="${NODE_PEER_DIR:-/opt/node-peer}"
@@ -505,13 +508,22 @@ row() { # workload server [ceiling]
     echo "$1|$2|$req|$srv_us|$pg_us" >>"$work/results"
 }
 workload() { # name label path [lua]: the servers that serve it, after the ceiling
-    local s
-    for s in "${servers[@]}"; do
-        serves "$s" "$1" || continue
-        # each server's updates start from a vacuumed table, not from the
-        # dead rows the one before left
-        [ "$1" = updates ] && psql -q "$db" -c "VACUUM world"
-        run_wrk "$s" "$3" "${4:-}"; row "$2" "${label_of[$s]}" "$ceiling"
+    local s round order
+    for ((round = 1; round <= rounds; round++)); do
+        # ROUNDS > 1: the servers take turns, in reverse order every other
+        # round, so that a machine growing busier or quieter hurts all alike
+        order=("${servers[@]}")
+        if ((round % 2 == 0)); then
+            order=()
+            for ((s = ${#servers[@]} - 1; s >= 0; s--)); do order+=("${servers[$s]}"); done
+        fi
+        for s in "${order[@]}"; do
+            serves "$s" "$1" || continue
+            # each server's updates start from a vacuumed table, not from the
+            # dead rows the one before left
+            [ "$1" = updates ] && psql -q "$db" -c "VACUUM world"
+            run_wrk "$s" "$3" "${4:-}"; row "$2" "${label_of[$s]}" "$ceiling"
+        done
     done
     echo
 }
@@ -578,18 +590,34 @@ if want transfer-auth; then auth_pair "POST /transfers" /transfers "$work/transf
 ran=()
 for s in "${servers[@]:1}"; do [ -n "${pid_of[$s]:-}" ] && ran+=("$s"); done
 if [ ${#ran[@]} -gt 0 ]; then
-    echo "h2pg / peer (a ratio above 1 is h2pg faster in req/s; below 1, h2pg cheaper in µs/req):"
+    echo "h2pg / peer (a ratio above 1 is h2pg faster in req/s; below 1, h2pg cheaper in µs/req$([ "$rounds" -gt 1 ] && echo "; medians of $rounds rounds")):"
     echo
     echo "| workload | peer | req/s h2pg / peer | ratio | server µs/req h2pg / peer | ratio | PG µs/req h2pg / peer | ratio |"
     echo "|:-|:-|-:|-:|-:|-:|-:|-:|"
     awk -F'|' '
     # no ratio of next to nothing (PostgreSQL on /json: a stray tick)
     function ratio(a, b) { return (a == "-" || b == "-" || a + 0 < 0.5 || b + 0 < 0.5) ? "-" : sprintf("%.2f", a / b) }
-    $2 == "h2pg" { r[$1] = $3; s[$1] = $4; p[$1] = $5; next }
-    $2 == "node" || $2 == "tfb-h2o" {
-        if (!($1 in r)) next
-        printf "| %s | %s | %s / %s | %s | %s / %s | %s | %s / %s | %s |\n", $1, $2, r[$1], $3, ratio(r[$1], $3),
-            s[$1], $4, ratio(s[$1], $4), p[$1], $5, ratio(p[$1], $5)
+    # the median of the rounds of a server (the one round when ROUNDS=1)
+    function median(key, col,    n, i, j, t, v) {
+        n = split(vals[key, col], v, " ")
+        for (i = 2; i <= n; i++) for (j = i; j > 1 && v[j - 1] + 0 > v[j] + 0; j--) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t }
+        return n == 0 ? "-" : (n % 2 ? v[(n + 1) / 2] : (v[n / 2] == "-" ? "-" : sprintf("%.1f", (v[n / 2] + v[n / 2 + 1]) / 2)))
+    }
+    $2 == "h2pg" || $2 == "node" || $2 == "tfb-h2o" {
+        k = $1 SUBSEP $2
+        if (!(k in seen)) { seen[k] = 1; order[++n] = k }
+        for (c = 3; c <= 5; c++) vals[k, c] = vals[k, c] " " $c
+    }
+    END {
+        for (i = 1; i <= n; i++) {
+            split(order[i], kw, SUBSEP)
+            h = kw[1] SUBSEP "h2pg"
+            if (kw[2] == "h2pg" || !(h in seen)) continue
+            r1 = median(h, 3); r2 = median(order[i], 3); s1 = median(h, 4); s2 = median(order[i], 4)
+            p1 = median(h, 5); p2 = median(order[i], 5)
+            printf "| %s | %s | %s / %s | %s | %s / %s | %s | %s / %s | %s |\n", kw[1], kw[2], r1, r2, ratio(r1, r2),
+                s1, s2, ratio(s1, s2), p1, p2, ratio(p1, p2)
+        }
     }' "$work/results"
     echo
 fi
