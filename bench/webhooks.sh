@@ -5,8 +5,10 @@
 #   none  no webhook;
 #   fast  one webhook for transfer.created whose receiver answers at once;
 #   slow  one whose receiver takes 2 s per delivery;
-# each with req/s, p50/p99 and the server's CPU per request, and for the
-# webhook runs the age of the oldest undelivered event while the load runs
+# each with req/s, p50/p99 and the CPU per request of the server, of
+# PostgreSQL (every backend; the bench's own psql samples included) and of
+# the receiver, and for the webhook runs the deliveries made per second
+# during the load, the age of the oldest undelivered event while the load runs
 # (h2pg_webhook_oldest_pending_seconds, sampled every 0.5 s: 0 means under
 # a second) and how long after the load every event had been delivered.
 # The receiver is tests/webhooks/receiver.mjs (the npm standardwebhooks
@@ -55,7 +57,8 @@ track "$server_pid"
 wait_until 30 answers "$port" /readyz || die "the server did not get ready: $(tail -n 5 "$tmp/server.log")"
 
 node tests/webhooks/receiver.mjs >"$tmp/receiver.out" 2>&1 &
-track $!
+receiver_pid=$!
+track "$receiver_pid"
 wait_until 30 grep -q '^listening' "$tmp/receiver.out" || die "the receiver did not start"
 rport="$(awk '/^listening/ {print $2}' "$tmp/receiver.out")"
 
@@ -71,7 +74,19 @@ request = function()
 end
 LUA
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$server_pid/stat"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/${1:-$server_pid}/stat"; }
+# PostgreSQL's CPU: the postmaster's own and its reaped children's, plus
+# the children alive now (the server's pool connections)
+postmaster="$(head -n1 "$(sql "$db_url" "SHOW data_directory")/postmaster.pid")"
+pg_ticks() {
+    local t
+    t=$(awk '{print $14 + $15 + $16 + $17}' "/proc/$postmaster/stat")
+    for c in $(cat "/proc/$postmaster/task/$postmaster/children"); do
+        t=$((t + $(awk '{print $14 + $15}' "/proc/$c/stat" 2>/dev/null || echo 0)))
+    done
+    echo "$t"
+}
+delivered_now() { sql "$db_url" "SELECT count(*) FROM webhook_deliveries WHERE state = 'delivered'"; }
 hz=$(getconf CLK_TCK)
 oldest_now() {
     curl -s --max-time 2 "http://127.0.0.1:$port/metrics" | awk '/^h2pg_webhook_oldest_pending_seconds / {print $2}'
@@ -90,16 +105,22 @@ webhook() {
         "http://127.0.0.1:$rport/_control$1" >/dev/null
 }
 
-declare -A rps p50 p99 cpu oldest drained
+declare -A rps p50 p99 cpu pgcpu rcpu dps oldest drained
 run() {
-    local name="$1" c0 c1 out sampler max=0
+    local name="$1" c0 c1 p0 p1 r0 r1 d0 d1 out sampler max=0
     wrk -t2 -c64 -d2s -s "$tmp/transfer.lua" "http://127.0.0.1:$port/transfers" >/dev/null 2>&1 || true
     : >"$tmp/oldest.$name"
     (trap - EXIT INT TERM; while :; do oldest_now >>"$tmp/oldest.$name"; sleep 0.5; done) &
     sampler=$!
+    d0=$(delivered_now)
     c0=$(cpu_ticks)
+    p0=$(pg_ticks)
+    r0=$(cpu_ticks "$receiver_pid")
     out="$(wrk -t2 -c64 -d"${secs}s" --latency -s "$tmp/transfer.lua" "http://127.0.0.1:$port/transfers" 2>&1)"
     c1=$(cpu_ticks)
+    p1=$(pg_ticks)
+    r1=$(cpu_ticks "$receiver_pid")
+    d1=$(delivered_now)
     kill "$sampler" 2>/dev/null || true
     wait "$sampler" 2>/dev/null || true
     grep -q 'Non-2xx' <<<"$out" && log "$name: $(grep 'Non-2xx' <<<"$out")"
@@ -108,7 +129,11 @@ run() {
     p99[$name]="$(awk '$1 == "99%" {print $2}' <<<"$out")"
     local n
     n="$(awk '/requests in/ {print $1}' <<<"$out")"
-    cpu[$name]="$(awk -v t=$((c1 - c0)) -v hz="$hz" -v n="$n" 'BEGIN { printf "%.1f", t * 1e6 / hz / n }')"
+    per_req() { awk -v t="$1" -v hz="$hz" -v n="$n" 'BEGIN { printf "%.1f", t * 1e6 / hz / n }'; }
+    cpu[$name]="$(per_req $((c1 - c0)))"
+    pgcpu[$name]="$(per_req $((p1 - p0)))"
+    rcpu[$name]="$(per_req $((r1 - r0)))"
+    dps[$name]="$(awk -v d=$((d1 - d0)) -v s="$secs" 'BEGIN { printf "%d", d / s }')"
     max="$(sort -n "$tmp/oldest.$name" | tail -n1)"
     oldest[$name]="${max:--}"
 }
@@ -140,9 +165,9 @@ run slow
 drained[slow]="not waited for (2 s each)"
 
 echo
-echo "| run | req/s | vs none | p50 | p99 | server µs/req | oldest undelivered (s, max) | all delivered after the load |"
-echo "|---|---:|---:|---:|---:|---:|---:|---|"
+echo "| run | req/s | vs none | p50 | p99 | server µs/req | PostgreSQL µs/req | receiver µs/req | deliveries/s | oldest undelivered (s, max) | all delivered after the load |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
 for r in none fast slow; do
     ratio="$(awk -v a="${rps[$r]}" -v b="${rps[none]}" 'BEGIN { printf "%.2f", a / b }')"
-    echo "| $r | ${rps[$r]} | $ratio | ${p50[$r]} | ${p99[$r]} | ${cpu[$r]} | ${oldest[$r]:--} | ${drained[$r]:--} |"
+    echo "| $r | ${rps[$r]} | $ratio | ${p50[$r]} | ${p99[$r]} | ${cpu[$r]} | ${pgcpu[$r]} | ${rcpu[$r]} | ${dps[$r]} | ${oldest[$r]:--} | ${drained[$r]:--} |"
 done

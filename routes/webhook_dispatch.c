@@ -6,6 +6,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include <jansson.h>
 #include <openssl/evp.h>
 #include <openssl/crypto.h>
 #include <openssl/params.h>
@@ -218,22 +219,21 @@ static const db_stmt CLAIM =
             "to_char(e.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), 'data', e.data)::text "
             "FROM c JOIN webhooks w ON w.id = c.webhook_id LEFT JOIN events e ON e.id = c.event_id ORDER BY c.id",
             3);
-static const db_stmt RECORD_DELIVERED =
-    DB_STMT("webhook_delivered",
-            "UPDATE webhook_deliveries SET state = 'delivered', delivered_at = now(), last_status = $2::integer, "
-            "last_error = NULL, next_attempt_at = NULL, lease_until = NULL WHERE id = $1",
-            2);
-/* $4: the last attempt (failed for good); else the next in $5 ms. */
-static const db_stmt RECORD_FAILED =
-    DB_STMT("webhook_failed",
-            "UPDATE webhook_deliveries SET last_status = $2::integer, last_error = $3, lease_until = NULL, "
-            "state = CASE WHEN $4::boolean THEN 'failed' ELSE 'pending' END, "
-            "next_attempt_at = CASE WHEN $4::boolean THEN NULL ELSE now() + $5::bigint * interval '1 millisecond' END "
-            "WHERE id = $1",
-            5);
-static const db_stmt DISABLE =
-    DB_STMT("webhook_disable",
-            "UPDATE webhooks SET disabled = true WHERE id = (SELECT webhook_id FROM webhook_deliveries WHERE id = $1)",
+/* The outcomes of a pass's finished attempts, one statement for them all:
+ * $1 is a JSON array of {"id", "status" (null: no response), "error"
+ * (null when delivered), "state" (delivered, pending: retried in "delay"
+ * ms, or failed), "gone" (a 410: the webhook is disabled)}. Only rows
+ * still pending: a delivery whose lease ran out and that another worker
+ * settled meanwhile keeps that outcome. */
+static const db_stmt RECORD =
+    DB_STMT("webhook_record",
+            "WITH o AS (SELECT * FROM json_to_recordset($1::json) "
+            "AS o(id bigint, status integer, error text, state text, delay bigint, gone boolean)), "
+            "rec AS (UPDATE webhook_deliveries d SET state = o.state, last_status = o.status, last_error = o.error, "
+            "lease_until = NULL, delivered_at = CASE WHEN o.state = 'delivered' THEN now() END, "
+            "next_attempt_at = CASE WHEN o.state = 'pending' THEN now() + o.delay * interval '1 millisecond' END "
+            "FROM o WHERE d.id = o.id AND d.state = 'pending' RETURNING d.webhook_id, o.gone) "
+            "UPDATE webhooks SET disabled = true WHERE id IN (SELECT webhook_id FROM rec WHERE gone)",
             1);
 static const db_stmt OLDEST_DUE =
     DB_STMT("webhook_oldest_due",
@@ -283,86 +283,87 @@ static int fanout(void)
     return rc;
 }
 
-/* One claimed delivery, malloc'd with its strings after it; the lane that
- * delivers it frees it. */
+/* One claimed delivery, malloc'd with its strings after it. A lane
+ * delivers it and puts it, with its outcome, on the dispatcher's list of
+ * finished ones; the pass that records that outcome frees it. */
 struct job {
     int64_t id;
     int attempts;
     const char *url, *secret, *body; /* body NULL: the event is no longer stored */
     int body_len;
+    struct job *next; /* on the list of finished jobs */
+    /* the outcome */
+    long status;       /* 0: no response */
+    const char *state; /* "delivered", "pending" (retried after delay ms) or "failed" */
+    int64_t delay;
+    bool gone;
+    char error[340]; /* "" when delivered */
     char text[];
 };
 
-static int record(const struct job *j, const routes_webhook_attempt *a)
+/* Decides what becomes of a finished attempt: delivered, retried after a
+ * backoff, or failed for good (attempts run out, the event is gone, or a
+ * 410, which also disables the webhook). */
+static void settle(struct job *j, const routes_webhook_attempt *a)
 {
-    char status[16];
-    snprintf(status, sizeof(status), "%ld", a->status);
-    db_param st = a->status > 0 ? DB_TEXT(status) : DB_NULL;
-    PGresult *res = NULL;
-    int rc;
+    j->status = a->status;
+    j->error[0] = '\0';
+    j->delay = 0;
+    j->gone = false;
     if (routes_webhook_delivered(a)) {
         counters.delivered++;
-        rc = db_exec(NULL, &RECORD_DELIVERED, DB_PARAMS(DB_INT8(j->id), st), &res);
-        PQclear(res);
-        return rc;
+        j->state = "delivered";
+        return;
     }
-    bool gone = a->status == 410;
-    bool last = gone || j->body == NULL || j->attempts >= SETTING(max_attempts);
-    char error[340];
+    j->gone = a->status == 410;
+    bool last = j->gone || j->body == NULL || j->attempts >= SETTING(max_attempts);
     if (j->body == NULL)
-        snprintf(error, sizeof(error), "the event is no longer stored");
+        snprintf(j->error, sizeof(j->error), "the event is no longer stored");
     else if (a->error[0] != '\0')
-        snprintf(error, sizeof(error), "%s", a->error);
+        snprintf(j->error, sizeof(j->error), "%s", a->error);
     else
-        snprintf(error, sizeof(error), "the receiver answered %ld%s", a->status,
-                 gone ? ": the webhook is disabled" : "");
-    int64_t delay = last ? 0 : routes_webhook_backoff_ms(j->attempts, SETTING(retry_base_ms), SETTING(retry_max_ms));
-    if (last)
-        counters.failed++;
-    else
-        counters.retried++;
-    rc = db_exec(NULL, &RECORD_FAILED, DB_PARAMS(DB_INT8(j->id), st, DB_TEXT(error), DB_BOOL(last), DB_INT8(delay)),
-                 &res);
-    PQclear(res);
-    if (rc == 0 && gone) {
-        res = NULL;
-        rc = db_exec(NULL, &DISABLE, DB_PARAMS(DB_INT8(j->id)), &res);
-        PQclear(res);
+        snprintf(j->error, sizeof(j->error), "the receiver answered %ld%s", a->status,
+                 j->gone ? ": the webhook is disabled" : "");
+    if (j->gone)
         log_info("webhooks: delivery %lld answered 410 Gone; its webhook is disabled", (long long)j->id);
+    if (last) {
+        counters.failed++;
+        j->state = "failed";
+    } else {
+        counters.retried++;
+        j->state = "pending";
+        j->delay = routes_webhook_backoff_ms(j->attempts, SETTING(retry_base_ms), SETTING(retry_max_ms));
     }
-    return rc;
 }
 
-static int deliver(void *arg)
+/* One attempt of j; false when it ran to no outcome (cancelled: its lease
+ * runs out and another pass retries it). */
+static bool deliver(struct job *j)
 {
-    const struct job *j = arg;
     routes_webhook_attempt a = {0};
-    int rc = 0;
     if (j->body != NULL) {
         char msg_id[48];
         snprintf(msg_id, sizeof(msg_id), "msg_%lld", (long long)j->id);
         counters.attempts++;
-        rc = routes_webhook_post(j->url, j->secret, msg_id, j->body, (size_t)j->body_len, &a);
+        if (routes_webhook_post(j->url, j->secret, msg_id, j->body, (size_t)j->body_len, &a) < 0)
+            return false;
     }
-    if (rc < 0)
-        return rc == -ECANCELED ? rc : 0; /* the lease runs out; another pass retries */
-    aio_timeout scope;
-    aio_timeout_open(&scope, STATEMENT_DEADLINE);
-    rc = record(j, &a);
-    aio_timeout_close(&scope);
-    if (rc < 0 && rc != -ECANCELED)
-        log_warn("webhooks: recording the outcome of delivery %lld failed: %s; it is retried when its lease ends",
-                 (long long)j->id, strerror(-rc));
-    return 0; /* one delivery's trouble never cancels its siblings */
+    settle(j, &a);
+    return true;
 }
 
-/* The dispatcher's lanes: each takes a job from the queue, delivers it
- * and takes the next, so a slow receiver holds one lane, never the
- * others. The dispatcher claims only as many deliveries as lanes are idle:
- * a claimed delivery starts at once, well inside its lease. */
+/* The dispatcher's lanes: each takes a job from the queue, delivers it,
+ * hands it back with its outcome and takes the next, so a slow receiver
+ * holds one lane, never the others. A lane is free again as soon as its
+ * attempt ends: the outcomes wait for the next pass, which records all of
+ * them in one statement, along with its claim. The dispatcher claims only
+ * as many deliveries as lanes are idle: a claimed delivery starts at once,
+ * well inside its lease. */
 struct lanes {
     aio_queue *jobs;
     size_t idle;
+    struct job *finished; /* newest first, for the next pass to record */
+    size_t nfinished;
     aio_event freed; /* a lane finished a job */
 };
 
@@ -373,9 +374,15 @@ static int lane(void *arg)
         void *item;
         if (aio_queue_get(l->jobs, &item) < 0)
             return 0;
+        struct job *j = item;
         l->idle--;
-        deliver(item);
-        free(item);
+        if (deliver(j)) {
+            j->next = l->finished;
+            l->finished = j;
+            l->nfinished++;
+        } else {
+            free(j);
+        }
         l->idle++;
         aio_event_set(&l->freed);
     }
@@ -408,29 +415,90 @@ static struct job *job_from_row(const PGresult *res, int i)
     return j;
 }
 
-/* Claims up to `want` due deliveries and queues them for the lanes.
- * Returns how many were claimed, or a negative errno. */
-static int claim(struct lanes *l, size_t want)
+/* The RECORD statement's JSON for a list of finished jobs; NULL without
+ * memory. The caller frees it. */
+static char *outcomes_json(const struct job *list)
 {
-    PGresult *res = NULL;
-    int64_t lease = SETTING(timeout_ms) + LEASE_MARGIN_MS;
-    aio_timeout scope;
-    aio_timeout_open(&scope, STATEMENT_DEADLINE);
-    int rc = db_exec(NULL, &CLAIM,
-                     DB_PARAMS(DB_INT8((int64_t)want), DB_INT8(lease), DB_INT8(ROUTES_WEBHOOK_PER_ENDPOINT)), &res);
-    aio_timeout_close(&scope);
-    int n = rc == 0 ? PQntuples(res) : 0;
-    for (int i = 0; i < n && rc == 0; i++) {
-        struct job *j = job_from_row(res, i);
-        if (j == NULL)
-            rc = -ENOMEM; /* the rest stay leased, and are retried when the lease ends */
-        else if (aio_queue_try_put(l->jobs, j) < 0) {
-            free(j);
-            rc = -ENOMEM;
+    json_t *arr = json_array();
+    for (const struct job *j = list; arr != NULL && j != NULL; j = j->next) {
+        json_t *o = json_pack("{s:I, s:o, s:o, s:s, s:I, s:b}", "id", (json_int_t)j->id, "status",
+                              j->status > 0 ? json_integer(j->status) : json_null(), "error",
+                              j->error[0] != '\0' ? json_string(j->error) : json_null(), "state", j->state, "delay",
+                              (json_int_t)j->delay, "gone", j->gone);
+        if (o == NULL || json_array_append_new(arr, o) < 0) {
+            json_decref(arr);
+            arr = NULL;
         }
     }
-    PQclear(res);
-    return rc < 0 ? rc : n;
+    char *text = arr != NULL ? json_dumps(arr, JSON_COMPACT) : NULL;
+    json_decref(arr);
+    return text;
+}
+
+/* Queues the claimed rows of res for the lanes; the count, or -ENOMEM
+ * (the rest stay leased, and are retried when the lease ends). */
+static int queue_claimed(struct lanes *l, const PGresult *res)
+{
+    int n = PQntuples(res);
+    for (int i = 0; i < n; i++) {
+        struct job *j = job_from_row(res, i);
+        if (j == NULL)
+            return -ENOMEM;
+        if (aio_queue_try_put(l->jobs, j) < 0) {
+            free(j);
+            return -ENOMEM;
+        }
+    }
+    return n;
+}
+
+static void free_jobs(struct job *list)
+{
+    while (list != NULL) {
+        struct job *next = list->next;
+        free(list);
+        list = next;
+    }
+}
+
+/* Records the outcomes of the finished jobs (taken off the list) and
+ * claims up to `want` due deliveries for the lanes, in one round trip and
+ * one transaction: the claim already sees the recorded deliveries' leases
+ * gone. Returns how many were claimed, or a negative errno; outcomes that
+ * could not be recorded are retried when their leases end. */
+static int record_and_claim(struct lanes *l, size_t want)
+{
+    struct job *done = l->finished;
+    size_t ndone = l->nfinished;
+    l->finished = NULL;
+    l->nfinished = 0;
+    char *outcomes = done != NULL ? outcomes_json(done) : NULL;
+    int64_t lease = SETTING(timeout_ms) + LEASE_MARGIN_MS;
+    /* the calls' parameters live as long as this scope */
+    db_call record = DB_CALL(&RECORD, DB_TEXT(outcomes));
+    db_call claim = DB_CALL(&CLAIM, DB_INT8((int64_t)want), DB_INT8(lease), DB_INT8(ROUTES_WEBHOOK_PER_ENDPOINT));
+    db_call calls[2];
+    size_t n = 0;
+    if (outcomes != NULL)
+        calls[n++] = record;
+    if (want > 0)
+        calls[n++] = claim;
+    int rc = done != NULL && outcomes == NULL ? -ENOMEM : 0;
+    if (n > 0) {
+        aio_timeout scope;
+        aio_timeout_open(&scope, STATEMENT_DEADLINE);
+        rc = db_exec_batch(NULL, calls, n, DB_BATCH_ATOMIC);
+        aio_timeout_close(&scope);
+    }
+    if (rc < 0 && rc != -ECANCELED && ndone > 0)
+        log_warn("webhooks: recording the outcomes of %zu deliveries failed: %s; they are retried when their leases end",
+                 ndone, strerror(-rc));
+    if (rc == 0 && want > 0)
+        rc = queue_claimed(l, calls[n - 1].result);
+    db_calls_clear(calls, n);
+    free(outcomes);
+    free_jobs(done);
+    return rc;
 }
 
 static void sample_oldest(void)
@@ -479,11 +547,11 @@ static int pass(struct lanes *l, struct passes *p)
     if (rc < 0)
         log_failure("fan-out", rc, &p->failure);
     size_t want = l->idle > aio_queue_size(l->jobs) ? l->idle - aio_queue_size(l->jobs) : 0;
-    int claimed = want > 0 ? claim(l, want) : 0;
+    int claimed = want > 0 || l->finished != NULL ? record_and_claim(l, want) : 0;
     if (claimed == -ECANCELED)
         return claimed;
     if (claimed < 0)
-        log_failure("claiming deliveries", claimed, &p->failure);
+        log_failure("recording and claiming deliveries", claimed, &p->failure);
     if (p->sample && aio_now() - p->last_sample >= AIO_SEC(1)) {
         sample_oldest();
         p->last_sample = aio_now();
@@ -530,6 +598,7 @@ static int dispatcher_run(void *arg)
     void *left;
     while (l.jobs != NULL && aio_queue_try_get(l.jobs, &left) == 0)
         free(left); /* claimed, never started: their leases run out and they are retried */
+    free_jobs(l.finished); /* outcomes never recorded: the same */
     if (l.jobs != NULL)
         aio_queue_destroy(l.jobs);
     db_failure_close(&p.failure);
