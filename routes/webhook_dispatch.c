@@ -1,3 +1,4 @@
+#include <assert.h>
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -194,45 +195,58 @@ static const db_stmt FANOUT =
             "UPDATE webhook_fanout SET last_event_id = COALESCE((SELECT max(id) FROM ev), last_event_id) "
             "RETURNING (SELECT count(*) FROM ev), (SELECT count(*) FROM ins)",
             2);
-/* Leases due deliveries of enabled webhooks and counts the attempt; at
- * most $3 in flight per webhook, counting those other workers and
- * replicas hold leases on (two claims at the same moment may overshoot
- * a little: each sees the other's rows as due, not leased). Returns what
- * an attempt needs, the event as its JSON (created_at as
- * db_format_timestamp writes it). */
+/* Leases due deliveries of enabled webhooks and counts the attempt: up
+ * to $1, oldest first, and per webhook no more than make this worker hold
+ * $3 of its deliveries ($4: what it holds already, a JSON array of
+ * {"webhook_id", "n"}). The candidates are read without locks; only the
+ * rows taken are locked (SKIP LOCKED: another worker's claim has them),
+ * and a row that another claim leased after this statement's snapshot
+ * fails the UPDATE's re-check of its lease. Ids go from step to step as
+ * arrays (= ANY (ARRAY(...))): an index lookup whatever the statistics
+ * say, where a join planned on a table that was empty when last analyzed
+ * rescans the candidates once per row. Returns what an attempt
+ * needs, the event as its JSON (created_at as db_format_timestamp writes
+ * it). */
 static const db_stmt CLAIM =
     DB_STMT("webhook_claim",
-            "WITH c AS (UPDATE webhook_deliveries d SET lease_until = now() + $2::bigint * interval '1 millisecond', "
-            "attempts = d.attempts + 1 WHERE d.id IN ("
-            "SELECT id FROM (SELECT id, next_attempt_at, "
-            "row_number() OVER (PARTITION BY webhook_id ORDER BY next_attempt_at, id) + "
-            "(SELECT count(*) FROM webhook_deliveries l WHERE l.webhook_id = due.webhook_id AND l.state = 'pending' "
-            "AND l.lease_until >= now()) AS slot FROM ("
-            "SELECT x.id, x.webhook_id, x.next_attempt_at FROM webhook_deliveries x "
+            "WITH held AS (SELECT * FROM json_to_recordset($4::json) AS h(webhook_id bigint, n bigint)), "
+            "due AS (SELECT x.id, x.webhook_id, x.next_attempt_at FROM webhook_deliveries x "
             "JOIN webhooks w ON w.id = x.webhook_id AND NOT w.disabled "
             "WHERE x.state = 'pending' AND x.next_attempt_at <= now() AND (x.lease_until IS NULL OR x.lease_until < now()) "
-            "ORDER BY x.next_attempt_at, x.id LIMIT 4 * $1::bigint FOR UPDATE OF x SKIP LOCKED) due) ranked "
-            "WHERE slot <= $3 ORDER BY next_attempt_at, id LIMIT $1) "
+            "ORDER BY x.next_attempt_at, x.id LIMIT 4 * $1::bigint), "
+            "pick AS (SELECT id FROM (SELECT due.id, due.next_attempt_at, row_number() OVER (PARTITION BY due.webhook_id "
+            "ORDER BY due.next_attempt_at, due.id) + COALESCE(h.n, 0) AS slot FROM due LEFT JOIN held h "
+            "ON h.webhook_id = due.webhook_id) ranked WHERE slot <= $3 ORDER BY next_attempt_at, id LIMIT $1), "
+            "locked AS (SELECT id FROM webhook_deliveries WHERE id = ANY (ARRAY(SELECT id FROM pick)) "
+            "FOR UPDATE SKIP LOCKED), "
+            "c AS (UPDATE webhook_deliveries d SET lease_until = now() + $2::bigint * interval '1 millisecond', "
+            "attempts = d.attempts + 1 WHERE d.id = ANY (ARRAY(SELECT id FROM locked)) AND d.state = 'pending' "
+            "AND (d.lease_until IS NULL OR d.lease_until < now()) "
             "RETURNING d.id, d.webhook_id, d.event_id, d.attempts) "
             "SELECT c.id, c.attempts, w.url, w.secret, "
             "json_build_object('id', e.id, 'type', e.type, 'created_at', "
-            "to_char(e.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), 'data', e.data)::text "
-            "FROM c JOIN webhooks w ON w.id = c.webhook_id LEFT JOIN events e ON e.id = c.event_id ORDER BY c.id",
-            3);
-/* The outcomes of a pass's finished attempts, one statement for them all:
- * $1 is a JSON array of {"id", "status" (null: no response), "error"
- * (null when delivered), "state" (delivered, pending: retried in "delay"
- * ms, or failed), "gone" (a 410: the webhook is disabled)}. Only rows
- * still pending: a delivery whose lease ran out and that another worker
- * settled meanwhile keeps that outcome. */
+            "to_char(e.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), 'data', e.data)::text, "
+            "c.webhook_id FROM c JOIN webhooks w ON w.id = c.webhook_id LEFT JOIN events e ON e.id = c.event_id "
+            "ORDER BY c.id",
+            4);
+/* The outcomes of a pass's finished jobs, one statement for them all: $1
+ * is a JSON array of {"id", "attempts" (the claim's count: a delivery
+ * that another worker claimed again since, after this one's lease ran
+ * out, is left to it), "status" (null: no response), "error" (null when
+ * delivered), "state" (delivered; pending: retried in "delay" ms; failed;
+ * released: never attempted, the claim undone, attempt count included),
+ * "gone" (a 410: the webhook is disabled)}. */
 static const db_stmt RECORD =
     DB_STMT("webhook_record",
             "WITH o AS (SELECT * FROM json_to_recordset($1::json) "
-            "AS o(id bigint, status integer, error text, state text, delay bigint, gone boolean)), "
+            "AS o(id bigint, attempts integer, status integer, error text, state text, delay bigint, gone boolean)), "
+            "rel AS (UPDATE webhook_deliveries d SET lease_until = NULL, attempts = d.attempts - 1 "
+            "FROM o WHERE o.state = 'released' AND d.id = o.id AND d.attempts = o.attempts AND d.state = 'pending'), "
             "rec AS (UPDATE webhook_deliveries d SET state = o.state, last_status = o.status, last_error = o.error, "
             "lease_until = NULL, delivered_at = CASE WHEN o.state = 'delivered' THEN now() END, "
             "next_attempt_at = CASE WHEN o.state = 'pending' THEN now() + o.delay * interval '1 millisecond' END "
-            "FROM o WHERE d.id = o.id AND d.state = 'pending' RETURNING d.webhook_id, o.gone) "
+            "FROM o WHERE o.state <> 'released' AND d.id = o.id AND d.attempts = o.attempts AND d.state = 'pending' "
+            "RETURNING d.webhook_id, o.gone) "
             "UPDATE webhooks SET disabled = true WHERE id IN (SELECT webhook_id FROM rec WHERE gone)",
             1);
 static const db_stmt OLDEST_DUE =
@@ -283,18 +297,20 @@ static int fanout(void)
     return rc;
 }
 
-/* One claimed delivery, malloc'd with its strings after it. A lane
- * delivers it and puts it, with its outcome, on the dispatcher's list of
- * finished ones; the pass that records that outcome frees it. */
+/* One claimed delivery, malloc'd with its strings after it. It waits on
+ * the dispatcher's list until a lane may start it, then the lane delivers
+ * it and puts it, with its outcome, on the list of finished ones; the pass
+ * that records that outcome frees it. */
 struct job {
-    int64_t id;
+    int64_t id, webhook_id;
     int attempts;
+    int64_t claimed_at;
     const char *url, *secret, *body; /* body NULL: the event is no longer stored */
     int body_len;
-    struct job *next; /* on the list of finished jobs */
+    struct job *next; /* on the waiting or the finished list */
     /* the outcome */
     long status;       /* 0: no response */
-    const char *state; /* "delivered", "pending" (retried after delay ms) or "failed" */
+    const char *state; /* "delivered", "pending" (retried after delay ms), "failed" or "released" */
     int64_t delay;
     bool gone;
     char error[340]; /* "" when delivered */
@@ -307,9 +323,6 @@ struct job {
 static void settle(struct job *j, const routes_webhook_attempt *a)
 {
     j->status = a->status;
-    j->error[0] = '\0';
-    j->delay = 0;
-    j->gone = false;
     if (routes_webhook_delivered(a)) {
         counters.delivered++;
         j->state = "delivered";
@@ -352,39 +365,131 @@ static bool deliver(struct job *j)
     return true;
 }
 
-/* The dispatcher's lanes: each takes a job from the queue, delivers it,
- * hands it back with its outcome and takes the next, so a slow receiver
- * holds one lane, never the others. A lane is free again as soon as its
- * attempt ends: the outcomes wait for the next pass, which records all of
- * them in one statement, along with its claim. The dispatcher claims only
- * as many deliveries as lanes are idle: a claimed delivery starts at once,
- * well inside its lease. */
+/* What one worker holds of one webhook's deliveries. */
+struct hook {
+    int64_t webhook_id;
+    int held;    /* claimed and not finished: waiting or being attempted */
+    int running; /* being attempted */
+};
+
+/* The dispatcher's lanes: ROUTES_WEBHOOK_LANES tasks that each attempt one
+ * claimed delivery after another, at most ROUTES_WEBHOOK_PER_ENDPOINT of
+ * one webhook at once, so a slow receiver holds some lanes, never all. A
+ * claim takes up to ROUTES_WEBHOOK_CLAIMED_PER_ENDPOINT of a webhook's
+ * deliveries: the ones beyond what may run wait on the list, and a lane
+ * that finishes takes the next it may start. One that waited longer than
+ * RELEASE_AFTER is not attempted but released (its claim undone), so that
+ * every attempt starts well inside its lease. Outcomes wait on the
+ * finished list for the next pass, which records them all in one
+ * statement, sent with its claim. */
+struct lane {
+    struct lanes *lanes;
+    struct job *job; /* handed over by wake_lanes */
+    bool idle;
+    aio_event go;
+};
+
 struct lanes {
-    aio_queue *jobs;
-    size_t idle;
+    struct job *waiting, *waiting_tail; /* oldest claim first */
+    size_t held;                        /* jobs claimed and not finished */
+    struct hook hooks[ROUTES_WEBHOOK_CLAIM_MAX];
+    size_t nhooks;
     struct job *finished; /* newest first, for the next pass to record */
     size_t nfinished;
+    struct lane lane[ROUTES_WEBHOOK_LANES];
     aio_event freed; /* a lane finished a job */
 };
 
-static int lane(void *arg)
+#define RELEASE_AFTER AIO_MSEC(LEASE_MARGIN_MS / 2)
+
+static struct hook *hook_of(struct lanes *l, int64_t webhook_id)
 {
-    struct lanes *l = arg;
+    for (size_t i = 0; i < l->nhooks; i++)
+        if (l->hooks[i].webhook_id == webhook_id)
+            return &l->hooks[i];
+    assert(l->nhooks < ROUTES_WEBHOOK_CLAIM_MAX); /* at most one per job held */
+    l->hooks[l->nhooks] = (struct hook){.webhook_id = webhook_id};
+    return &l->hooks[l->nhooks++];
+}
+
+/* A job leaves what the worker holds: onto the finished list. */
+static void finish(struct lanes *l, struct job *j)
+{
+    struct hook *h = hook_of(l, j->webhook_id);
+    if (--h->held == 0)
+        *h = l->hooks[--l->nhooks];
+    l->held--;
+    j->next = l->finished;
+    l->finished = j;
+    l->nfinished++;
+}
+
+/* The oldest waiting job whose webhook has a lane to spare, taken off the
+ * list (and counted running); NULL if none. Releases the ones that waited
+ * too long on the way. */
+static struct job *next_startable(struct lanes *l)
+{
+    int64_t now = aio_now();
+    for (struct job **pp = &l->waiting, *prev = NULL; *pp != NULL;) {
+        struct job *j = *pp;
+        struct hook *h = hook_of(l, j->webhook_id);
+        bool stale = now - j->claimed_at > RELEASE_AFTER;
+        if (!stale && h->running >= ROUTES_WEBHOOK_PER_ENDPOINT) {
+            prev = j;
+            pp = &j->next;
+            continue;
+        }
+        *pp = j->next;
+        if (l->waiting_tail == j)
+            l->waiting_tail = prev;
+        if (!stale) {
+            h->running++;
+            return j;
+        }
+        j->state = "released";
+        finish(l, j);
+    }
+    return NULL;
+}
+
+static int lane_run(void *arg)
+{
+    struct lane *me = arg;
+    struct lanes *l = me->lanes;
     for (;;) {
-        void *item;
-        if (aio_queue_get(l->jobs, &item) < 0)
-            return 0;
-        struct job *j = item;
-        l->idle--;
-        if (deliver(j)) {
-            j->next = l->finished;
-            l->finished = j;
-            l->nfinished++;
-        } else {
+        struct job *j = me->job != NULL ? me->job : next_startable(l);
+        me->job = NULL;
+        if (j == NULL) {
+            me->idle = true;
+            aio_event_clear(&me->go);
+            if (aio_event_wait(&me->go) < 0)
+                return 0; /* a job handed over meanwhile is freed by the dispatcher */
+            continue;
+        }
+        bool ran = deliver(j);
+        hook_of(l, j->webhook_id)->running--;
+        finish(l, j);
+        if (!ran) { /* cancelled: nothing to record */
+            l->finished = j->next;
+            l->nfinished--;
             free(j);
         }
-        l->idle++;
         aio_event_set(&l->freed);
+    }
+}
+
+/* Hands startable jobs to idle lanes. Never awaits. */
+static void wake_lanes(struct lanes *l)
+{
+    for (size_t i = 0; i < ROUTES_WEBHOOK_LANES && l->waiting != NULL; i++) {
+        struct lane *ln = &l->lane[i];
+        if (!ln->idle || ln->job != NULL)
+            continue;
+        ln->job = next_startable(l);
+        if (ln->job == NULL)
+            return;
+        ln->idle = false;
+        aio_event_set(&ln->go);
     }
 }
 
@@ -394,24 +499,21 @@ static struct job *job_from_row(const PGresult *res, int i)
     const char *url = db_get_text(res, i, 2, &url_len);
     const char *secret = db_get_text(res, i, 3, &secret_len);
     const char *body = db_is_null(res, i, 4) ? NULL : db_get_text(res, i, 4, &body_len);
-    struct job *j = malloc(sizeof(*j) + (size_t)url_len + (size_t)secret_len + (size_t)body_len + 3);
+    struct job *j = calloc(1, sizeof(*j) + (size_t)url_len + (size_t)secret_len + (size_t)body_len + 3);
     if (j == NULL)
         return NULL;
     char *p = j->text;
     j->id = db_get_int(res, i, 0);
     j->attempts = (int)db_get_int(res, i, 1);
+    j->webhook_id = db_get_int(res, i, 5);
+    j->claimed_at = aio_now();
     j->url = memcpy(p, url, (size_t)url_len);
-    p[url_len] = '\0';
     p += url_len + 1;
     j->secret = memcpy(p, secret, (size_t)secret_len);
-    p[secret_len] = '\0';
     p += secret_len + 1;
-    j->body = NULL;
     j->body_len = body_len;
-    if (body != NULL) {
+    if (body != NULL)
         j->body = memcpy(p, body, (size_t)body_len);
-        p[body_len] = '\0';
-    }
     return j;
 }
 
@@ -421,8 +523,8 @@ static char *outcomes_json(const struct job *list)
 {
     json_t *arr = json_array();
     for (const struct job *j = list; arr != NULL && j != NULL; j = j->next) {
-        json_t *o = json_pack("{s:I, s:o, s:o, s:s, s:I, s:b}", "id", (json_int_t)j->id, "status",
-                              j->status > 0 ? json_integer(j->status) : json_null(), "error",
+        json_t *o = json_pack("{s:I, s:i, s:o, s:o, s:s, s:I, s:b}", "id", (json_int_t)j->id, "attempts", j->attempts,
+                              "status", j->status > 0 ? json_integer(j->status) : json_null(), "error",
                               j->error[0] != '\0' ? json_string(j->error) : json_null(), "state", j->state, "delay",
                               (json_int_t)j->delay, "gone", j->gone);
         if (o == NULL || json_array_append_new(arr, o) < 0) {
@@ -435,7 +537,23 @@ static char *outcomes_json(const struct job *list)
     return text;
 }
 
-/* Queues the claimed rows of res for the lanes; the count, or -ENOMEM
+/* The CLAIM statement's JSON of what this worker holds, per webhook. */
+static char *held_json(const struct lanes *l)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; arr != NULL && i < l->nhooks; i++) {
+        json_t *o = json_pack("{s:I, s:i}", "webhook_id", (json_int_t)l->hooks[i].webhook_id, "n", l->hooks[i].held);
+        if (o == NULL || json_array_append_new(arr, o) < 0) {
+            json_decref(arr);
+            arr = NULL;
+        }
+    }
+    char *text = arr != NULL ? json_dumps(arr, JSON_COMPACT) : NULL;
+    json_decref(arr);
+    return text;
+}
+
+/* Puts the claimed rows of res on the waiting list; the count, or -ENOMEM
  * (the rest stay leased, and are retried when the lease ends). */
 static int queue_claimed(struct lanes *l, const PGresult *res)
 {
@@ -444,11 +562,15 @@ static int queue_claimed(struct lanes *l, const PGresult *res)
         struct job *j = job_from_row(res, i);
         if (j == NULL)
             return -ENOMEM;
-        if (aio_queue_try_put(l->jobs, j) < 0) {
-            free(j);
-            return -ENOMEM;
-        }
+        hook_of(l, j->webhook_id)->held++;
+        l->held++;
+        if (l->waiting_tail != NULL)
+            l->waiting_tail->next = j;
+        else
+            l->waiting = j;
+        l->waiting_tail = j;
     }
+    wake_lanes(l);
     return n;
 }
 
@@ -473,30 +595,34 @@ static int record_and_claim(struct lanes *l, size_t want)
     l->finished = NULL;
     l->nfinished = 0;
     char *outcomes = done != NULL ? outcomes_json(done) : NULL;
+    char *held = want > 0 ? held_json(l) : NULL;
     int64_t lease = SETTING(timeout_ms) + LEASE_MARGIN_MS;
     /* the calls' parameters live as long as this scope */
     db_call record = DB_CALL(&RECORD, DB_TEXT(outcomes));
-    db_call claim = DB_CALL(&CLAIM, DB_INT8((int64_t)want), DB_INT8(lease), DB_INT8(ROUTES_WEBHOOK_PER_ENDPOINT));
+    db_call claim = DB_CALL(&CLAIM, DB_INT8((int64_t)want), DB_INT8(lease),
+                            DB_INT8(ROUTES_WEBHOOK_CLAIMED_PER_ENDPOINT), DB_TEXT(held));
     db_call calls[2];
     size_t n = 0;
     if (outcomes != NULL)
         calls[n++] = record;
-    if (want > 0)
+    if (held != NULL)
         calls[n++] = claim;
-    int rc = done != NULL && outcomes == NULL ? -ENOMEM : 0;
+    int rc = (done != NULL && outcomes == NULL) || (want > 0 && held == NULL) ? -ENOMEM : 0;
     if (n > 0) {
         aio_timeout scope;
         aio_timeout_open(&scope, STATEMENT_DEADLINE);
-        rc = db_exec_batch(NULL, calls, n, DB_BATCH_ATOMIC);
+        int sent = db_exec_batch(NULL, calls, n, DB_BATCH_ATOMIC);
         aio_timeout_close(&scope);
+        rc = sent < 0 ? sent : rc;
     }
     if (rc < 0 && rc != -ECANCELED && ndone > 0)
         log_warn("webhooks: recording the outcomes of %zu deliveries failed: %s; they are retried when their leases end",
                  ndone, strerror(-rc));
-    if (rc == 0 && want > 0)
+    if (rc == 0 && held != NULL)
         rc = queue_claimed(l, calls[n - 1].result);
     db_calls_clear(calls, n);
     free(outcomes);
+    free(held);
     free_jobs(done);
     return rc;
 }
@@ -546,7 +672,8 @@ static int pass(struct lanes *l, struct passes *p)
         return rc;
     if (rc < 0)
         log_failure("fan-out", rc, &p->failure);
-    size_t want = l->idle > aio_queue_size(l->jobs) ? l->idle - aio_queue_size(l->jobs) : 0;
+    wake_lanes(l); /* jobs a finished lane left startable; stale ones released */
+    size_t want = ROUTES_WEBHOOK_CLAIM_MAX - l->held;
     int claimed = want > 0 || l->finished != NULL ? record_and_claim(l, want) : 0;
     if (claimed == -ECANCELED)
         return claimed;
@@ -563,30 +690,36 @@ static int dispatcher_run(void *arg)
 {
     struct passes p = {.sample = *(const bool *)arg};
     db_failure_open(&p.failure);
-    struct lanes l = {.jobs = aio_queue_create(0), .idle = ROUTES_WEBHOOK_LANES};
-    if (l.jobs == NULL)
-        log_error("webhooks: no memory for the dispatcher's queue: this worker delivers nothing");
-    aio_event_init(&l.freed);
+    struct lanes *l = calloc(1, sizeof(*l));
+    if (l == NULL) {
+        log_error("webhooks: no memory for the dispatcher: this worker delivers nothing");
+        db_failure_close(&p.failure);
+        return 0;
+    }
+    aio_event_init(&l->freed);
     aio_group g;
     aio_group_init(&g);
-    for (size_t i = 0; l.jobs != NULL && i < ROUTES_WEBHOOK_LANES; i++)
-        if (aio_group_spawn(&g, lane, &l) == NULL)
-            l.idle--;
+    size_t lanes = 0;
+    for (size_t i = 0; i < ROUTES_WEBHOOK_LANES; i++) {
+        l->lane[i] = (struct lane){.lanes = l};
+        aio_event_init(&l->lane[i].go);
+        lanes += aio_group_spawn(&g, lane_run, &l->lane[i]) != NULL;
+    }
+    if (lanes == 0)
+        log_error("webhooks: no lane could start: this worker delivers nothing");
     /* worker 0: the sequencer wakes it when it has numbered new events */
     if (p.sample)
-        routes_events_outbox_set_waker(&l.freed);
-    while (l.jobs != NULL) {
-        aio_event_clear(&l.freed); /* before the awaits below: a lane freed meanwhile is seen */
-        if (pass(&l, &p) == -ECANCELED)
+        routes_events_outbox_set_waker(&l->freed);
+    while (lanes > 0) {
+        aio_event_clear(&l->freed); /* before the awaits below: a lane freed meanwhile is seen */
+        if (pass(l, &p) == -ECANCELED)
             break;
-        /* The next pass: when a lane is free (every lane was busy, or every
-         * idle one just fed: there may be more due at once), when the
-         * sequencer numbered new events (worker 0), or after the poll
-         * interval, whichever comes first. A lane freed with nothing due
-         * costs one pass. */
+        /* The next pass: when a lane finished a job (its outcome to record,
+         * room to claim), when the sequencer numbered new events (worker
+         * 0), or after the poll interval, whichever comes first. */
         aio_timeout scope;
         aio_timeout_open(&scope, AIO_MSEC(SETTING(poll_ms)));
-        int rc = aio_event_wait(&l.freed);
+        int rc = aio_event_wait(&l->freed);
         bool expired = aio_timeout_close(&scope) < 0;
         if (rc == -ECANCELED && !expired)
             break;
@@ -595,12 +728,13 @@ static int dispatcher_run(void *arg)
         routes_events_outbox_set_waker(NULL);
     aio_group_cancel(&g);
     aio_group_join(&g);
-    void *left;
-    while (l.jobs != NULL && aio_queue_try_get(l.jobs, &left) == 0)
-        free(left); /* claimed, never started: their leases run out and they are retried */
-    free_jobs(l.finished); /* outcomes never recorded: the same */
-    if (l.jobs != NULL)
-        aio_queue_destroy(l.jobs);
+    /* claimed and never attempted, or attempted and never recorded: their
+     * leases run out and they are retried */
+    for (size_t i = 0; i < ROUTES_WEBHOOK_LANES; i++)
+        free(l->lane[i].job);
+    free_jobs(l->waiting);
+    free_jobs(l->finished);
+    free(l);
     db_failure_close(&p.failure);
     return 0;
 }
