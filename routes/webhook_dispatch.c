@@ -196,27 +196,26 @@ static const db_stmt FANOUT =
             "RETURNING (SELECT count(*) FROM ev), (SELECT count(*) FROM ins)",
             2);
 /* Leases due deliveries of enabled webhooks and counts the attempt: up
- * to $1, oldest first, and per webhook no more than make this worker hold
- * $3 of its deliveries ($4: what it holds already, a JSON array of
- * {"webhook_id", "n"}). The candidates are read without locks; only the
- * rows taken are locked (SKIP LOCKED: another worker's claim has them),
- * and a row that another claim leased after this statement's snapshot
- * fails the UPDATE's re-check of its lease. Ids go from step to step as
- * arrays (= ANY (ARRAY(...))): an index lookup whatever the statistics
- * say, where a join planned on a table that was empty when last analyzed
- * rescans the candidates once per row. Returns what an attempt
- * needs, the event as its JSON (created_at as db_format_timestamp writes
- * it). */
+ * to $1, oldest first, and of each webhook no more than make this worker
+ * hold $3 of its deliveries ($4: what it holds already, a JSON array of
+ * {"webhook_id", "n"}), read from each webhook's own range of the due
+ * index (a webhook at its limit is not read at all). Only the rows taken
+ * are locked (SKIP LOCKED: another worker's claim has them), and a row
+ * that another claim leased after this statement's snapshot fails the
+ * UPDATE's re-check of its lease. Ids go from step to step as arrays
+ * (= ANY (ARRAY(...))): an index lookup whatever the statistics say,
+ * where a join planned on a table that was empty when last analyzed
+ * rescans the candidates once per row. Returns what an attempt needs, the
+ * event as its JSON (created_at as db_format_timestamp writes it). */
 static const db_stmt CLAIM =
     DB_STMT("webhook_claim",
             "WITH held AS (SELECT * FROM json_to_recordset($4::json) AS h(webhook_id bigint, n bigint)), "
-            "due AS (SELECT x.id, x.webhook_id, x.next_attempt_at FROM webhook_deliveries x "
-            "JOIN webhooks w ON w.id = x.webhook_id AND NOT w.disabled "
-            "WHERE x.state = 'pending' AND x.next_attempt_at <= now() AND (x.lease_until IS NULL OR x.lease_until < now()) "
-            "ORDER BY x.next_attempt_at, x.id LIMIT 4 * $1::bigint), "
-            "pick AS (SELECT id FROM (SELECT due.id, due.next_attempt_at, row_number() OVER (PARTITION BY due.webhook_id "
-            "ORDER BY due.next_attempt_at, due.id) + COALESCE(h.n, 0) AS slot FROM due LEFT JOIN held h "
-            "ON h.webhook_id = due.webhook_id) ranked WHERE slot <= $3 ORDER BY next_attempt_at, id LIMIT $1), "
+            "pick AS (SELECT x.id FROM webhooks w LEFT JOIN held h ON h.webhook_id = w.id "
+            "CROSS JOIN LATERAL (SELECT x.id, x.next_attempt_at FROM webhook_deliveries x "
+            "WHERE x.webhook_id = w.id AND x.state = 'pending' AND x.next_attempt_at <= now() "
+            "AND (x.lease_until IS NULL OR x.lease_until < now()) ORDER BY x.next_attempt_at, x.id "
+            "LIMIT GREATEST($3 - COALESCE(h.n, 0), 0)) x "
+            "WHERE NOT w.disabled ORDER BY x.next_attempt_at, x.id LIMIT $1), "
             "locked AS (SELECT id FROM webhook_deliveries WHERE id = ANY (ARRAY(SELECT id FROM pick)) "
             "FOR UPDATE SKIP LOCKED), "
             "c AS (UPDATE webhook_deliveries d SET lease_until = now() + $2::bigint * interval '1 millisecond', "
@@ -235,24 +234,30 @@ static const db_stmt CLAIM =
  * out, is left to it), "status" (null: no response), "error" (null when
  * delivered), "state" (delivered; pending: retried in "delay" ms; failed;
  * released: never attempted, the claim undone, attempt count included),
- * "gone" (a 410: the webhook is disabled)}. */
+ * "gone" (a 410: the webhook is disabled)}. The ids also as an array, for
+ * the same reason as in CLAIM. */
 static const db_stmt RECORD =
     DB_STMT("webhook_record",
             "WITH o AS (SELECT * FROM json_to_recordset($1::json) "
             "AS o(id bigint, attempts integer, status integer, error text, state text, delay bigint, gone boolean)), "
             "rel AS (UPDATE webhook_deliveries d SET lease_until = NULL, attempts = d.attempts - 1 "
-            "FROM o WHERE o.state = 'released' AND d.id = o.id AND d.attempts = o.attempts AND d.state = 'pending'), "
+            "FROM o WHERE o.state = 'released' AND d.id = ANY (ARRAY(SELECT id FROM o)) AND d.id = o.id "
+            "AND d.attempts = o.attempts AND d.state = 'pending'), "
             "rec AS (UPDATE webhook_deliveries d SET state = o.state, last_status = o.status, last_error = o.error, "
             "lease_until = NULL, delivered_at = CASE WHEN o.state = 'delivered' THEN now() END, "
             "next_attempt_at = CASE WHEN o.state = 'pending' THEN now() + o.delay * interval '1 millisecond' END "
-            "FROM o WHERE o.state <> 'released' AND d.id = o.id AND d.attempts = o.attempts AND d.state = 'pending' "
+            "FROM o WHERE o.state <> 'released' AND d.id = ANY (ARRAY(SELECT id FROM o)) AND d.id = o.id "
+            "AND d.attempts = o.attempts AND d.state = 'pending' "
             "RETURNING d.webhook_id, o.gone) "
             "UPDATE webhooks SET disabled = true WHERE id IN (SELECT webhook_id FROM rec WHERE gone)",
             1);
+/* Per webhook, its oldest due delivery is the first of its range of the
+ * due index. */
 static const db_stmt OLDEST_DUE =
     DB_STMT("webhook_oldest_due",
-            "SELECT COALESCE(extract(epoch FROM now() - min(next_attempt_at)), 0)::bigint FROM webhook_deliveries "
-            "WHERE state = 'pending' AND next_attempt_at <= now()",
+            "SELECT COALESCE(extract(epoch FROM now() - min(x.next_attempt_at)), 0)::bigint FROM webhooks w "
+            "CROSS JOIN LATERAL (SELECT next_attempt_at FROM webhook_deliveries WHERE webhook_id = w.id "
+            "AND state = 'pending' AND next_attempt_at <= now() ORDER BY next_attempt_at LIMIT 1) x",
             0);
 
 #define STATEMENT_DEADLINE AIO_SEC(30)
@@ -447,6 +452,7 @@ static struct job *next_startable(struct lanes *l)
             return j;
         }
         j->state = "released";
+        counters.released++;
         finish(l, j);
     }
     return NULL;

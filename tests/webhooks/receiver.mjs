@@ -11,6 +11,8 @@
 //                                 instead of the library, whose SHA-256 is JavaScript and costs
 //                                 the bench (bench/webhooks.sh) more CPU than the server's delivery;
 //                                 the event is then not kept. The tests use the library.
+//   GET  /_stats/<path>          {"in_flight", "max_in_flight"}: deliveries to <path> not yet
+//                                 answered (or aborted), now and at most at once so far
 //   GET  /_received/<path>       the deliveries to <path> so far, oldest first:
 //                                 [{"id", "timestamp", "verified", "error", "answered", "aborted", "event"}]
 //                                 (recorded on arrival; answered is null until the answer is sent,
@@ -22,7 +24,8 @@ import { Webhook } from "standardwebhooks";
 const paths = new Map(); // path -> {secret, fail, status, sleep_ms, received: []}
 
 function state(path) {
-  if (!paths.has(path)) paths.set(path, { secret: null, fail: 0, status: 204, sleep_ms: 0, received: [] });
+  if (!paths.has(path))
+    paths.set(path, { secret: null, fail: 0, status: 204, sleep_ms: 0, received: [], in_flight: 0, max_in_flight: 0 });
   return paths.get(path);
 }
 
@@ -61,6 +64,10 @@ const server = http.createServer((req, res) => {
       Object.assign(s, JSON.parse(body));
       return reply(res, 200, { ok: true });
     }
+    if (url.pathname.startsWith("/_stats/")) {
+      const s = state(url.pathname.slice("/_stats".length));
+      return reply(res, 200, { in_flight: s.in_flight, max_in_flight: s.max_in_flight });
+    }
     if (url.pathname.startsWith("/_received/")) {
       return reply(res, 200, state(url.pathname.slice("/_received".length)).received);
     }
@@ -75,7 +82,10 @@ const server = http.createServer((req, res) => {
       event: null,
     };
     s.received.push(rec);
+    s.in_flight++;
+    s.max_in_flight = Math.max(s.max_in_flight, s.in_flight);
     res.on("close", () => {
+      s.in_flight--;
       if (rec.answered === null) rec.aborted = true;
     });
     try {
