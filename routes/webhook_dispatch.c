@@ -15,7 +15,6 @@
 #include "base/log.h"
 #include "client/http.h"
 #include "db/db.h"
-#include "db/tx.h"
 #include "routes/events_outbox.h"
 #include "routes/webhook_dispatch.h"
 #include "server/config.h"
@@ -176,25 +175,27 @@ static _Thread_local routes_webhook_counters counters;
 
 void routes_webhook_counters_get(routes_webhook_counters *out) { *out = counters; }
 
-/* SKIP LOCKED: while another worker or replica fans out, the others go on
- * to their claims instead of queueing for the lock (and holding a pool
- * connection while they wait); the next pass catches up. */
-static const db_stmt LOCK_CURSOR =
-    DB_STMT("webhook_fanout_lock", "SELECT last_event_id FROM webhook_fanout FOR UPDATE SKIP LOCKED", 0);
-/* Set-based: every event of the batch times every enabled webhook that
- * wants its type and was created before it; then the cursor moves past the
- * batch. ON CONFLICT: a delivery already made (it cannot be, under the
- * lock, but the unique key is the guarantee). */
+/* Fan-out, one statement: locks the cursor row (SKIP LOCKED: while
+ * another worker or replica fans out, the others go on to their claims
+ * instead of queueing for the lock, and the next pass catches up), then
+ * inserts a delivery for every event of the batch after the cursor times
+ * every enabled webhook that wants its type and was created before it,
+ * and moves the cursor past the batch; all or nothing, as one statement.
+ * ON CONFLICT: a delivery already made (it cannot be, under the lock, but
+ * the unique key is the guarantee). No row when another holds the lock;
+ * else how many events were read and deliveries made. */
 static const db_stmt FANOUT =
     DB_STMT("webhook_fanout",
-            "WITH ev AS (SELECT id, type FROM events WHERE id > $1 ORDER BY id LIMIT $2), "
+            "WITH cur AS (SELECT last_event_id FROM webhook_fanout FOR UPDATE SKIP LOCKED), "
+            "ev AS (SELECT id, type FROM events WHERE id > (SELECT last_event_id FROM cur) ORDER BY id LIMIT $1), "
             "ins AS (INSERT INTO webhook_deliveries (webhook_id, event_id, type) "
             "SELECT w.id, ev.id, ev.type FROM ev JOIN webhooks w ON NOT w.disabled AND ev.id > w.after_event_id "
             "AND (ev.type = ANY (w.events) OR '*' = ANY (w.events)) ORDER BY ev.id, w.id "
             "ON CONFLICT (webhook_id, event_id) DO NOTHING RETURNING 1) "
             "UPDATE webhook_fanout SET last_event_id = COALESCE((SELECT max(id) FROM ev), last_event_id) "
+            "WHERE EXISTS (SELECT 1 FROM cur) "
             "RETURNING (SELECT count(*) FROM ev), (SELECT count(*) FROM ins)",
-            2);
+            1);
 /* Leases due deliveries of enabled webhooks and counts the attempt: up
  * to $1, oldest first, and of each webhook no more than make this worker
  * hold $3 of its deliveries ($4: what it holds already, a JSON array of
@@ -263,44 +264,6 @@ static const db_stmt OLDEST_DUE =
 #define STATEMENT_DEADLINE AIO_SEC(30)
 /* The lease outlives an attempt by this much: time to record its outcome. */
 #define LEASE_MARGIN_MS 5000
-
-struct fanout_result {
-    int64_t events, deliveries;
-};
-
-static int fanout_body(db_conn *tx, void *arg)
-{
-    struct fanout_result *out = arg;
-    PGresult *res = NULL;
-    int rc = db_exec(tx, &LOCK_CURSOR, DB_NO_PARAMS, &res);
-    bool mine = rc == 0 && PQntuples(res) == 1;
-    int64_t cursor = mine ? db_get_int(res, 0, 0) : 0;
-    PQclear(res);
-    res = NULL;
-    if (mine)
-        rc = db_exec(tx, &FANOUT, DB_PARAMS(DB_INT8(cursor), DB_INT8(ROUTES_WEBHOOK_FANOUT_BATCH)), &res);
-    if (rc == 0 && res != NULL && PQntuples(res) == 1) {
-        out->events = db_get_int(res, 0, 0);
-        out->deliveries = db_get_int(res, 0, 1);
-    }
-    PQclear(res);
-    return rc;
-}
-
-/* Fans out until the outbox is read to its end (or a failure). */
-static int fanout(void)
-{
-    struct fanout_result r;
-    int rc;
-    do {
-        r = (struct fanout_result){0};
-        rc = db_tx(fanout_body, &r);
-        if (rc == 0 && r.deliveries > 0)
-            log_debug("webhooks: %lld events fanned out to %lld deliveries", (long long)r.events,
-                      (long long)r.deliveries);
-    } while (rc == 0 && r.events == ROUTES_WEBHOOK_FANOUT_BATCH);
-    return rc;
-}
 
 /* One claimed delivery, malloc'd with its strings after it. It waits on
  * the dispatcher's list until a lane may start it, then the lane delivers
@@ -589,43 +552,72 @@ static void free_jobs(struct job *list)
     }
 }
 
-/* Records the outcomes of the finished jobs (taken off the list) and
- * claims up to `want` due deliveries for the lanes, in one round trip and
- * one transaction: the claim already sees the recorded deliveries' leases
- * gone. Returns how many were claimed, or a negative errno; outcomes that
- * could not be recorded are retried when their leases end. */
-static int record_and_claim(struct lanes *l, size_t want)
+/* What a pass sends in its one round trip, and what came of it. */
+struct round {
+    bool fan;             /* fan out first */
+    int64_t events;       /* events the fan-out read: a full batch means more may wait */
+    size_t want;          /* deliveries to claim */
+    int claimed;          /* how many were, or a negative errno */
+};
+
+/* Reads the fan-out's and the claim's results into r; logs a failure to
+ * record outcomes. */
+static void round_results(struct lanes *l, struct round *r, db_call *fan, db_call *record, db_call *claim,
+                          size_t ndone)
+{
+    if (fan != NULL && fan->rc == 0 && fan->result != NULL && PQntuples(fan->result) == 1) {
+        r->events = db_get_int(fan->result, 0, 0);
+        if (db_get_int(fan->result, 0, 1) > 0)
+            log_debug("webhooks: %lld events fanned out to %lld deliveries", (long long)r->events,
+                      (long long)db_get_int(fan->result, 0, 1));
+    }
+    if (record != NULL && record->rc != 0 && record->rc != -ECANCELED)
+        log_warn("webhooks: recording the outcomes of %zu deliveries failed: %s; they are retried when their "
+                 "leases end", ndone, strerror(-record->rc));
+    if (claim != NULL)
+        r->claimed = claim->rc == 0 && claim->result != NULL ? queue_claimed(l, claim->result)
+                     : claim->rc != 0                        ? claim->rc
+                                                             : -EIO;
+}
+
+/* One round trip, three statements, each its own transaction, in order:
+ * the fan-out (r->fan), the outcomes of the finished jobs (taken off the
+ * list: one that cannot be recorded is retried when its lease ends), and
+ * a claim of up to r->want due deliveries, which sees the fan-out's new
+ * deliveries and the recorded ones' leases gone. 0, or the first
+ * failure's negative errno (each statement's own outcome is in r). */
+static int exchange(struct lanes *l, struct round *r)
 {
     struct job *done = l->finished;
     size_t ndone = l->nfinished;
     l->finished = NULL;
     l->nfinished = 0;
     char *outcomes = done != NULL ? outcomes_json(done) : NULL;
-    char *held = want > 0 ? held_json(l) : NULL;
+    char *held = r->want > 0 ? held_json(l) : NULL;
     int64_t lease = SETTING(timeout_ms) + LEASE_MARGIN_MS;
     /* the calls' parameters live as long as this scope */
+    db_call fan = DB_CALL(&FANOUT, DB_INT8(ROUTES_WEBHOOK_FANOUT_BATCH));
     db_call record = DB_CALL(&RECORD, DB_TEXT(outcomes));
-    db_call claim = DB_CALL(&CLAIM, DB_INT8((int64_t)want), DB_INT8(lease),
+    db_call claim = DB_CALL(&CLAIM, DB_INT8((int64_t)r->want), DB_INT8(lease),
                             DB_INT8(ROUTES_WEBHOOK_CLAIMED_PER_ENDPOINT), DB_TEXT(held));
-    db_call calls[2];
-    size_t n = 0;
+    db_call calls[3];
+    size_t n = 0, ifan = 3, irec = 3, iclaim = 3;
+    if (r->fan)
+        calls[ifan = n++] = fan;
     if (outcomes != NULL)
-        calls[n++] = record;
+        calls[irec = n++] = record;
     if (held != NULL)
-        calls[n++] = claim;
-    int rc = (done != NULL && outcomes == NULL) || (want > 0 && held == NULL) ? -ENOMEM : 0;
+        calls[iclaim = n++] = claim;
+    int rc = (done != NULL && outcomes == NULL) || (r->want > 0 && held == NULL) ? -ENOMEM : 0;
     if (n > 0) {
         aio_timeout scope;
         aio_timeout_open(&scope, STATEMENT_DEADLINE);
-        int sent = db_exec_batch(NULL, calls, n, DB_BATCH_ATOMIC);
+        int sent = db_exec_batch(NULL, calls, n, 0);
         aio_timeout_close(&scope);
         rc = sent < 0 ? sent : rc;
+        round_results(l, r, ifan < n ? &calls[ifan] : NULL, irec < n ? &calls[irec] : NULL,
+                      iclaim < n ? &calls[iclaim] : NULL, ndone);
     }
-    if (rc < 0 && rc != -ECANCELED && ndone > 0)
-        log_warn("webhooks: recording the outcomes of %zu deliveries failed: %s; they are retried when their leases end",
-                 ndone, strerror(-rc));
-    if (rc == 0 && held != NULL)
-        rc = queue_claimed(l, calls[n - 1].result);
     db_calls_clear(calls, n);
     free(outcomes);
     free(held);
@@ -652,7 +644,8 @@ static void log_failure(const char *what, int rc, const db_failure *f)
 
 /* What a dispatcher remembers between its passes. */
 struct passes {
-    bool sample; /* worker 0: samples the oldest due delivery */
+    bool sample;      /* worker 0: samples the oldest due delivery */
+    bool more_events; /* the last fan-out read a full batch */
     int64_t last_sample, last_fanout;
     uint64_t seen_numbered;
     db_failure failure;
@@ -664,27 +657,24 @@ struct passes {
  * the dispatcher is cancelled, else 0 (failures are logged). */
 static int pass(struct lanes *l, struct passes *p)
 {
-    aio_timeout scope;
-    int rc = 0;
-    if (routes_events_outbox_numbered() != p->seen_numbered ||
+    struct round r = {0};
+    if (p->more_events || routes_events_outbox_numbered() != p->seen_numbered ||
         aio_now() - p->last_fanout >= AIO_MSEC(SETTING(poll_ms))) {
         p->seen_numbered = routes_events_outbox_numbered();
         p->last_fanout = aio_now();
-        aio_timeout_open(&scope, STATEMENT_DEADLINE);
-        rc = fanout();
-        aio_timeout_close(&scope);
+        r.fan = true;
     }
+    wake_lanes(l); /* jobs a finished lane left startable; stale ones released */
+    r.want = ROUTES_WEBHOOK_CLAIM_MAX - l->held;
+    int rc = r.fan || r.want > 0 || l->finished != NULL ? exchange(l, &r) : 0;
     if (rc == -ECANCELED)
         return rc;
     if (rc < 0)
-        log_failure("fan-out", rc, &p->failure);
-    wake_lanes(l); /* jobs a finished lane left startable; stale ones released */
-    size_t want = ROUTES_WEBHOOK_CLAIM_MAX - l->held;
-    int claimed = want > 0 || l->finished != NULL ? record_and_claim(l, want) : 0;
-    if (claimed == -ECANCELED)
-        return claimed;
-    if (claimed < 0)
-        log_failure("recording and claiming deliveries", claimed, &p->failure);
+        log_failure("a pass (fan-out, outcomes, claim)", rc, &p->failure);
+    /* a full batch of events: the outbox may hold more, at once */
+    p->more_events = r.events == ROUTES_WEBHOOK_FANOUT_BATCH;
+    if (p->more_events)
+        aio_event_set(&l->freed);
     if (p->sample && aio_now() - p->last_sample >= AIO_SEC(1)) {
         sample_oldest();
         p->last_sample = aio_now();
@@ -702,6 +692,9 @@ static int dispatcher_run(void *arg)
         db_failure_close(&p.failure);
         return 0;
     }
+    /* the HTTP client's own limit per host (8 by default) would otherwise
+     * hold a webhook below its lanes */
+    client_http_configure(&(client_http_options){.max_per_host = ROUTES_WEBHOOK_PER_ENDPOINT});
     aio_event_init(&l->freed);
     aio_group g;
     aio_group_init(&g);

@@ -6,14 +6,17 @@
  * coordinates them. A pass: (1) fan-out, in one transaction holding the
  * webhook_fanout row's lock (one fan-out at a time across replicas), reads
  * up to a batch of events after the cursor and inserts a pending delivery
- * for each enabled webhook that subscribes to the event's type; (2) claim,
- * one statement that leases as many due pending deliveries as the worker
- * has idle lanes (FOR UPDATE SKIP LOCKED, at most
- * ROUTES_WEBHOOK_PER_ENDPOINT in flight per webhook, counting an attempt);
- * (3) a lane delivers each under WEBHOOK_TIMEOUT_MS and records its
- * outcome. The next pass comes after WEBHOOK_POLL_MS, or as soon as a lane
- * frees up when the last claim filled every idle lane. A worker that dies mid-delivery leaves a
- * lease that runs out, and another worker delivers the event again, with
+ * for each enabled webhook that subscribes to the event's type; (2) one
+ * round trip that records the outcomes of every attempt finished since the
+ * last pass (one statement) and claims due deliveries (FOR UPDATE SKIP
+ * LOCKED, a lease, the attempt counted), up to
+ * ROUTES_WEBHOOK_CLAIMED_PER_ENDPOINT of a webhook held by the worker;
+ * (3) the lanes attempt them under WEBHOOK_TIMEOUT_MS, at most
+ * ROUTES_WEBHOOK_PER_ENDPOINT of one webhook at once, and a claim that
+ * waits too long for a lane is released. The next pass comes as soon as
+ * a lane finishes an attempt, or when the sequencer numbered events, or
+ * after WEBHOOK_POLL_MS. A worker that dies mid-delivery leaves a lease
+ * that runs out, and another worker delivers the event again, with
  * the same webhook-id: at least once. */
 #ifndef H2PG_ROUTES_WEBHOOK_DISPATCH_H
 #define H2PG_ROUTES_WEBHOOK_DISPATCH_H
