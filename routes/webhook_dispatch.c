@@ -651,10 +651,12 @@ struct passes {
     db_failure failure;
 };
 
-/* One pass: fan out when there are new events (this thread's sequencer
- * numbered some) or a poll interval passed (a pass woken by a lane that
- * finished only claims), then claim for the idle lanes. -ECANCELED when
- * the dispatcher is cancelled, else 0 (failures are logged). */
+/* One pass, one round trip: fan out when there are new events (this
+ * thread's sequencer numbered some, or the last fan-out read a full
+ * batch) or a poll interval passed, record the finished attempts'
+ * outcomes, and claim as many deliveries as the worker may still hold.
+ * -ECANCELED when the dispatcher is cancelled, else 0 (failures are
+ * logged). */
 static int pass(struct lanes *l, struct passes *p)
 {
     struct round r = {0};
