@@ -5,12 +5,23 @@
 #   none  no webhook;
 #   fast  one webhook for transfer.created whose receiver answers at once;
 #   slow  one whose receiver takes 2 s per delivery;
-# each with req/s, p50/p99 and the server's CPU per request, and for the
-# webhook runs the age of the oldest undelivered event while the load runs
+# each with req/s, p50/p99 and the CPU per request of the server, of
+# PostgreSQL (every backend; the bench's own psql samples included) and of
+# the receiver, and for the webhook runs the deliveries made per second
+# during the load, the age of the oldest undelivered event while the load runs
 # (h2pg_webhook_oldest_pending_seconds, sampled every 0.5 s: 0 means under
 # a second) and how long after the load every event had been delivered.
-# The receiver is tests/webhooks/receiver.mjs (the npm standardwebhooks
-# reference library checks every signature), on this machine.
+# The receivers run on this machine and check every signature. The fast
+# run's is bench/receiver.c (OpenSSL, epoll, a few microseconds of CPU per
+# delivery), the slow run's tests/webhooks/receiver.mjs with node:crypto
+# (its "verify": "native" mode). The Node receiver costs about 90 us of CPU
+# per delivery even so (150 with the standardwebhooks library, whose
+# SHA-256 is JavaScript), more than the server's sending it, and as one
+# thread among the server's, PostgreSQL's and wrk's on two cores it is
+# scheduled too little to take more than about 1,800 deliveries a second:
+# the fast run would measure the receiver. RECEIVER=node runs the fast run
+# with Node too, VERIFY=library with the library (as the tests do). A
+# delivery that fails verification fails the bench.
 #
 #   bench/webhooks.sh
 #
@@ -55,9 +66,22 @@ track "$server_pid"
 wait_until 30 answers "$port" /readyz || die "the server did not get ready: $(tail -n 5 "$tmp/server.log")"
 
 node tests/webhooks/receiver.mjs >"$tmp/receiver.out" 2>&1 &
-track $!
+receiver_pid=$!
+track "$receiver_pid"
 wait_until 30 grep -q '^listening' "$tmp/receiver.out" || die "the receiver did not start"
 rport="$(awk '/^listening/ {print $2}' "$tmp/receiver.out")"
+node_pid="$receiver_pid"
+
+# bench/receiver.c for the fast run (RECEIVER=node: the Node one)
+cport=""
+if [[ "${RECEIVER:-c}" != node ]]; then
+    cc -O2 -o "$tmp/creceiver" bench/receiver.c -lcrypto || die "bench/receiver.c does not build (libssl-dev?)"
+    "$tmp/creceiver" >"$tmp/creceiver.out" 2>&1 &
+    creceiver_pid=$!
+    track "$creceiver_pid"
+    wait_until 30 grep -q '^listening' "$tmp/creceiver.out" || die "bench/receiver.c did not start"
+    cport="$(awk '/^listening/ {print $2}' "$tmp/creceiver.out")"
+fi
 
 cat >"$tmp/transfer.lua" <<LUA
 local thread_id = 0
@@ -71,35 +95,60 @@ request = function()
 end
 LUA
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$server_pid/stat"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/${1:-$server_pid}/stat"; }
+# PostgreSQL's CPU: the postmaster's own and its reaped children's, plus
+# the children alive now (the server's pool connections)
+postmaster="$(head -n1 "$(sql "$db_url" "SHOW data_directory")/postmaster.pid")"
+pg_ticks() {
+    local t
+    t=$(awk '{print $14 + $15 + $16 + $17}' "/proc/$postmaster/stat")
+    for c in $(cat "/proc/$postmaster/task/$postmaster/children"); do
+        t=$((t + $(awk '{print $14 + $15}' "/proc/$c/stat" 2>/dev/null || echo 0)))
+    done
+    echo "$t"
+}
+delivered_now() { sql "$db_url" "SELECT count(*) FROM webhook_deliveries WHERE state = 'delivered'"; }
 hz=$(getconf CLK_TCK)
 oldest_now() {
     curl -s --max-time 2 "http://127.0.0.1:$port/metrics" | awk '/^h2pg_webhook_oldest_pending_seconds / {print $2}'
 }
 
-# webhook PATH MODE_JSON: a webhook for transfer.created to the receiver's
-# PATH, the receiver told its secret and MODE; sets $hook
+# webhook PATH MODE_JSON: a webhook for transfer.created to the Node
+# receiver's PATH, the receiver told its secret and MODE; or, with $cport
+# set, to bench/receiver.c, told the secret; sets $hook and $receiver_pid
 webhook() {
-    local out secret
+    local out secret to="${cport:-$rport}"
     out="$(curl -s --max-time 10 -H 'Content-Type: application/json' \
-        --data "{\"url\":\"http://127.0.0.1:$rport$1\",\"events\":[\"transfer.created\"]}" "http://127.0.0.1:$port/webhooks")"
+        --data "{\"url\":\"http://127.0.0.1:$to$1\",\"events\":[\"transfer.created\"]}" "http://127.0.0.1:$port/webhooks")"
     hook="$(sed -n 's/.*"id":\([0-9]*\).*/\1/p' <<<"$out")"
     secret="$(sed -n 's/.*"secret":"\([^"]*\)".*/\1/p' <<<"$out")"
     [[ -n "$hook" && -n "$secret" ]] || die "POST /webhooks: $out"
-    curl -s --max-time 10 -H 'Content-Type: application/json' --data "{\"secret\":\"$secret\"$2}" \
-        "http://127.0.0.1:$rport/_control$1" >/dev/null
+    if [[ -n "$cport" ]]; then
+        curl -sf --max-time 10 --data "$secret" "http://127.0.0.1:$cport/_secret" >/dev/null || die "bench/receiver.c refused the secret"
+        receiver_pid="$creceiver_pid"
+    else
+        curl -s --max-time 10 -H 'Content-Type: application/json' --data "{\"secret\":\"$secret\"$2}" \
+            "http://127.0.0.1:$rport/_control$1" >/dev/null
+        receiver_pid="$node_pid"
+    fi
 }
 
-declare -A rps p50 p99 cpu oldest drained
+declare -A rps p50 p99 cpu pgcpu rcpu dps oldest drained
 run() {
-    local name="$1" c0 c1 out sampler max=0
+    local name="$1" c0 c1 p0 p1 r0 r1 d0 d1 out sampler max=0
     wrk -t2 -c64 -d2s -s "$tmp/transfer.lua" "http://127.0.0.1:$port/transfers" >/dev/null 2>&1 || true
     : >"$tmp/oldest.$name"
     (trap - EXIT INT TERM; while :; do oldest_now >>"$tmp/oldest.$name"; sleep 0.5; done) &
     sampler=$!
+    d0=$(delivered_now)
     c0=$(cpu_ticks)
+    p0=$(pg_ticks)
+    r0=$(cpu_ticks "$receiver_pid")
     out="$(wrk -t2 -c64 -d"${secs}s" --latency -s "$tmp/transfer.lua" "http://127.0.0.1:$port/transfers" 2>&1)"
     c1=$(cpu_ticks)
+    p1=$(pg_ticks)
+    r1=$(cpu_ticks "$receiver_pid")
+    d1=$(delivered_now)
     kill "$sampler" 2>/dev/null || true
     wait "$sampler" 2>/dev/null || true
     grep -q 'Non-2xx' <<<"$out" && log "$name: $(grep 'Non-2xx' <<<"$out")"
@@ -108,7 +157,11 @@ run() {
     p99[$name]="$(awk '$1 == "99%" {print $2}' <<<"$out")"
     local n
     n="$(awk '/requests in/ {print $1}' <<<"$out")"
-    cpu[$name]="$(awk -v t=$((c1 - c0)) -v hz="$hz" -v n="$n" 'BEGIN { printf "%.1f", t * 1e6 / hz / n }')"
+    per_req() { awk -v t="$1" -v hz="$hz" -v n="$n" 'BEGIN { printf "%.1f", t * 1e6 / hz / n }'; }
+    cpu[$name]="$(per_req $((c1 - c0)))"
+    pgcpu[$name]="$(per_req $((p1 - p0)))"
+    rcpu[$name]="$(per_req $((r1 - r0)))"
+    dps[$name]="$(awk -v d=$((d1 - d0)) -v s="$secs" 'BEGIN { printf "%d", d / s }')"
     max="$(sort -n "$tmp/oldest.$name" | tail -n1)"
     oldest[$name]="${max:--}"
 }
@@ -130,19 +183,27 @@ drain() {
 log "none: no webhook"
 run none
 log "fast: a receiver that answers at once"
-webhook /fast ""
+verify=""
+[[ "${VERIFY:-native}" == library ]] || verify=', "verify": "native"'
+webhook /fast "$verify"
 run fast
 drained[fast]="$(drain "$hook")"
+if [[ -n "$cport" ]]; then
+    stats="$(curl -s --max-time 10 "http://127.0.0.1:$cport/_stats")"
+    log "fast: bench/receiver.c $stats"
+    grep -q '"failed": 0}' <<<"$stats" || die "deliveries failed verification: $stats"
+fi
+cport=""
 curl -s -X DELETE --max-time 10 "http://127.0.0.1:$port/webhooks/$hook" >/dev/null
 log "slow: a receiver that takes 2 s per delivery"
-webhook /slow ", \"sleep_ms\": 2000"
+webhook /slow "$verify, \"sleep_ms\": 2000"
 run slow
 drained[slow]="not waited for (2 s each)"
 
 echo
-echo "| run | req/s | vs none | p50 | p99 | server µs/req | oldest undelivered (s, max) | all delivered after the load |"
-echo "|---|---:|---:|---:|---:|---:|---:|---|"
+echo "| run | req/s | vs none | p50 | p99 | server µs/req | PostgreSQL µs/req | receiver µs/req | deliveries/s | oldest undelivered (s, max) | all delivered after the load |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
 for r in none fast slow; do
     ratio="$(awk -v a="${rps[$r]}" -v b="${rps[none]}" 'BEGIN { printf "%.2f", a / b }')"
-    echo "| $r | ${rps[$r]} | $ratio | ${p50[$r]} | ${p99[$r]} | ${cpu[$r]} | ${oldest[$r]:--} | ${drained[$r]:--} |"
+    echo "| $r | ${rps[$r]} | $ratio | ${p50[$r]} | ${p99[$r]} | ${cpu[$r]} | ${pgcpu[$r]} | ${rcpu[$r]} | ${dps[$r]} | ${oldest[$r]:--} | ${drained[$r]:--} |"
 done

@@ -10,6 +10,7 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
@@ -32,6 +33,8 @@ typedef struct host_slot {
 typedef struct client {
     CURLM *multi;
     int epfd, tfd;
+    int64_t armed_ns;   /* the timerfd's expiry (CLOCK_MONOTONIC), 0: none pending */
+    aio_deferred soon;  /* curl's "time out as soon as possible", at the end of this turn */
     aio_fd *watch;
     size_t users;
     bool closing;
@@ -98,18 +101,50 @@ static int on_socket(CURL *e, curl_socket_t s, int what, void *userp, void *sock
     return 0;
 }
 
+/* curl's timer, for as little as a system call per transfer (on a virtual
+ * machine, re-arming a timerfd was a tenth of the server's CPU while it
+ * delivered webhooks): "as soon as possible" is a deferred call at the
+ * end of this turn, and an armed expiry earlier than the one asked for is
+ * left as it is, as is one curl no longer needs. Both only make curl look
+ * early, and when the timerfd fires, on_expiry asks curl when it wants to
+ * be called next: there is always a wake-up at or before curl's. */
 static int on_timer(CURLM *m, long timeout_ms, void *userp)
 {
+    (void)m;
     client *c = userp;
-    struct itimerspec its = {0};
-    if (timeout_ms == 0)
-        its.it_value.tv_nsec = 1; /* "as soon as possible": at the next turn */
-    else if (timeout_ms > 0) {
-        its.it_value.tv_sec = timeout_ms / 1000;
-        its.it_value.tv_nsec = (timeout_ms % 1000) * 1000000;
+    if (timeout_ms < 0)
+        return 0;
+    if (timeout_ms == 0) {
+        aio_defer(&c->soon);
+        return 0;
     }
-    return timerfd_settime(c->tfd, 0, &its, NULL) == 0 ? 0 : -1;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    int64_t at = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec + (int64_t)timeout_ms * 1000000;
+    if (c->armed_ns != 0 && c->armed_ns <= at)
+        return 0;
+    struct itimerspec its = {.it_value = {.tv_sec = at / 1000000000, .tv_nsec = at % 1000000000}};
+    if (timerfd_settime(c->tfd, TFD_TIMER_ABSTIME, &its, NULL) != 0)
+        return -1;
+    c->armed_ns = at;
+    return 0;
 }
+
+static void collect_done(client *c);
+
+/* curl's timeout came (or came early): it handles what expired, and is
+ * asked for its next one, which an early wake-up may have skipped. */
+static void on_expiry(client *c)
+{
+    int running;
+    long next = -1;
+    curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    collect_done(c);
+    if (curl_multi_timeout(c->multi, &next) == CURLM_OK && next >= 0)
+        on_timer(c->multi, next, c);
+}
+
+static void on_soon(aio_deferred *d) { on_expiry(aio_container_of(d, client, soon)); }
 
 static int map_code(CURL *e, CURLcode code, const transfer *t)
 {
@@ -168,7 +203,8 @@ static void dispatch(client *c)
                 uint64_t expirations;
                 if (read(c->tfd, &expirations, sizeof(expirations)) < 0 && errno != EAGAIN)
                     log_warn("client: reading the timerfd: %s", strerror(errno));
-                curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+                c->armed_ns = 0;
+                on_expiry(c);
                 continue;
             }
             int mask = 0;
@@ -187,6 +223,7 @@ static void dispatch(client *c)
 static void client_free(client *c)
 {
     assert(c->users == 0);
+    aio_deferred_cancel(&c->soon);
     curl_multi_cleanup(c->multi);
     aio_fd_close(c->watch);
     close(c->tfd);
@@ -210,6 +247,7 @@ static int drive(void *arg)
 
 static int client_setup(client *c)
 {
+    aio_deferred_init(&c->soon, on_soon);
     c->epfd = epoll_create1(EPOLL_CLOEXEC);
     c->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
     if (c->epfd < 0 || c->tfd < 0)

@@ -161,7 +161,7 @@ static int worker_start(const server_config *cfg, int worker, void **state)
 enum {
     M_IDLE, M_IN_USE, M_CONNECTING, M_CLEANING, M_OPEN, M_WAITING, M_ACQUIRED, M_ACQUIRE_TIMEOUTS, M_CONNECT_FAILURES,
     M_CANCELS, M_DISCARDED, M_QUERIES, M_QUERY_ERRORS, M_QUERY_TIMEOUTS, M_QUERY_CANCELLATIONS, M_READ_RERUNS,
-    M_EVENT_SUBSCRIBERS, M_WH_ATTEMPTS, M_WH_DELIVERED, M_WH_RETRY, M_WH_FAILED, M_WH_OLDEST, M_COUNT
+    M_EVENT_SUBSCRIBERS, M_WH_ATTEMPTS, M_WH_DELIVERED, M_WH_RETRY, M_WH_FAILED, M_WH_RELEASED, M_WH_OLDEST, M_COUNT
 };
 
 #define POOL_CONNS "h2pg_db_pool_connections", "gauge", "Database connections by state (sampled each second)."
@@ -200,6 +200,9 @@ static const server_metric_def METRICS[M_COUNT] = {
     [M_WH_DELIVERED] = {WH_OUTCOMES, "outcome=\"delivered\""},
     [M_WH_RETRY] = {WH_OUTCOMES, "outcome=\"retry\""},
     [M_WH_FAILED] = {WH_OUTCOMES, "outcome=\"failed\""},
+    [M_WH_RELEASED] = {"h2pg_webhook_claims_released_total", "counter",
+                       "Claimed webhook deliveries given back unattempted: they waited too long for a lane of their "
+                       "webhook.", NULL},
     [M_WH_OLDEST] = {"h2pg_webhook_oldest_pending_seconds", "gauge",
                      "Age of the oldest due pending webhook delivery, as a worker last saw it (sampled).", NULL},
 };
@@ -231,6 +234,7 @@ static void worker_sample(void *state)
     server_metric_set(M_WH_DELIVERED, wh.delivered);
     server_metric_set(M_WH_RETRY, wh.retried);
     server_metric_set(M_WH_FAILED, wh.failed);
+    server_metric_set(M_WH_RELEASED, wh.released);
     server_metric_set(M_WH_OLDEST, d->worker == 0 ? wh.oldest_pending_s : 0); /* summed over workers */
 }
 

@@ -1,3 +1,4 @@
+#include <assert.h>
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -6,6 +7,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include <jansson.h>
 #include <openssl/evp.h>
 #include <openssl/crypto.h>
 #include <openssl/params.h>
@@ -13,7 +15,6 @@
 #include "base/log.h"
 #include "client/http.h"
 #include "db/db.h"
-#include "db/tx.h"
 #include "routes/events_outbox.h"
 #include "routes/webhook_dispatch.h"
 #include "server/config.h"
@@ -174,210 +175,290 @@ static _Thread_local routes_webhook_counters counters;
 
 void routes_webhook_counters_get(routes_webhook_counters *out) { *out = counters; }
 
-/* SKIP LOCKED: while another worker or replica fans out, the others go on
- * to their claims instead of queueing for the lock (and holding a pool
- * connection while they wait); the next pass catches up. */
-static const db_stmt LOCK_CURSOR =
-    DB_STMT("webhook_fanout_lock", "SELECT last_event_id FROM webhook_fanout FOR UPDATE SKIP LOCKED", 0);
-/* Set-based: every event of the batch times every enabled webhook that
- * wants its type and was created before it; then the cursor moves past the
- * batch. ON CONFLICT: a delivery already made (it cannot be, under the
- * lock, but the unique key is the guarantee). */
+/* Fan-out, one statement: locks the cursor row (SKIP LOCKED: while
+ * another worker or replica fans out, the others go on to their claims
+ * instead of queueing for the lock, and the next pass catches up), then
+ * inserts a delivery for every event of the batch after the cursor times
+ * every enabled webhook that wants its type and was created before it,
+ * and moves the cursor past the batch; all or nothing, as one statement.
+ * ON CONFLICT: a delivery already made (it cannot be, under the lock, but
+ * the unique key is the guarantee). No row when another holds the lock;
+ * else how many events were read and deliveries made. */
 static const db_stmt FANOUT =
     DB_STMT("webhook_fanout",
-            "WITH ev AS (SELECT id, type FROM events WHERE id > $1 ORDER BY id LIMIT $2), "
+            "WITH cur AS (SELECT last_event_id FROM webhook_fanout FOR UPDATE SKIP LOCKED), "
+            "ev AS (SELECT id, type FROM events WHERE id > (SELECT last_event_id FROM cur) ORDER BY id LIMIT $1), "
             "ins AS (INSERT INTO webhook_deliveries (webhook_id, event_id, type) "
             "SELECT w.id, ev.id, ev.type FROM ev JOIN webhooks w ON NOT w.disabled AND ev.id > w.after_event_id "
             "AND (ev.type = ANY (w.events) OR '*' = ANY (w.events)) ORDER BY ev.id, w.id "
             "ON CONFLICT (webhook_id, event_id) DO NOTHING RETURNING 1) "
             "UPDATE webhook_fanout SET last_event_id = COALESCE((SELECT max(id) FROM ev), last_event_id) "
+            "WHERE EXISTS (SELECT 1 FROM cur) "
             "RETURNING (SELECT count(*) FROM ev), (SELECT count(*) FROM ins)",
-            2);
-/* Leases due deliveries of enabled webhooks and counts the attempt; at
- * most $3 in flight per webhook, counting those other workers and
- * replicas hold leases on (two claims at the same moment may overshoot
- * a little: each sees the other's rows as due, not leased). Returns what
- * an attempt needs, the event as its JSON (created_at as
- * db_format_timestamp writes it). */
+            1);
+/* Leases due deliveries of enabled webhooks and counts the attempt: up
+ * to $1, oldest first, and of each webhook no more than make this worker
+ * hold $3 of its deliveries ($4: what it holds already, a JSON array of
+ * {"webhook_id", "n"}), read from each webhook's own range of the due
+ * index (a webhook at its limit is not read at all). Only the rows taken
+ * are locked (SKIP LOCKED: another worker's claim has them), and a row
+ * that another claim leased after this statement's snapshot fails the
+ * UPDATE's re-check of its lease. Ids go from step to step as arrays
+ * (= ANY (ARRAY(...))): an index lookup whatever the statistics say,
+ * where a join planned on a table that was empty when last analyzed
+ * rescans the candidates once per row. Returns what an attempt needs, the
+ * event as its JSON (created_at as db_format_timestamp writes it). */
 static const db_stmt CLAIM =
     DB_STMT("webhook_claim",
-            "WITH c AS (UPDATE webhook_deliveries d SET lease_until = now() + $2::bigint * interval '1 millisecond', "
-            "attempts = d.attempts + 1 WHERE d.id IN ("
-            "SELECT id FROM (SELECT id, next_attempt_at, "
-            "row_number() OVER (PARTITION BY webhook_id ORDER BY next_attempt_at, id) + "
-            "(SELECT count(*) FROM webhook_deliveries l WHERE l.webhook_id = due.webhook_id AND l.state = 'pending' "
-            "AND l.lease_until >= now()) AS slot FROM ("
-            "SELECT x.id, x.webhook_id, x.next_attempt_at FROM webhook_deliveries x "
-            "JOIN webhooks w ON w.id = x.webhook_id AND NOT w.disabled "
-            "WHERE x.state = 'pending' AND x.next_attempt_at <= now() AND (x.lease_until IS NULL OR x.lease_until < now()) "
-            "ORDER BY x.next_attempt_at, x.id LIMIT 4 * $1::bigint FOR UPDATE OF x SKIP LOCKED) due) ranked "
-            "WHERE slot <= $3 ORDER BY next_attempt_at, id LIMIT $1) "
+            "WITH held AS (SELECT * FROM json_to_recordset($4::json) AS h(webhook_id bigint, n bigint)), "
+            "pick AS (SELECT x.id FROM webhooks w LEFT JOIN held h ON h.webhook_id = w.id "
+            "CROSS JOIN LATERAL (SELECT x.id, x.next_attempt_at FROM webhook_deliveries x "
+            "WHERE x.webhook_id = w.id AND x.state = 'pending' AND x.next_attempt_at <= now() "
+            "AND (x.lease_until IS NULL OR x.lease_until < now()) ORDER BY x.next_attempt_at, x.id "
+            "LIMIT GREATEST($3 - COALESCE(h.n, 0), 0)) x "
+            "WHERE NOT w.disabled ORDER BY x.next_attempt_at, x.id LIMIT $1), "
+            "locked AS (SELECT id FROM webhook_deliveries WHERE id = ANY (ARRAY(SELECT id FROM pick)) "
+            "FOR UPDATE SKIP LOCKED), "
+            "c AS (UPDATE webhook_deliveries d SET lease_until = now() + $2::bigint * interval '1 millisecond', "
+            "attempts = d.attempts + 1 WHERE d.id = ANY (ARRAY(SELECT id FROM locked)) AND d.state = 'pending' "
+            "AND (d.lease_until IS NULL OR d.lease_until < now()) "
             "RETURNING d.id, d.webhook_id, d.event_id, d.attempts) "
             "SELECT c.id, c.attempts, w.url, w.secret, "
             "json_build_object('id', e.id, 'type', e.type, 'created_at', "
-            "to_char(e.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), 'data', e.data)::text "
-            "FROM c JOIN webhooks w ON w.id = c.webhook_id LEFT JOIN events e ON e.id = c.event_id ORDER BY c.id",
-            3);
-static const db_stmt RECORD_DELIVERED =
-    DB_STMT("webhook_delivered",
-            "UPDATE webhook_deliveries SET state = 'delivered', delivered_at = now(), last_status = $2::integer, "
-            "last_error = NULL, next_attempt_at = NULL, lease_until = NULL WHERE id = $1",
-            2);
-/* $4: the last attempt (failed for good); else the next in $5 ms. */
-static const db_stmt RECORD_FAILED =
-    DB_STMT("webhook_failed",
-            "UPDATE webhook_deliveries SET last_status = $2::integer, last_error = $3, lease_until = NULL, "
-            "state = CASE WHEN $4::boolean THEN 'failed' ELSE 'pending' END, "
-            "next_attempt_at = CASE WHEN $4::boolean THEN NULL ELSE now() + $5::bigint * interval '1 millisecond' END "
-            "WHERE id = $1",
-            5);
-static const db_stmt DISABLE =
-    DB_STMT("webhook_disable",
-            "UPDATE webhooks SET disabled = true WHERE id = (SELECT webhook_id FROM webhook_deliveries WHERE id = $1)",
+            "to_char(e.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), 'data', e.data)::text, "
+            "c.webhook_id FROM c JOIN webhooks w ON w.id = c.webhook_id LEFT JOIN events e ON e.id = c.event_id "
+            "ORDER BY c.id",
+            4);
+/* The outcomes of a pass's finished jobs, one statement for them all: $1
+ * is a JSON array of {"id", "attempts" (the claim's count: a delivery
+ * that another worker claimed again since, after this one's lease ran
+ * out, is left to it), "status" (null: no response), "error" (null when
+ * delivered), "state" (delivered; pending: retried in "delay" ms; failed;
+ * released: never attempted, the claim undone, attempt count included),
+ * "gone" (a 410: the webhook is disabled)}. The ids also as an array, for
+ * the same reason as in CLAIM. */
+static const db_stmt RECORD =
+    DB_STMT("webhook_record",
+            "WITH o AS (SELECT * FROM json_to_recordset($1::json) "
+            "AS o(id bigint, attempts integer, status integer, error text, state text, delay bigint, gone boolean)), "
+            "rel AS (UPDATE webhook_deliveries d SET lease_until = NULL, attempts = d.attempts - 1 "
+            "FROM o WHERE o.state = 'released' AND d.id = ANY (ARRAY(SELECT id FROM o)) AND d.id = o.id "
+            "AND d.attempts = o.attempts AND d.state = 'pending'), "
+            "rec AS (UPDATE webhook_deliveries d SET state = o.state, last_status = o.status, last_error = o.error, "
+            "lease_until = NULL, delivered_at = CASE WHEN o.state = 'delivered' THEN now() END, "
+            "next_attempt_at = CASE WHEN o.state = 'pending' THEN now() + o.delay * interval '1 millisecond' END "
+            "FROM o WHERE o.state <> 'released' AND d.id = ANY (ARRAY(SELECT id FROM o)) AND d.id = o.id "
+            "AND d.attempts = o.attempts AND d.state = 'pending' "
+            "RETURNING d.webhook_id, o.gone) "
+            "UPDATE webhooks SET disabled = true WHERE id IN (SELECT webhook_id FROM rec WHERE gone)",
             1);
+/* Per webhook, its oldest due delivery is the first of its range of the
+ * due index. */
 static const db_stmt OLDEST_DUE =
     DB_STMT("webhook_oldest_due",
-            "SELECT COALESCE(extract(epoch FROM now() - min(next_attempt_at)), 0)::bigint FROM webhook_deliveries "
-            "WHERE state = 'pending' AND next_attempt_at <= now()",
+            "SELECT COALESCE(extract(epoch FROM now() - min(x.next_attempt_at)), 0)::bigint FROM webhooks w "
+            "CROSS JOIN LATERAL (SELECT next_attempt_at FROM webhook_deliveries WHERE webhook_id = w.id "
+            "AND state = 'pending' AND next_attempt_at <= now() ORDER BY next_attempt_at LIMIT 1) x",
             0);
 
 #define STATEMENT_DEADLINE AIO_SEC(30)
 /* The lease outlives an attempt by this much: time to record its outcome. */
 #define LEASE_MARGIN_MS 5000
 
-struct fanout_result {
-    int64_t events, deliveries;
-};
-
-static int fanout_body(db_conn *tx, void *arg)
-{
-    struct fanout_result *out = arg;
-    PGresult *res = NULL;
-    int rc = db_exec(tx, &LOCK_CURSOR, DB_NO_PARAMS, &res);
-    bool mine = rc == 0 && PQntuples(res) == 1;
-    int64_t cursor = mine ? db_get_int(res, 0, 0) : 0;
-    PQclear(res);
-    res = NULL;
-    if (mine)
-        rc = db_exec(tx, &FANOUT, DB_PARAMS(DB_INT8(cursor), DB_INT8(ROUTES_WEBHOOK_FANOUT_BATCH)), &res);
-    if (rc == 0 && res != NULL && PQntuples(res) == 1) {
-        out->events = db_get_int(res, 0, 0);
-        out->deliveries = db_get_int(res, 0, 1);
-    }
-    PQclear(res);
-    return rc;
-}
-
-/* Fans out until the outbox is read to its end (or a failure). */
-static int fanout(void)
-{
-    struct fanout_result r;
-    int rc;
-    do {
-        r = (struct fanout_result){0};
-        rc = db_tx(fanout_body, &r);
-        if (rc == 0 && r.deliveries > 0)
-            log_debug("webhooks: %lld events fanned out to %lld deliveries", (long long)r.events,
-                      (long long)r.deliveries);
-    } while (rc == 0 && r.events == ROUTES_WEBHOOK_FANOUT_BATCH);
-    return rc;
-}
-
-/* One claimed delivery, malloc'd with its strings after it; the lane that
- * delivers it frees it. */
+/* One claimed delivery, malloc'd with its strings after it. It waits on
+ * the dispatcher's list until a lane may start it, then the lane delivers
+ * it and puts it, with its outcome, on the list of finished ones; the pass
+ * that records that outcome frees it. */
 struct job {
-    int64_t id;
+    int64_t id, webhook_id;
     int attempts;
+    int64_t claimed_at;
     const char *url, *secret, *body; /* body NULL: the event is no longer stored */
     int body_len;
+    struct job *next; /* on the waiting or the finished list */
+    /* the outcome */
+    long status;       /* 0: no response */
+    const char *state; /* "delivered", "pending" (retried after delay ms), "failed" or "released" */
+    int64_t delay;
+    bool gone;
+    char error[340]; /* "" when delivered */
     char text[];
 };
 
-static int record(const struct job *j, const routes_webhook_attempt *a)
+/* Decides what becomes of a finished attempt: delivered, retried after a
+ * backoff, or failed for good (attempts run out, the event is gone, or a
+ * 410, which also disables the webhook). */
+static void settle(struct job *j, const routes_webhook_attempt *a)
 {
-    char status[16];
-    snprintf(status, sizeof(status), "%ld", a->status);
-    db_param st = a->status > 0 ? DB_TEXT(status) : DB_NULL;
-    PGresult *res = NULL;
-    int rc;
+    j->status = a->status;
     if (routes_webhook_delivered(a)) {
         counters.delivered++;
-        rc = db_exec(NULL, &RECORD_DELIVERED, DB_PARAMS(DB_INT8(j->id), st), &res);
-        PQclear(res);
-        return rc;
+        j->state = "delivered";
+        return;
     }
-    bool gone = a->status == 410;
-    bool last = gone || j->body == NULL || j->attempts >= SETTING(max_attempts);
-    char error[340];
+    j->gone = a->status == 410;
+    bool last = j->gone || j->body == NULL || j->attempts >= SETTING(max_attempts);
     if (j->body == NULL)
-        snprintf(error, sizeof(error), "the event is no longer stored");
+        snprintf(j->error, sizeof(j->error), "the event is no longer stored");
     else if (a->error[0] != '\0')
-        snprintf(error, sizeof(error), "%s", a->error);
+        snprintf(j->error, sizeof(j->error), "%s", a->error);
     else
-        snprintf(error, sizeof(error), "the receiver answered %ld%s", a->status,
-                 gone ? ": the webhook is disabled" : "");
-    int64_t delay = last ? 0 : routes_webhook_backoff_ms(j->attempts, SETTING(retry_base_ms), SETTING(retry_max_ms));
-    if (last)
-        counters.failed++;
-    else
-        counters.retried++;
-    rc = db_exec(NULL, &RECORD_FAILED, DB_PARAMS(DB_INT8(j->id), st, DB_TEXT(error), DB_BOOL(last), DB_INT8(delay)),
-                 &res);
-    PQclear(res);
-    if (rc == 0 && gone) {
-        res = NULL;
-        rc = db_exec(NULL, &DISABLE, DB_PARAMS(DB_INT8(j->id)), &res);
-        PQclear(res);
+        snprintf(j->error, sizeof(j->error), "the receiver answered %ld%s", a->status,
+                 j->gone ? ": the webhook is disabled" : "");
+    if (j->gone)
         log_info("webhooks: delivery %lld answered 410 Gone; its webhook is disabled", (long long)j->id);
+    if (last) {
+        counters.failed++;
+        j->state = "failed";
+    } else {
+        counters.retried++;
+        j->state = "pending";
+        j->delay = routes_webhook_backoff_ms(j->attempts, SETTING(retry_base_ms), SETTING(retry_max_ms));
     }
-    return rc;
 }
 
-static int deliver(void *arg)
+/* One attempt of j; false when it ran to no outcome (cancelled: its lease
+ * runs out and another pass retries it). */
+static bool deliver(struct job *j)
 {
-    const struct job *j = arg;
     routes_webhook_attempt a = {0};
-    int rc = 0;
     if (j->body != NULL) {
         char msg_id[48];
         snprintf(msg_id, sizeof(msg_id), "msg_%lld", (long long)j->id);
         counters.attempts++;
-        rc = routes_webhook_post(j->url, j->secret, msg_id, j->body, (size_t)j->body_len, &a);
+        if (routes_webhook_post(j->url, j->secret, msg_id, j->body, (size_t)j->body_len, &a) < 0)
+            return false;
     }
-    if (rc < 0)
-        return rc == -ECANCELED ? rc : 0; /* the lease runs out; another pass retries */
-    aio_timeout scope;
-    aio_timeout_open(&scope, STATEMENT_DEADLINE);
-    rc = record(j, &a);
-    aio_timeout_close(&scope);
-    if (rc < 0 && rc != -ECANCELED)
-        log_warn("webhooks: recording the outcome of delivery %lld failed: %s; it is retried when its lease ends",
-                 (long long)j->id, strerror(-rc));
-    return 0; /* one delivery's trouble never cancels its siblings */
+    settle(j, &a);
+    return true;
 }
 
-/* The dispatcher's lanes: each takes a job from the queue, delivers it
- * and takes the next, so a slow receiver holds one lane, never the
- * others. The dispatcher claims only as many deliveries as lanes are idle:
- * a claimed delivery starts at once, well inside its lease. */
+/* What one worker holds of one webhook's deliveries. */
+struct hook {
+    int64_t webhook_id;
+    int held;    /* claimed and not finished: waiting or being attempted */
+    int running; /* being attempted */
+};
+
+/* The dispatcher's lanes: ROUTES_WEBHOOK_LANES tasks that each attempt one
+ * claimed delivery after another, at most ROUTES_WEBHOOK_PER_ENDPOINT of
+ * one webhook at once, so a slow receiver holds some lanes, never all. A
+ * claim takes up to ROUTES_WEBHOOK_CLAIMED_PER_ENDPOINT of a webhook's
+ * deliveries: the ones beyond what may run wait on the list, and a lane
+ * that finishes takes the next it may start. One that waited longer than
+ * RELEASE_AFTER is not attempted but released (its claim undone), so that
+ * every attempt starts well inside its lease. Outcomes wait on the
+ * finished list for the next pass, which records them all in one
+ * statement, sent with its claim. */
+struct lane {
+    struct lanes *lanes;
+    struct job *job; /* handed over by wake_lanes */
+    bool idle;
+    aio_event go;
+};
+
 struct lanes {
-    aio_queue *jobs;
-    size_t idle;
+    struct job *waiting, *waiting_tail; /* oldest claim first */
+    size_t held;                        /* jobs claimed and not finished */
+    struct hook hooks[ROUTES_WEBHOOK_CLAIM_MAX];
+    size_t nhooks;
+    struct job *finished; /* newest first, for the next pass to record */
+    size_t nfinished;
+    struct lane lane[ROUTES_WEBHOOK_LANES];
     aio_event freed; /* a lane finished a job */
 };
 
-static int lane(void *arg)
+#define RELEASE_AFTER AIO_MSEC(LEASE_MARGIN_MS / 2)
+
+static struct hook *hook_of(struct lanes *l, int64_t webhook_id)
 {
-    struct lanes *l = arg;
+    for (size_t i = 0; i < l->nhooks; i++)
+        if (l->hooks[i].webhook_id == webhook_id)
+            return &l->hooks[i];
+    assert(l->nhooks < ROUTES_WEBHOOK_CLAIM_MAX); /* at most one per job held */
+    l->hooks[l->nhooks] = (struct hook){.webhook_id = webhook_id};
+    return &l->hooks[l->nhooks++];
+}
+
+/* A job leaves what the worker holds: onto the finished list. */
+static void finish(struct lanes *l, struct job *j)
+{
+    struct hook *h = hook_of(l, j->webhook_id);
+    if (--h->held == 0)
+        *h = l->hooks[--l->nhooks];
+    l->held--;
+    j->next = l->finished;
+    l->finished = j;
+    l->nfinished++;
+}
+
+/* The oldest waiting job whose webhook has a lane to spare, taken off the
+ * list (and counted running); NULL if none. Releases the ones that waited
+ * too long on the way. */
+static struct job *next_startable(struct lanes *l)
+{
+    int64_t now = aio_now();
+    for (struct job **pp = &l->waiting, *prev = NULL; *pp != NULL;) {
+        struct job *j = *pp;
+        struct hook *h = hook_of(l, j->webhook_id);
+        bool stale = now - j->claimed_at > RELEASE_AFTER;
+        if (!stale && h->running >= ROUTES_WEBHOOK_PER_ENDPOINT) {
+            prev = j;
+            pp = &j->next;
+            continue;
+        }
+        *pp = j->next;
+        if (l->waiting_tail == j)
+            l->waiting_tail = prev;
+        if (!stale) {
+            h->running++;
+            return j;
+        }
+        j->state = "released";
+        counters.released++;
+        finish(l, j);
+    }
+    return NULL;
+}
+
+static int lane_run(void *arg)
+{
+    struct lane *me = arg;
+    struct lanes *l = me->lanes;
     for (;;) {
-        void *item;
-        if (aio_queue_get(l->jobs, &item) < 0)
-            return 0;
-        l->idle--;
-        deliver(item);
-        free(item);
-        l->idle++;
+        struct job *j = me->job != NULL ? me->job : next_startable(l);
+        me->job = NULL;
+        if (j == NULL) {
+            me->idle = true;
+            aio_event_clear(&me->go);
+            if (aio_event_wait(&me->go) < 0)
+                return 0; /* a job handed over meanwhile is freed by the dispatcher */
+            continue;
+        }
+        bool ran = deliver(j);
+        hook_of(l, j->webhook_id)->running--;
+        finish(l, j);
+        if (!ran) { /* cancelled: nothing to record */
+            l->finished = j->next;
+            l->nfinished--;
+            free(j);
+        }
         aio_event_set(&l->freed);
+    }
+}
+
+/* Hands startable jobs to idle lanes. Never awaits. */
+static void wake_lanes(struct lanes *l)
+{
+    for (size_t i = 0; i < ROUTES_WEBHOOK_LANES && l->waiting != NULL; i++) {
+        struct lane *ln = &l->lane[i];
+        if (!ln->idle || ln->job != NULL)
+            continue;
+        ln->job = next_startable(l);
+        if (ln->job == NULL)
+            return;
+        ln->idle = false;
+        aio_event_set(&ln->go);
     }
 }
 
@@ -387,50 +468,161 @@ static struct job *job_from_row(const PGresult *res, int i)
     const char *url = db_get_text(res, i, 2, &url_len);
     const char *secret = db_get_text(res, i, 3, &secret_len);
     const char *body = db_is_null(res, i, 4) ? NULL : db_get_text(res, i, 4, &body_len);
-    struct job *j = malloc(sizeof(*j) + (size_t)url_len + (size_t)secret_len + (size_t)body_len + 3);
+    struct job *j = calloc(1, sizeof(*j) + (size_t)url_len + (size_t)secret_len + (size_t)body_len + 3);
     if (j == NULL)
         return NULL;
     char *p = j->text;
     j->id = db_get_int(res, i, 0);
     j->attempts = (int)db_get_int(res, i, 1);
+    j->webhook_id = db_get_int(res, i, 5);
+    j->claimed_at = aio_now();
     j->url = memcpy(p, url, (size_t)url_len);
-    p[url_len] = '\0';
     p += url_len + 1;
     j->secret = memcpy(p, secret, (size_t)secret_len);
-    p[secret_len] = '\0';
     p += secret_len + 1;
-    j->body = NULL;
     j->body_len = body_len;
-    if (body != NULL) {
+    if (body != NULL)
         j->body = memcpy(p, body, (size_t)body_len);
-        p[body_len] = '\0';
-    }
     return j;
 }
 
-/* Claims up to `want` due deliveries and queues them for the lanes.
- * Returns how many were claimed, or a negative errno. */
-static int claim(struct lanes *l, size_t want)
+/* The RECORD statement's JSON for a list of finished jobs; NULL without
+ * memory. The caller frees it. */
+static char *outcomes_json(const struct job *list)
 {
-    PGresult *res = NULL;
-    int64_t lease = SETTING(timeout_ms) + LEASE_MARGIN_MS;
-    aio_timeout scope;
-    aio_timeout_open(&scope, STATEMENT_DEADLINE);
-    int rc = db_exec(NULL, &CLAIM,
-                     DB_PARAMS(DB_INT8((int64_t)want), DB_INT8(lease), DB_INT8(ROUTES_WEBHOOK_PER_ENDPOINT)), &res);
-    aio_timeout_close(&scope);
-    int n = rc == 0 ? PQntuples(res) : 0;
-    for (int i = 0; i < n && rc == 0; i++) {
-        struct job *j = job_from_row(res, i);
-        if (j == NULL)
-            rc = -ENOMEM; /* the rest stay leased, and are retried when the lease ends */
-        else if (aio_queue_try_put(l->jobs, j) < 0) {
-            free(j);
-            rc = -ENOMEM;
+    json_t *arr = json_array();
+    for (const struct job *j = list; arr != NULL && j != NULL; j = j->next) {
+        json_t *o = json_pack("{s:I, s:i, s:o, s:o, s:s, s:I, s:b}", "id", (json_int_t)j->id, "attempts", j->attempts,
+                              "status", j->status > 0 ? json_integer(j->status) : json_null(), "error",
+                              j->error[0] != '\0' ? json_string(j->error) : json_null(), "state", j->state, "delay",
+                              (json_int_t)j->delay, "gone", j->gone);
+        if (o == NULL || json_array_append_new(arr, o) < 0) {
+            json_decref(arr);
+            arr = NULL;
         }
     }
-    PQclear(res);
-    return rc < 0 ? rc : n;
+    char *text = arr != NULL ? json_dumps(arr, JSON_COMPACT) : NULL;
+    json_decref(arr);
+    return text;
+}
+
+/* The CLAIM statement's JSON of what this worker holds, per webhook. */
+static char *held_json(const struct lanes *l)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; arr != NULL && i < l->nhooks; i++) {
+        json_t *o = json_pack("{s:I, s:i}", "webhook_id", (json_int_t)l->hooks[i].webhook_id, "n", l->hooks[i].held);
+        if (o == NULL || json_array_append_new(arr, o) < 0) {
+            json_decref(arr);
+            arr = NULL;
+        }
+    }
+    char *text = arr != NULL ? json_dumps(arr, JSON_COMPACT) : NULL;
+    json_decref(arr);
+    return text;
+}
+
+/* Puts the claimed rows of res on the waiting list; the count, or -ENOMEM
+ * (the rest stay leased, and are retried when the lease ends). */
+static int queue_claimed(struct lanes *l, const PGresult *res)
+{
+    int n = PQntuples(res);
+    for (int i = 0; i < n; i++) {
+        struct job *j = job_from_row(res, i);
+        if (j == NULL)
+            return -ENOMEM;
+        hook_of(l, j->webhook_id)->held++;
+        l->held++;
+        if (l->waiting_tail != NULL)
+            l->waiting_tail->next = j;
+        else
+            l->waiting = j;
+        l->waiting_tail = j;
+    }
+    wake_lanes(l);
+    return n;
+}
+
+static void free_jobs(struct job *list)
+{
+    while (list != NULL) {
+        struct job *next = list->next;
+        free(list);
+        list = next;
+    }
+}
+
+/* What a pass sends in its one round trip, and what came of it. */
+struct round {
+    bool fan;             /* fan out first */
+    int64_t events;       /* events the fan-out read: a full batch means more may wait */
+    size_t want;          /* deliveries to claim */
+    int claimed;          /* how many were, or a negative errno */
+};
+
+/* Reads the fan-out's and the claim's results into r; logs a failure to
+ * record outcomes. */
+static void round_results(struct lanes *l, struct round *r, db_call *fan, db_call *record, db_call *claim,
+                          size_t ndone)
+{
+    if (fan != NULL && fan->rc == 0 && fan->result != NULL && PQntuples(fan->result) == 1) {
+        r->events = db_get_int(fan->result, 0, 0);
+        if (db_get_int(fan->result, 0, 1) > 0)
+            log_debug("webhooks: %lld events fanned out to %lld deliveries", (long long)r->events,
+                      (long long)db_get_int(fan->result, 0, 1));
+    }
+    if (record != NULL && record->rc != 0 && record->rc != -ECANCELED)
+        log_warn("webhooks: recording the outcomes of %zu deliveries failed: %s; they are retried when their "
+                 "leases end", ndone, strerror(-record->rc));
+    if (claim != NULL)
+        r->claimed = claim->rc == 0 && claim->result != NULL ? queue_claimed(l, claim->result)
+                     : claim->rc != 0                        ? claim->rc
+                                                             : -EIO;
+}
+
+/* One round trip, three statements, each its own transaction, in order:
+ * the fan-out (r->fan), the outcomes of the finished jobs (taken off the
+ * list: one that cannot be recorded is retried when its lease ends), and
+ * a claim of up to r->want due deliveries, which sees the fan-out's new
+ * deliveries and the recorded ones' leases gone. 0, or the first
+ * failure's negative errno (each statement's own outcome is in r). */
+static int exchange(struct lanes *l, struct round *r)
+{
+    struct job *done = l->finished;
+    size_t ndone = l->nfinished;
+    l->finished = NULL;
+    l->nfinished = 0;
+    char *outcomes = done != NULL ? outcomes_json(done) : NULL;
+    char *held = r->want > 0 ? held_json(l) : NULL;
+    int64_t lease = SETTING(timeout_ms) + LEASE_MARGIN_MS;
+    /* the calls' parameters live as long as this scope */
+    db_call fan = DB_CALL(&FANOUT, DB_INT8(ROUTES_WEBHOOK_FANOUT_BATCH));
+    db_call record = DB_CALL(&RECORD, DB_TEXT(outcomes));
+    db_call claim = DB_CALL(&CLAIM, DB_INT8((int64_t)r->want), DB_INT8(lease),
+                            DB_INT8(ROUTES_WEBHOOK_CLAIMED_PER_ENDPOINT), DB_TEXT(held));
+    db_call calls[3];
+    size_t n = 0, ifan = 3, irec = 3, iclaim = 3;
+    if (r->fan)
+        calls[ifan = n++] = fan;
+    if (outcomes != NULL)
+        calls[irec = n++] = record;
+    if (held != NULL)
+        calls[iclaim = n++] = claim;
+    int rc = (done != NULL && outcomes == NULL) || (r->want > 0 && held == NULL) ? -ENOMEM : 0;
+    if (n > 0) {
+        aio_timeout scope;
+        aio_timeout_open(&scope, STATEMENT_DEADLINE);
+        int sent = db_exec_batch(NULL, calls, n, 0);
+        aio_timeout_close(&scope);
+        rc = sent < 0 ? sent : rc;
+        round_results(l, r, ifan < n ? &calls[ifan] : NULL, irec < n ? &calls[irec] : NULL,
+                      iclaim < n ? &calls[iclaim] : NULL, ndone);
+    }
+    db_calls_clear(calls, n);
+    free(outcomes);
+    free(held);
+    free_jobs(done);
+    return rc;
 }
 
 static void sample_oldest(void)
@@ -452,38 +644,39 @@ static void log_failure(const char *what, int rc, const db_failure *f)
 
 /* What a dispatcher remembers between its passes. */
 struct passes {
-    bool sample; /* worker 0: samples the oldest due delivery */
+    bool sample;      /* worker 0: samples the oldest due delivery */
+    bool more_events; /* the last fan-out read a full batch */
     int64_t last_sample, last_fanout;
     uint64_t seen_numbered;
     db_failure failure;
 };
 
-/* One pass: fan out when there are new events (this thread's sequencer
- * numbered some) or a poll interval passed (a pass woken by a lane that
- * finished only claims), then claim for the idle lanes. -ECANCELED when
- * the dispatcher is cancelled, else 0 (failures are logged). */
+/* One pass, one round trip: fan out when there are new events (this
+ * thread's sequencer numbered some, or the last fan-out read a full
+ * batch) or a poll interval passed, record the finished attempts'
+ * outcomes, and claim as many deliveries as the worker may still hold.
+ * -ECANCELED when the dispatcher is cancelled, else 0 (failures are
+ * logged). */
 static int pass(struct lanes *l, struct passes *p)
 {
-    aio_timeout scope;
-    int rc = 0;
-    if (routes_events_outbox_numbered() != p->seen_numbered ||
+    struct round r = {0};
+    if (p->more_events || routes_events_outbox_numbered() != p->seen_numbered ||
         aio_now() - p->last_fanout >= AIO_MSEC(SETTING(poll_ms))) {
         p->seen_numbered = routes_events_outbox_numbered();
         p->last_fanout = aio_now();
-        aio_timeout_open(&scope, STATEMENT_DEADLINE);
-        rc = fanout();
-        aio_timeout_close(&scope);
+        r.fan = true;
     }
+    wake_lanes(l); /* jobs a finished lane left startable; stale ones released */
+    r.want = ROUTES_WEBHOOK_CLAIM_MAX - l->held;
+    int rc = r.fan || r.want > 0 || l->finished != NULL ? exchange(l, &r) : 0;
     if (rc == -ECANCELED)
         return rc;
     if (rc < 0)
-        log_failure("fan-out", rc, &p->failure);
-    size_t want = l->idle > aio_queue_size(l->jobs) ? l->idle - aio_queue_size(l->jobs) : 0;
-    int claimed = want > 0 ? claim(l, want) : 0;
-    if (claimed == -ECANCELED)
-        return claimed;
-    if (claimed < 0)
-        log_failure("claiming deliveries", claimed, &p->failure);
+        log_failure("a pass (fan-out, outcomes, claim)", rc, &p->failure);
+    /* a full batch of events: the outbox may hold more, at once */
+    p->more_events = r.events == ROUTES_WEBHOOK_FANOUT_BATCH;
+    if (p->more_events)
+        aio_event_set(&l->freed);
     if (p->sample && aio_now() - p->last_sample >= AIO_SEC(1)) {
         sample_oldest();
         p->last_sample = aio_now();
@@ -495,30 +688,39 @@ static int dispatcher_run(void *arg)
 {
     struct passes p = {.sample = *(const bool *)arg};
     db_failure_open(&p.failure);
-    struct lanes l = {.jobs = aio_queue_create(0), .idle = ROUTES_WEBHOOK_LANES};
-    if (l.jobs == NULL)
-        log_error("webhooks: no memory for the dispatcher's queue: this worker delivers nothing");
-    aio_event_init(&l.freed);
+    struct lanes *l = calloc(1, sizeof(*l));
+    if (l == NULL) {
+        log_error("webhooks: no memory for the dispatcher: this worker delivers nothing");
+        db_failure_close(&p.failure);
+        return 0;
+    }
+    /* the HTTP client's own limit per host (8 by default) would otherwise
+     * hold a webhook below its lanes */
+    client_http_configure(&(client_http_options){.max_per_host = ROUTES_WEBHOOK_PER_ENDPOINT});
+    aio_event_init(&l->freed);
     aio_group g;
     aio_group_init(&g);
-    for (size_t i = 0; l.jobs != NULL && i < ROUTES_WEBHOOK_LANES; i++)
-        if (aio_group_spawn(&g, lane, &l) == NULL)
-            l.idle--;
+    size_t lanes = 0;
+    for (size_t i = 0; i < ROUTES_WEBHOOK_LANES; i++) {
+        l->lane[i] = (struct lane){.lanes = l};
+        aio_event_init(&l->lane[i].go);
+        lanes += aio_group_spawn(&g, lane_run, &l->lane[i]) != NULL;
+    }
+    if (lanes == 0)
+        log_error("webhooks: no lane could start: this worker delivers nothing");
     /* worker 0: the sequencer wakes it when it has numbered new events */
     if (p.sample)
-        routes_events_outbox_set_waker(&l.freed);
-    while (l.jobs != NULL) {
-        aio_event_clear(&l.freed); /* before the awaits below: a lane freed meanwhile is seen */
-        if (pass(&l, &p) == -ECANCELED)
+        routes_events_outbox_set_waker(&l->freed);
+    while (lanes > 0) {
+        aio_event_clear(&l->freed); /* before the awaits below: a lane freed meanwhile is seen */
+        if (pass(l, &p) == -ECANCELED)
             break;
-        /* The next pass: when a lane is free (every lane was busy, or every
-         * idle one just fed: there may be more due at once), when the
-         * sequencer numbered new events (worker 0), or after the poll
-         * interval, whichever comes first. A lane freed with nothing due
-         * costs one pass. */
+        /* The next pass: when a lane finished a job (its outcome to record,
+         * room to claim), when the sequencer numbered new events (worker
+         * 0), or after the poll interval, whichever comes first. */
         aio_timeout scope;
         aio_timeout_open(&scope, AIO_MSEC(SETTING(poll_ms)));
-        int rc = aio_event_wait(&l.freed);
+        int rc = aio_event_wait(&l->freed);
         bool expired = aio_timeout_close(&scope) < 0;
         if (rc == -ECANCELED && !expired)
             break;
@@ -527,11 +729,13 @@ static int dispatcher_run(void *arg)
         routes_events_outbox_set_waker(NULL);
     aio_group_cancel(&g);
     aio_group_join(&g);
-    void *left;
-    while (l.jobs != NULL && aio_queue_try_get(l.jobs, &left) == 0)
-        free(left); /* claimed, never started: their leases run out and they are retried */
-    if (l.jobs != NULL)
-        aio_queue_destroy(l.jobs);
+    /* claimed and never attempted, or attempted and never recorded: their
+     * leases run out and they are retried */
+    for (size_t i = 0; i < ROUTES_WEBHOOK_LANES; i++)
+        free(l->lane[i].job);
+    free_jobs(l->waiting);
+    free_jobs(l->finished);
+    free(l);
     db_failure_close(&p.failure);
     return 0;
 }

@@ -6,14 +6,17 @@
  * coordinates them. A pass: (1) fan-out, in one transaction holding the
  * webhook_fanout row's lock (one fan-out at a time across replicas), reads
  * up to a batch of events after the cursor and inserts a pending delivery
- * for each enabled webhook that subscribes to the event's type; (2) claim,
- * one statement that leases as many due pending deliveries as the worker
- * has idle lanes (FOR UPDATE SKIP LOCKED, at most
- * ROUTES_WEBHOOK_PER_ENDPOINT in flight per webhook, counting an attempt);
- * (3) a lane delivers each under WEBHOOK_TIMEOUT_MS and records its
- * outcome. The next pass comes after WEBHOOK_POLL_MS, or as soon as a lane
- * frees up when the last claim filled every idle lane. A worker that dies mid-delivery leaves a
- * lease that runs out, and another worker delivers the event again, with
+ * for each enabled webhook that subscribes to the event's type; (2) one
+ * round trip that records the outcomes of every attempt finished since the
+ * last pass (one statement) and claims due deliveries (FOR UPDATE SKIP
+ * LOCKED, a lease, the attempt counted), up to
+ * ROUTES_WEBHOOK_CLAIMED_PER_ENDPOINT of a webhook held by the worker;
+ * (3) the lanes attempt them under WEBHOOK_TIMEOUT_MS, at most
+ * ROUTES_WEBHOOK_PER_ENDPOINT of one webhook at once, and a claim that
+ * waits too long for a lane is released. The next pass comes as soon as
+ * a lane finishes an attempt, or when the sequencer numbered events, or
+ * after WEBHOOK_POLL_MS. A worker that dies mid-delivery leaves a lease
+ * that runs out, and another worker delivers the event again, with
  * the same webhook-id: at least once. */
 #ifndef H2PG_ROUTES_WEBHOOK_DISPATCH_H
 #define H2PG_ROUTES_WEBHOOK_DISPATCH_H
@@ -27,11 +30,18 @@
 struct server_config;
 
 /* Concurrent attempts per worker: tasks that each deliver one claimed
- * delivery after another, so a slow receiver holds up one lane only. */
+ * delivery after another, so a slow receiver holds up some lanes only. */
 #define ROUTES_WEBHOOK_LANES 32
-/* Attempts in flight to one webhook, across workers and replicas (the
- * claim counts the leases held). */
+/* Attempts in flight to one webhook from one worker (a semaphore of the
+ * worker's lanes); fewer than the lanes, so one webhook never takes them
+ * all. */
 #define ROUTES_WEBHOOK_PER_ENDPOINT 16
+/* Deliveries of one webhook that one worker holds claimed (in flight, or
+ * waiting for one of its ROUTES_WEBHOOK_PER_ENDPOINT lanes): more than may
+ * run, so the lanes never wait for the next claim's round trip. */
+#define ROUTES_WEBHOOK_CLAIMED_PER_ENDPOINT 64
+/* Deliveries one worker holds claimed, across webhooks. */
+#define ROUTES_WEBHOOK_CLAIM_MAX 128
 /* Response body bytes read from a receiver; more is cut off. */
 #define ROUTES_WEBHOOK_MAX_RESPONSE (64 * 1024)
 /* Events fanned out per statement. */
@@ -89,6 +99,7 @@ void routes_webhook_dispatcher_stop(aio_task *dispatcher);
 /* This thread's counters since start. */
 typedef struct routes_webhook_counters {
     uint64_t attempts, delivered, retried, failed;
+    uint64_t released; /* claims given back unattempted (they waited too long for a lane) */
     uint64_t oldest_pending_s; /* age of the oldest due pending delivery, at the last pass */
 } routes_webhook_counters;
 void routes_webhook_counters_get(routes_webhook_counters *out);

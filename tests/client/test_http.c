@@ -359,6 +359,45 @@ static bool public_v6(const char *a)
     return client_http_address_public((const struct sockaddr *)&in);
 }
 
+/* curl's own timers still fire (client/http.c arms its timerfd only when
+ * curl wants an earlier wake-up than the one pending): a connect that
+ * never completes (a listener whose accept queue is full drops the SYN)
+ * fails after connect_timeout, 300 ms, long before the task's deadline;
+ * meanwhile a slow request to another host is in flight. */
+AIO_TEST(curls_connect_timeout_fires_without_a_deadline_of_ours)
+{
+    server_start();
+    int full = socket(AF_INET, SOCK_STREAM, 0), filler = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof(a);
+    ck_assert_int_eq(bind(full, (struct sockaddr *)&a, sizeof(a)), 0);
+    ck_assert_int_eq(listen(full, 0), 0);
+    ck_assert_int_eq(getsockname(full, (struct sockaddr *)&a, &alen), 0);
+    ck_assert_int_eq(connect(filler, (struct sockaddr *)&a, sizeof(a)), 0); /* the queue's one place */
+    ck_assert_int_eq(client_http_configure(&(client_http_options){.connect_timeout = AIO_MSEC(300)}), 0);
+    aio_task *slow = aio_task_spawn(fetch_slow, NULL);
+    char u[64];
+    snprintf(u, sizeof(u), "http://127.0.0.1:%d/", ntohs(a.sin_port));
+    client_http_request req = {.url = u};
+    client_http_response resp;
+    aio_timeout scope;
+    int64_t t0 = aio_now();
+    aio_timeout_open(&scope, AIO_SEC(5));
+    int rc = client_http_fetch(&req, &resp);
+    bool ours = aio_timeout_close(&scope) < 0;
+    double ms = ms_since_ns(t0);
+    client_http_response_dispose(&resp);
+    aio_task_cancel(slow);
+    aio_task_join(slow);
+    ck_assert_int_eq(client_http_configure(&(client_http_options){0}), 0);
+    close(filler);
+    close(full);
+    ck_assert_msg(!ours, "the task's 5 s deadline ended the connect, not curl's 300 ms");
+    ck_assert_int_eq(rc, -ETIMEDOUT);
+    ck_assert_msg(ms >= 250 && ms < 2000, "failed after %.0f ms", ms);
+    return 0;
+}
+
 START_TEST(public_only_knows_which_addresses_are_public)
 {
     const char *v4_private[] = {"127.0.0.1", "127.255.0.9", "10.0.0.1", "172.16.0.1", "172.31.255.255",
@@ -548,6 +587,7 @@ int main(void)
     tcase_add_test(tc, a_connection_dropped_mid_body_fails_with_econnreset);
     tcase_add_test(tc, refused_and_unresolvable_fail_clearly_without_blocking_the_loop);
     tcase_add_test(tc, a_slow_request_does_not_hold_up_the_next_one_to_its_host);
+    tcase_add_test(tc, curls_connect_timeout_fires_without_a_deadline_of_ours);
     tcase_add_test(tc, public_only_knows_which_addresses_are_public);
     tcase_add_test(tc, public_only_refuses_loopback_by_name_and_by_address);
     tcase_add_test(tc, a_loop_that_ends_aborts_its_requests_and_frees_its_client);

@@ -795,6 +795,58 @@ START_TEST(a_hanging_receiver_does_not_hold_up_other_webhooks)
 }
 END_TEST
 
+/* One worker, a receiver that takes 3 s, 40 events: the worker claims
+ * more of them than it may attempt at once and keeps as many requests in
+ * flight as it may, 16 for one webhook (the dispatcher raises the HTTP
+ * client's limit per host, 8 by default, to that): no more, and no fewer
+ * (the others wait for a lane, not for the next claim's round trip). The claims that waited longer than 2.5 s are
+ * released, their attempt count undone, so that every event arrives once,
+ * on its first counted attempt. */
+static void crowd_setup(void)
+{
+    receiver_start();
+    const char *env[] = {"WEBHOOK_ALLOW_PRIVATE=true", "THREADS=1", "WEBHOOK_TIMEOUT_MS=10000", "WEBHOOK_POLL_MS=100",
+                         NULL};
+    test_server_start_on_fresh_db(&server, &db, env);
+}
+
+START_TEST(a_worker_keeps_a_webhook_busy_and_releases_the_claims_that_wait)
+{
+    char secret[128];
+    long long hook = create_webhook("/crowd", "[\"user.created\"]", secret);
+    receiver_mode("/crowd", secret, "\"sleep_ms\": 3000");
+    enum { EVENTS = 40 };
+    for (int i = 0; i < EVENTS; i++)
+        emit("user.created");
+    char *sql = fmt("SELECT count(*) FROM webhook_deliveries WHERE webhook_id = %lld AND state = 'delivered'", hook);
+    int64_t give_up = mono_ms() + 2 * OUTCOME_WAIT_MS;
+    long long delivered = 0;
+    while (mono_ms() < give_up && (delivered = sql_int(sql)) < EVENTS)
+        pause_ms(100);
+    free(sql);
+    ck_assert_int_eq(delivered, EVENTS);
+    json_t *stats = receiver("GET", "/_stats/crowd", NULL);
+    ck_assert_int_eq(json_integer_value(json_object_get(stats, "max_in_flight")), 16);
+    json_decref(stats);
+    json_t *got = received("/crowd");
+    ck_assert_int_eq(json_array_size(got), EVENTS);
+    assert_all_verified(got);
+    json_decref(got);
+    sql = fmt("SELECT count(*) FROM webhook_deliveries WHERE webhook_id = %lld AND attempts <> 1", hook);
+    ck_assert_int_eq(sql_int(sql), 0);
+    free(sql);
+    /* some claims were released: 40 claimed at once, 16 run, the rest wait 3 s */
+    test_response r;
+    char *url = fmt("%s/metrics", server.base_url);
+    test_http(&r, "GET", url, NULL, 0, NULL);
+    const char *line = strstr(r.body, "\nh2pg_webhook_claims_released_total ");
+    ck_assert_msg(line != NULL, "no h2pg_webhook_claims_released_total in /metrics");
+    ck_assert_int_gt(atoll(line + strlen("\nh2pg_webhook_claims_released_total ")), 0);
+    test_response_free(&r);
+    free(url);
+}
+END_TEST
+
 static Suite *webhooks_suite(void)
 {
     Suite *s = suite_create("webhooks");
@@ -832,6 +884,12 @@ static Suite *webhooks_suite(void)
     tcase_add_checked_fixture(tc, patient_setup, teardown);
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, a_hanging_receiver_does_not_hold_up_other_webhooks);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("a crowd of deliveries");
+    tcase_add_checked_fixture(tc, crowd_setup, teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, a_worker_keeps_a_webhook_busy_and_releases_the_claims_that_wait);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("ssrf");
