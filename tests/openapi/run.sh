@@ -18,27 +18,11 @@
 # scripts/test.sh), without a server or a database.
 set -euo pipefail
 
-if [[ $# -ne 1 ]]; then
-    echo "usage: $0 PATH/TO/h2pg | --prepare" >&2
-    exit 2
-fi
-prepare_only=0
-if [[ "$1" == --prepare ]]; then
-    prepare_only=1
-else
-    bin="$(realpath "$1")"
-    [[ -x "$bin" ]] || { echo "openapi: $1 is not an executable" >&2; exit 2; }
-    [[ -n "${DATABASE_URL:-}" ]] || { echo "openapi: DATABASE_URL is not set (run under scripts/with-postgres.sh)" >&2; exit 2; }
-fi
-
 here="$(cd "$(dirname "$0")" && pwd)"
-cd "$here"
-
-# Node.js and the packages of package-lock.json
+# Node.js and the packages of package-lock.json; sets bin, cds to here
 # shellcheck source=tests/support/node.sh
 . "$here/../support/node.sh"
-node_prepare openapi
-[[ $prepare_only -eq 0 ]] || exit 0
+node_test_start openapi "$here" "$@"
 
 node validate.mjs
 

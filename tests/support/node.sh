@@ -1,5 +1,14 @@
+# shellcheck shell=bash
 # Sourced by the tests that Node drives (tests/openapi, tests/sse,
 # tests/auth run.sh):
+#
+#   node_test_start NAME DIR "$@"
+#
+# the common start of such a run.sh, whose one argument is the h2pg binary
+# (then DATABASE_URL must be set: scripts/with-postgres.sh) or --prepare
+# (only the install, for H2PG_BUILD_ONLY=1 scripts/test.sh): checks them,
+# sets bin to the binary's absolute path, cds to DIR, runs node_prepare,
+# and ends the script after it with --prepare.
 #
 #   node_prepare NAME
 #
@@ -27,4 +36,21 @@ node_prepare() {
         npm ci --no-audit --no-fund --loglevel=error
         echo "$want" >"$stamp"
     fi
+}
+
+node_test_start() {
+    local name="$1" dir="$2"
+    shift 2
+    if [[ $# -ne 1 ]]; then
+        echo "usage: $0 PATH/TO/h2pg | --prepare" >&2
+        exit 2
+    fi
+    if [[ "$1" != --prepare ]]; then
+        bin="$(realpath "$1")"
+        [[ -x "$bin" ]] || { echo "$name: $1 is not an executable" >&2; exit 2; }
+        [[ -n "${DATABASE_URL:-}" ]] || { echo "$name: DATABASE_URL is not set (run under scripts/with-postgres.sh)" >&2; exit 2; }
+    fi
+    cd "$dir" || exit 1
+    node_prepare "$name" || exit 1
+    [[ "$1" != --prepare ]] || exit 0
 }
