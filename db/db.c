@@ -136,9 +136,9 @@ static bool unreachable(int rc, const db_call *calls, size_t n)
  * again, invisibly. */
 static int exec_shared(db_pool *pool, db_call *calls, size_t n, int flags)
 {
-    /* a large batch with a Sync after every statement (a server flush
-     * each) would hold the one pipeline for everyone: it gets a connection
-     * of its own; as one implicit transaction it costs about one statement */
+    /* a large batch that is not atomic gets a connection of its own, where
+     * each statement is its own transaction with a Sync of its own (on the
+     * shared one a failure would take the rest of the batch with it) */
     if (n > SHARED_MAX_BATCH && !(flags & DB_BATCH_ATOMIC))
         return exec_batch(pool, NULL, calls, n, flags);
     for (int attempt = 0;; attempt++) {

@@ -115,8 +115,12 @@ int db_exec_batch(db_conn *conn, db_call *calls, size_t n, int flags);
 /* Autocommit reads on the calling thread's shared connection, pipelined
  * with other tasks' reads (many requests' statements per backend wake-up;
  * no connection borrowed per request). Read-your-writes: the primary
- * answers. Each call has a Sync of its own, so a failure aborts nothing
- * of anyone else's. Interrupted (deadline, cancel), a call stops waiting
+ * answers. The reads every task queues in one loop turn form one pipeline
+ * segment (one Sync, at the end of the turn): a failing statement makes
+ * the server skip the rest of it; the reads skipped for someone else's
+ * failure run again, invisibly, and in a batch the calls after a failing
+ * one fail with it (-ECANCELED), whatever the flags. Interrupted
+ * (deadline, cancel), a call stops waiting
  * at once; its statement is dropped when its result comes, or, once it is
  * the one the server runs, cancelled there by the connection's watchdog.
  * A read hit by a cancel meant for another request's statement runs again,
