@@ -33,13 +33,7 @@ cleanup() {
     if [[ $db_created -eq 1 ]]; then
         psql "$DATABASE_URL" -X -q -v ON_ERROR_STOP=1 -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null
     fi
-    if [[ $status -ne 0 ]]; then
-        for log in "$tmp"/*.log; do
-            [[ -s "$log" ]] || continue
-            echo "---- $(basename "$log") (last 40 lines)"
-            tail -n 40 "$log"
-        done
-    fi
+    [[ $status -eq 0 ]] || node_test_show_logs "$tmp"
     rm -rf "$tmp"
     exit "$status"
 }
@@ -49,11 +43,6 @@ trap 'exit 143' TERM
 
 psql "$DATABASE_URL" -X -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE \"$db\"" >/dev/null
 db_created=1
-case "$DATABASE_URL" in
-postgres://* | postgresql://*)
-    if [[ "$DATABASE_URL" == *\?* ]]; then db_url="$DATABASE_URL&dbname=$db"; else db_url="$DATABASE_URL?dbname=$db"; fi
-    ;;
-*) db_url="$DATABASE_URL dbname=$db" ;;
-esac
+db_url="$(node_test_db_url "$db")"
 
 node auth.mjs "$bin" "$db_url" "$tmp"

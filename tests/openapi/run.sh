@@ -46,13 +46,7 @@ cleanup() {
     if [[ $db_created -eq 1 ]]; then
         psql "$DATABASE_URL" -X -q -v ON_ERROR_STOP=1 -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null
     fi
-    if [[ $status -ne 0 ]]; then
-        for log in "$tmp"/*.log; do
-            [[ -s "$log" ]] || continue
-            echo "---- $(basename "$log") (last 40 lines)"
-            tail -n 40 "$log"
-        done
-    fi
+    [[ $status -eq 0 ]] || node_test_show_logs "$tmp"
     rm -rf "$tmp"
     exit "$status"
 }
@@ -63,18 +57,7 @@ trap 'exit 143' TERM
 psql "$DATABASE_URL" -X -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE \"$db\"" >/dev/null
 db_created=1
 
-# DATABASE_URL names the server; the same server with dbname=$db. A later
-# dbname wins in a key=value string, and a URI takes it as a parameter.
-case "$DATABASE_URL" in
-postgres://* | postgresql://*)
-    if [[ "$DATABASE_URL" == *\?* ]]; then
-        db_url="$DATABASE_URL&dbname=$db"
-    else
-        db_url="$DATABASE_URL?dbname=$db"
-    fi
-    ;;
-*) db_url="$DATABASE_URL dbname=$db" ;;
-esac
+db_url="$(node_test_db_url "$db")"
 
 port_in_use() {
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null

@@ -20,9 +20,5 @@ node_test_start sse "$here" "$@"
 db="h2pg_sse_$$_${RANDOM}"
 psql "$DATABASE_URL" -X -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE \"$db\"" >/dev/null
 trap 'psql "$DATABASE_URL" -X -q -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null' EXIT
-case "$DATABASE_URL" in
-postgres://* | postgresql://*)
-    if [[ "$DATABASE_URL" == *\?* ]]; then db_url="$DATABASE_URL&dbname=$db"; else db_url="$DATABASE_URL?dbname=$db"; fi ;;
-*) db_url="$DATABASE_URL dbname=$db" ;;
-esac
+db_url="$(node_test_db_url "$db")"
 H2PG="$bin" DATABASE_URL="$db_url" node resume.mjs

@@ -10,6 +10,9 @@
 # sets bin to the binary's absolute path, cds to DIR, runs node_prepare,
 # and ends the script after it with --prepare.
 #
+#   node_test_db_url DB     prints DATABASE_URL's server with dbname=DB
+#   node_test_show_logs DIR  prints the last 40 lines of each log in DIR
+#
 #   node_prepare NAME
 #
 # in the current directory, which holds package.json and package-lock.json:
@@ -53,4 +56,22 @@ node_test_start() {
     cd "$dir" || exit 1
     node_prepare "$name" || exit 1
     [[ "$1" != --prepare ]] || exit 0
+}
+
+node_test_db_url() {
+    # a later dbname wins in a key=value string; a URI takes it as a parameter
+    case "$DATABASE_URL" in
+    postgres://* | postgresql://*)
+        if [[ "$DATABASE_URL" == *\?* ]]; then echo "$DATABASE_URL&dbname=$1"; else echo "$DATABASE_URL?dbname=$1"; fi ;;
+    *) echo "$DATABASE_URL dbname=$1" ;;
+    esac
+}
+
+node_test_show_logs() {
+    local log
+    for log in "$1"/*.log; do
+        [[ -s "$log" ]] || continue
+        echo "---- $(basename "$log") (last 40 lines)"
+        tail -n 40 "$log"
+    done
 }
