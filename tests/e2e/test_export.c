@@ -332,13 +332,21 @@ static void *sampler_run(void *arg)
     return NULL;
 }
 
-/* How many of the server's backends are in each state that means work:
- * 'active' and 'idle in transaction' (also aborted). */
+/* How many of the server's backends serving an export are in each state
+ * that means work: 'active' and 'idle in transaction' (also aborted). Only
+ * the export's statements count (its last statement names the cursor): the
+ * server's own background reads (outbox sweep, pruning) may be active at any
+ * sample and are not what these tests watch. */
 static void backend_states(PGconn *c, long long *active, long long *in_tx)
 {
-    test_pg_backends b = test_pg_service_backends(c); /* one snapshot */
-    *active = b.active;
-    *in_tx = b.in_tx;
+    PGresult *r = PQexec(c, "SELECT count(*) FILTER (WHERE state = 'active'), "
+                            "count(*) FILTER (WHERE state LIKE 'idle in transaction%') "
+                            "FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'h2pg' "
+                            "AND query LIKE '%export_orders%'");
+    ck_assert_msg(PQresultStatus(r) == PGRES_TUPLES_OK, "pg_stat_activity: %s", PQresultErrorMessage(r));
+    *active = atoll(PQgetvalue(r, 0, 0));
+    *in_tx = atoll(PQgetvalue(r, 0, 1));
+    PQclear(r);
 }
 
 /* Every backend of this database but the test's own, for failure messages (malloc'd). */
