@@ -111,6 +111,8 @@ int db_conninfo_parse(const char *conninfo, const db_session_settings *s, db_con
         if (s->idle_in_transaction_timeout_ms > 0 && n < (int)sizeof(options))
             n += snprintf(options + n, sizeof(options) - (size_t)n, "%s-c idle_in_transaction_session_timeout=%d",
                           n ? " " : "", s->idle_in_transaction_timeout_ms);
+        if (s->jit_off && n < (int)sizeof(options))
+            n += snprintf(options + n, sizeof(options) - (size_t)n, "%s-c jit=off", n ? " " : "");
         if (n >= (int)sizeof(options)) {
             snprintf(err, errlen, "DATABASE_URL: options too long");
             rc = -EINVAL;

@@ -499,7 +499,8 @@ int db_pool_create(const db_pool_config *cfg, db_pool **out, char *err, size_t e
         return -ENOMEM;
     p->cfg = *cfg;
     db_session_settings s = {.statement_timeout_ms = cfg->statement_timeout_ms,
-                             .idle_in_transaction_timeout_ms = cfg->idle_in_transaction_timeout_ms};
+                             .idle_in_transaction_timeout_ms = cfg->idle_in_transaction_timeout_ms,
+                             .jit_off = true};
     int rc = db_conninfo_parse(cfg->conninfo, cfg->transaction_pooler ? NULL : &s, &p->ci, err, errlen);
     p->cfg.conninfo = NULL; /* parsed into p->ci: the caller's string is not kept */
     if (rc < 0) {

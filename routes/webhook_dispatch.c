@@ -181,21 +181,42 @@ void routes_webhook_counters_get(routes_webhook_counters *out) { *out = counters
  * inserts a delivery for every event of the batch after the cursor times
  * every enabled webhook that wants its type and was created before it,
  * and moves the cursor past the batch; all or nothing, as one statement.
+ * The new deliveries come leased to the worker that made them, as a claim
+ * would lease them (the attempt counted), as many as it may take: of each
+ * webhook up to $3 held ($4: what it holds, as for CLAIM), $5 in all; the
+ * rest are left due for the claims. With receivers that keep up, every
+ * delivery is leased here and no claim has to find it again, which was
+ * most of PostgreSQL's work per delivery.
  * ON CONFLICT: a delivery already made (it cannot be, under the lock, but
  * the unique key is the guarantee). No row when another holds the lock;
- * else how many events were read and deliveries made. */
+ * else rows of: the events read, the deliveries made, and, where one was
+ * leased here, the columns of a CLAIM row (else NULL). */
 static const db_stmt FANOUT =
     DB_STMT("webhook_fanout",
             "WITH cur AS (SELECT last_event_id FROM webhook_fanout FOR UPDATE SKIP LOCKED), "
-            "ev AS (SELECT id, type FROM events WHERE id > (SELECT last_event_id FROM cur) ORDER BY id LIMIT $1), "
-            "ins AS (INSERT INTO webhook_deliveries (webhook_id, event_id, type) "
-            "SELECT w.id, ev.id, ev.type FROM ev JOIN webhooks w ON NOT w.disabled AND ev.id > w.after_event_id "
-            "AND (ev.type = ANY (w.events) OR '*' = ANY (w.events)) ORDER BY ev.id, w.id "
-            "ON CONFLICT (webhook_id, event_id) DO NOTHING RETURNING 1) "
-            "UPDATE webhook_fanout SET last_event_id = COALESCE((SELECT max(id) FROM ev), last_event_id) "
-            "WHERE EXISTS (SELECT 1 FROM cur) "
-            "RETURNING (SELECT count(*) FROM ev), (SELECT count(*) FROM ins)",
-            1);
+            "ev AS (SELECT id, type, created_at, data FROM events WHERE id > (SELECT last_event_id FROM cur) "
+            "ORDER BY id LIMIT $1), "
+            "held AS (SELECT * FROM json_to_recordset($4::json) AS h(webhook_id bigint, n bigint)), "
+            "cand AS (SELECT w.id AS webhook_id, ev.id AS event_id, ev.type, "
+            "(row_number() OVER (PARTITION BY w.id ORDER BY ev.id) + COALESCE(h.n, 0) <= $3 "
+            "AND row_number() OVER (ORDER BY ev.id, w.id) <= $5) AS mine "
+            "FROM ev JOIN webhooks w ON NOT w.disabled AND ev.id > w.after_event_id "
+            "AND (ev.type = ANY (w.events) OR '*' = ANY (w.events)) LEFT JOIN held h ON h.webhook_id = w.id), "
+            "ins AS (INSERT INTO webhook_deliveries (webhook_id, event_id, type, attempts, lease_until) "
+            "SELECT webhook_id, event_id, type, CASE WHEN mine THEN 1 ELSE 0 END, "
+            "CASE WHEN mine THEN now() + $2::bigint * interval '1 millisecond' END FROM cand "
+            "ORDER BY event_id, webhook_id ON CONFLICT (webhook_id, event_id) DO NOTHING "
+            "RETURNING id, webhook_id, event_id, attempts, lease_until), "
+            "mv AS (UPDATE webhook_fanout SET last_event_id = COALESCE((SELECT max(id) FROM ev), last_event_id) "
+            "WHERE EXISTS (SELECT 1 FROM cur) RETURNING (SELECT count(*) FROM ev) AS events, "
+            "(SELECT count(*) FROM ins) AS made) "
+            "SELECT mv.events, mv.made, j.* FROM mv "
+            "LEFT JOIN LATERAL (SELECT i.id, i.attempts, w.url, w.secret, "
+            "json_build_object('id', e.id, 'type', e.type, 'created_at', "
+            "to_char(e.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), 'data', e.data)::text "
+            "AS body, i.webhook_id FROM ins i JOIN webhooks w ON w.id = i.webhook_id JOIN ev e ON e.id = i.event_id "
+            "WHERE i.lease_until IS NOT NULL ORDER BY i.id) j ON true",
+            5);
 /* Leases due deliveries of enabled webhooks and counts the attempt: up
  * to $1, oldest first, and of each webhook no more than make this worker
  * hold $3 of its deliveries ($4: what it holds already, a JSON array of
@@ -370,6 +391,11 @@ struct lanes {
 
 #define RELEASE_AFTER AIO_MSEC(LEASE_MARGIN_MS / 2)
 
+/* The shortest time between two passes of one dispatcher: at most 100
+ * claims a second per worker, each of up to ROUTES_WEBHOOK_CLAIM_MAX
+ * deliveries; an event waits at most this long for its pass. */
+#define PASS_GAP AIO_MSEC(10)
+
 static struct hook *hook_of(struct lanes *l, int64_t webhook_id)
 {
     for (size_t i = 0; i < l->nhooks; i++)
@@ -462,19 +488,21 @@ static void wake_lanes(struct lanes *l)
     }
 }
 
-static struct job *job_from_row(const PGresult *res, int i)
+/* The job of row i of a CLAIM result, or of a FANOUT result from its
+ * column at (2: after the counts). */
+static struct job *job_from_row(const PGresult *res, int i, int at)
 {
     int url_len, secret_len, body_len = 0;
-    const char *url = db_get_text(res, i, 2, &url_len);
-    const char *secret = db_get_text(res, i, 3, &secret_len);
-    const char *body = db_is_null(res, i, 4) ? NULL : db_get_text(res, i, 4, &body_len);
+    const char *url = db_get_text(res, i, at + 2, &url_len);
+    const char *secret = db_get_text(res, i, at + 3, &secret_len);
+    const char *body = db_is_null(res, i, at + 4) ? NULL : db_get_text(res, i, at + 4, &body_len);
     struct job *j = calloc(1, sizeof(*j) + (size_t)url_len + (size_t)secret_len + (size_t)body_len + 3);
     if (j == NULL)
         return NULL;
     char *p = j->text;
-    j->id = db_get_int(res, i, 0);
-    j->attempts = (int)db_get_int(res, i, 1);
-    j->webhook_id = db_get_int(res, i, 5);
+    j->id = db_get_int(res, i, at);
+    j->attempts = (int)db_get_int(res, i, at + 1);
+    j->webhook_id = db_get_int(res, i, at + 5);
     j->claimed_at = aio_now();
     j->url = memcpy(p, url, (size_t)url_len);
     p += url_len + 1;
@@ -522,13 +550,16 @@ static char *held_json(const struct lanes *l)
     return text;
 }
 
-/* Puts the claimed rows of res on the waiting list; the count, or -ENOMEM
+/* Puts the claimed rows of res (their columns from at on; a row whose
+ * id there is NULL is no job) on the waiting list; the count, or -ENOMEM
  * (the rest stay leased, and are retried when the lease ends). */
-static int queue_claimed(struct lanes *l, const PGresult *res)
+static int queue_claimed(struct lanes *l, const PGresult *res, int at)
 {
-    int n = PQntuples(res);
+    int n = PQntuples(res), queued = 0;
     for (int i = 0; i < n; i++) {
-        struct job *j = job_from_row(res, i);
+        if (db_is_null(res, i, at))
+            continue;
+        struct job *j = job_from_row(res, i, at);
         if (j == NULL)
             return -ENOMEM;
         hook_of(l, j->webhook_id)->held++;
@@ -538,9 +569,10 @@ static int queue_claimed(struct lanes *l, const PGresult *res)
         else
             l->waiting = j;
         l->waiting_tail = j;
+        queued++;
     }
     wake_lanes(l);
-    return n;
+    return queued;
 }
 
 static void free_jobs(struct job *list)
@@ -554,36 +586,59 @@ static void free_jobs(struct job *list)
 
 /* What a pass sends in its one round trip, and what came of it. */
 struct round {
-    bool fan;             /* fan out first */
-    int64_t events;       /* events the fan-out read: a full batch means more may wait */
-    size_t want;          /* deliveries to claim */
-    int claimed;          /* how many were, or a negative errno */
+    bool fan;            /* fan out first */
+    size_t lease;        /* deliveries the fan-out may lease to this worker */
+    size_t want;         /* deliveries to claim (0: no claim) */
+    int64_t events;      /* events the fan-out read: a full batch means more may wait */
+    int64_t made;        /* deliveries the fan-out made */
+    int leased;          /* how many of them it leased here, or a negative errno */
+    int claimed;         /* how many the claim leased, or a negative errno */
+    int64_t retry_in_ms; /* the soonest retry among the outcomes recorded; -1: none */
 };
+
+static int queued_or_rc(struct lanes *l, const db_call *c, int at)
+{
+    return c->rc == 0 && c->result != NULL ? queue_claimed(l, c->result, at) : c->rc != 0 ? c->rc : -EIO;
+}
 
 /* Reads the fan-out's and the claim's results into r; logs a failure to
  * record outcomes. */
 static void round_results(struct lanes *l, struct round *r, db_call *fan, db_call *record, db_call *claim,
                           size_t ndone)
 {
-    if (fan != NULL && fan->rc == 0 && fan->result != NULL && PQntuples(fan->result) == 1) {
+    if (fan != NULL && fan->rc == 0 && fan->result != NULL && PQntuples(fan->result) >= 1) {
         r->events = db_get_int(fan->result, 0, 0);
-        if (db_get_int(fan->result, 0, 1) > 0)
-            log_debug("webhooks: %lld events fanned out to %lld deliveries", (long long)r->events,
-                      (long long)db_get_int(fan->result, 0, 1));
+        r->made = db_get_int(fan->result, 0, 1);
+        r->leased = queued_or_rc(l, fan, 2);
+        if (r->made > 0)
+            log_debug("webhooks: %lld events fanned out to %lld deliveries, %d leased here", (long long)r->events,
+                      (long long)r->made, r->leased);
     }
     if (record != NULL && record->rc != 0 && record->rc != -ECANCELED)
         log_warn("webhooks: recording the outcomes of %zu deliveries failed: %s; they are retried when their "
                  "leases end", ndone, strerror(-record->rc));
     if (claim != NULL)
-        r->claimed = claim->rc == 0 && claim->result != NULL ? queue_claimed(l, claim->result)
-                     : claim->rc != 0                        ? claim->rc
-                                                             : -EIO;
+        r->claimed = queued_or_rc(l, claim, 0);
 }
 
-/* One round trip, three statements, each its own transaction, in order:
- * the fan-out (r->fan), the outcomes of the finished jobs (taken off the
- * list: one that cannot be recorded is retried when its lease ends), and
- * a claim of up to r->want due deliveries, which sees the fan-out's new
+/* The soonest retry among the finished jobs, in ms (a released one is
+ * due at once); -1 if none is retried. */
+static int64_t soonest_retry(const struct job *list)
+{
+    int64_t soonest = -1;
+    for (const struct job *j = list; j != NULL; j = j->next) {
+        int64_t in = strcmp(j->state, "pending") == 0 ? j->delay : strcmp(j->state, "released") == 0 ? 0 : -1;
+        if (in >= 0 && (soonest < 0 || in < soonest))
+            soonest = in;
+    }
+    return soonest;
+}
+
+/* One round trip, up to three statements, each its own transaction, in
+ * order: the fan-out (r->fan), leasing up to r->lease of its deliveries
+ * here; the outcomes of the finished jobs (taken off the list: one that
+ * cannot be recorded is retried when its lease ends); and a claim of up
+ * to r->want due deliveries (if any), which sees the fan-out's new
  * deliveries and the recorded ones' leases gone. 0, or the first
  * failure's negative errno (each statement's own outcome is in r). */
 static int exchange(struct lanes *l, struct round *r)
@@ -592,23 +647,27 @@ static int exchange(struct lanes *l, struct round *r)
     size_t ndone = l->nfinished;
     l->finished = NULL;
     l->nfinished = 0;
+    r->retry_in_ms = soonest_retry(done);
     char *outcomes = done != NULL ? outcomes_json(done) : NULL;
-    char *held = r->want > 0 ? held_json(l) : NULL;
+    bool need_held = r->want > 0 || (r->fan && r->lease > 0);
+    char *held = need_held ? held_json(l) : NULL;
     int64_t lease = SETTING(timeout_ms) + LEASE_MARGIN_MS;
     /* the calls' parameters live as long as this scope */
-    db_call fan = DB_CALL(&FANOUT, DB_INT8(ROUTES_WEBHOOK_FANOUT_BATCH));
+    db_call fan = DB_CALL(&FANOUT, DB_INT8(ROUTES_WEBHOOK_FANOUT_BATCH), DB_INT8(lease),
+                          DB_INT8(ROUTES_WEBHOOK_CLAIMED_PER_ENDPOINT), DB_TEXT(held != NULL ? held : "[]"),
+                          DB_INT8((int64_t)r->lease));
     db_call record = DB_CALL(&RECORD, DB_TEXT(outcomes));
     db_call claim = DB_CALL(&CLAIM, DB_INT8((int64_t)r->want), DB_INT8(lease),
                             DB_INT8(ROUTES_WEBHOOK_CLAIMED_PER_ENDPOINT), DB_TEXT(held));
     db_call calls[3];
     size_t n = 0, ifan = 3, irec = 3, iclaim = 3;
-    if (r->fan)
+    int rc = (done != NULL && outcomes == NULL) || (need_held && held == NULL) ? -ENOMEM : 0;
+    if (r->fan && (held != NULL || !need_held))
         calls[ifan = n++] = fan;
     if (outcomes != NULL)
         calls[irec = n++] = record;
-    if (held != NULL)
+    if (r->want > 0 && held != NULL)
         calls[iclaim = n++] = claim;
-    int rc = (done != NULL && outcomes == NULL) || (r->want > 0 && held == NULL) ? -ENOMEM : 0;
     if (n > 0) {
         aio_timeout scope;
         aio_timeout_open(&scope, STATEMENT_DEADLINE);
@@ -646,7 +705,9 @@ static void log_failure(const char *what, int rc, const db_failure *f)
 struct passes {
     bool sample;      /* worker 0: samples the oldest due delivery */
     bool more_events; /* the last fan-out read a full batch */
-    int64_t last_sample, last_fanout;
+    bool backlog;     /* due deliveries may wait unleased: claim at the next pass */
+    int64_t last_sample, last_fanout, last_pass;
+    int64_t next_claim; /* a claim at the latest then (retries, others' expired leases) */
     uint64_t seen_numbered;
     db_failure failure;
 };
@@ -654,25 +715,47 @@ struct passes {
 /* One pass, one round trip: fan out when there are new events (this
  * thread's sequencer numbered some, or the last fan-out read a full
  * batch) or a poll interval passed, record the finished attempts'
- * outcomes, and claim as many deliveries as the worker may still hold.
+ * outcomes, and lease as many deliveries as the worker may still hold.
+ * The fan-out leases its new deliveries here; a claim, which has to find
+ * due deliveries in the table, runs only when some may be waiting: the
+ * fan-out left some unleased or the last claim found some (a backlog),
+ * one of this worker's retries is due, or a poll interval passed (others'
+ * retries and expired leases, deliveries left by a replica that died).
  * -ECANCELED when the dispatcher is cancelled, else 0 (failures are
  * logged). */
 static int pass(struct lanes *l, struct passes *p)
 {
-    struct round r = {0};
+    struct round r = {.leased = 0, .claimed = 0};
+    int64_t now = aio_now();
     if (p->more_events || routes_events_outbox_numbered() != p->seen_numbered ||
-        aio_now() - p->last_fanout >= AIO_MSEC(SETTING(poll_ms))) {
+        now - p->last_fanout >= AIO_MSEC(SETTING(poll_ms))) {
         p->seen_numbered = routes_events_outbox_numbered();
-        p->last_fanout = aio_now();
+        p->last_fanout = now;
         r.fan = true;
     }
     wake_lanes(l); /* jobs a finished lane left startable; stale ones released */
-    r.want = ROUTES_WEBHOOK_CLAIM_MAX - l->held;
+    size_t room = ROUTES_WEBHOOK_CLAIM_MAX - l->held;
+    bool claim = room > 0 && (p->backlog || now >= p->next_claim);
+    /* a claim in the same round trip sees the fan-out's deliveries: it
+     * leases them (oldest due first), and the fan-out leaves them to it */
+    r.want = claim ? room : 0;
+    r.lease = claim ? 0 : room;
     int rc = r.fan || r.want > 0 || l->finished != NULL ? exchange(l, &r) : 0;
     if (rc == -ECANCELED)
         return rc;
     if (rc < 0)
         log_failure("a pass (fan-out, outcomes, claim)", rc, &p->failure);
+    now = aio_now();
+    if (claim) {
+        /* found some (or failed): look again. What the fan-out left, the
+         * claim has seen. */
+        p->backlog = r.claimed != 0;
+        p->next_claim = now + AIO_MSEC(SETTING(poll_ms));
+    } else if (r.made > (int64_t)(r.leased > 0 ? r.leased : 0)) {
+        p->backlog = true;
+    }
+    if (r.retry_in_ms >= 0 && now + AIO_MSEC(r.retry_in_ms) < p->next_claim)
+        p->next_claim = now + AIO_MSEC(r.retry_in_ms);
     /* a full batch of events: the outbox may hold more, at once */
     p->more_events = r.events == ROUTES_WEBHOOK_FANOUT_BATCH;
     if (p->more_events)
@@ -712,14 +795,29 @@ static int dispatcher_run(void *arg)
     if (p.sample)
         routes_events_outbox_set_waker(&l->freed);
     while (lanes > 0) {
+        /* Passes come no closer than PASS_GAP: under load every lane that
+         * finishes wakes the dispatcher, and a pass per finished job made
+         * claims of a few rows each, whose fixed cost (the due index's
+         * walk past the leased rows, the lock and update steps, the
+         * statement itself) was most of PostgreSQL's work per delivery.
+         * The jobs claimed beyond the lanes keep them busy meanwhile. */
+        if (aio_now() < p.last_pass + PASS_GAP && aio_sleep_until(p.last_pass + PASS_GAP) == -ECANCELED)
+            break;
         aio_event_clear(&l->freed); /* before the awaits below: a lane freed meanwhile is seen */
+        p.last_pass = aio_now();
         if (pass(l, &p) == -ECANCELED)
             break;
         /* The next pass: when a lane finished a job (its outcome to record,
          * room to claim), when the sequencer numbered new events (worker
-         * 0), or after the poll interval, whichever comes first. */
+         * 0), when a retry of this worker's is due, or after the poll
+         * interval, whichever comes first. */
+        int64_t wait = AIO_MSEC(SETTING(poll_ms));
+        if (!p.backlog && l->held < ROUTES_WEBHOOK_CLAIM_MAX && p.next_claim - aio_now() < wait)
+            wait = p.next_claim - aio_now();
+        if (wait <= 0)
+            continue;
         aio_timeout scope;
-        aio_timeout_open(&scope, AIO_MSEC(SETTING(poll_ms)));
+        aio_timeout_open(&scope, wait);
         int rc = aio_event_wait(&l->freed);
         bool expired = aio_timeout_close(&scope) < 0;
         if (rc == -ECANCELED && !expired)

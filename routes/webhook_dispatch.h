@@ -3,21 +3,25 @@
  * delivers them.
  *
  * The dispatcher runs on every worker of every replica; the database
- * coordinates them. A pass: (1) fan-out, in one transaction holding the
- * webhook_fanout row's lock (one fan-out at a time across replicas), reads
- * up to a batch of events after the cursor and inserts a pending delivery
- * for each enabled webhook that subscribes to the event's type; (2) one
- * round trip that records the outcomes of every attempt finished since the
- * last pass (one statement) and claims due deliveries (FOR UPDATE SKIP
- * LOCKED, a lease, the attempt counted), up to
- * ROUTES_WEBHOOK_CLAIMED_PER_ENDPOINT of a webhook held by the worker;
- * (3) the lanes attempt them under WEBHOOK_TIMEOUT_MS, at most
+ * coordinates them. A pass is one round trip of up to three statements:
+ * (1) fan-out, in one transaction holding the webhook_fanout row's lock
+ * (one fan-out at a time across replicas), reads up to a batch of events
+ * after the cursor and inserts a pending delivery for each enabled
+ * webhook that subscribes to the event's type, leased to this worker (the
+ * attempt counted) as far as its limits allow; (2) the outcomes of every
+ * attempt finished since the last pass, in one statement; (3) when due
+ * deliveries may be waiting unleased (a backlog, a retry due, others'
+ * expired leases: at least every WEBHOOK_POLL_MS), a claim (FOR UPDATE
+ * SKIP LOCKED, a lease, the attempt counted). A worker holds up to
+ * ROUTES_WEBHOOK_CLAIMED_PER_ENDPOINT of a webhook's deliveries; the
+ * lanes attempt them under WEBHOOK_TIMEOUT_MS, at most
  * ROUTES_WEBHOOK_PER_ENDPOINT of one webhook at once, and a claim that
- * waits too long for a lane is released. The next pass comes as soon as
- * a lane finishes an attempt, or when the sequencer numbered events, or
- * after WEBHOOK_POLL_MS. A worker that dies mid-delivery leaves a lease
- * that runs out, and another worker delivers the event again, with
- * the same webhook-id: at least once. */
+ * waits too long for a lane is released. The next pass comes when a lane
+ * finishes an attempt, when the sequencer numbered events, when a retry
+ * is due, or after WEBHOOK_POLL_MS, never sooner than 10 ms after the
+ * last. A worker that dies mid-delivery leaves a lease that runs out, and
+ * another worker delivers the event again, with the same webhook-id: at
+ * least once. */
 #ifndef H2PG_ROUTES_WEBHOOK_DISPATCH_H
 #define H2PG_ROUTES_WEBHOOK_DISPATCH_H
 

@@ -144,6 +144,15 @@ START_TEST(parse_appends_session_settings_to_the_given_options)
     ci = parse_ok("host=/tmp options=-cwork_mem=8MB", &only_stmt);
     assert_value(ci, "options", "-cwork_mem=8MB -c statement_timeout=25");
     db_conninfo_free(ci);
+
+    db_session_settings pool = {.statement_timeout_ms = 25, .jit_off = true};
+    ci = parse_ok("host=/tmp", &pool);
+    assert_value(ci, "options", "-c statement_timeout=25 -c jit=off");
+    db_conninfo_free(ci);
+    db_session_settings only_jit = {.jit_off = true};
+    ci = parse_ok("host=/tmp options=-cwork_mem=8MB", &only_jit);
+    assert_value(ci, "options", "-cwork_mem=8MB -c jit=off");
+    db_conninfo_free(ci);
 }
 END_TEST
 

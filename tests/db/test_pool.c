@@ -263,6 +263,22 @@ AIO_TEST(application_name_is_h2pg_unless_the_conninfo_sets_one)
     return 0;
 }
 
+static const db_stmt JIT_OFF = DB_STMT("t_jit_off", "SELECT (current_setting('jit') = 'off')::int4", 0);
+
+/* JIT compiling costs PostgreSQL 15 about 350 ms per statement whose
+ * generic plan is estimated costly: the pool's sessions turn it off. */
+AIO_TEST(pool_sessions_run_with_jit_off)
+{
+    char *ci = test_pg_create_db();
+    PGconn *admin = test_pg_connect(ci);
+    db_pool *p = test_db_pool_open(ci, 0, 1);
+    ck_assert_int_eq(exec_int(NULL, &JIT_OFF, DB_NO_PARAMS), 1);
+    db_pool_destroy(p);
+    PQfinish(admin);
+    test_pg_drop_db(ci);
+    return 0;
+}
+
 AIO_TEST(a_malformed_conninfo_fails_pool_creation_with_einval)
 {
     db_pool_config cfg = test_db_pool_config("host=/tmp port", 0, 1);
@@ -1051,6 +1067,7 @@ static Suite *suite(void)
     tcase_add_test(tc, a_statement_error_returns_eremoteio_with_its_sqlstate_and_the_connection_stays_usable);
     tcase_add_test(tc, a_statement_is_prepared_once_per_connection);
     tcase_add_test(tc, application_name_is_h2pg_unless_the_conninfo_sets_one);
+    tcase_add_test(tc, pool_sessions_run_with_jit_off);
     tcase_add_test(tc, a_malformed_conninfo_fails_pool_creation_with_einval);
     suite_add_tcase(s, tc);
 
