@@ -35,17 +35,17 @@ struct server_config;
 
 /* Concurrent attempts per worker: tasks that each deliver one claimed
  * delivery after another, so a slow receiver holds up some lanes only. */
-#define ROUTES_WEBHOOK_LANES 32
+#define ROUTES_WEBHOOK_LANES 64
 /* Attempts in flight to one webhook from one worker (a semaphore of the
  * worker's lanes); fewer than the lanes, so one webhook never takes them
  * all. */
-#define ROUTES_WEBHOOK_PER_ENDPOINT 16
+#define ROUTES_WEBHOOK_PER_ENDPOINT 48
 /* Deliveries of one webhook that one worker holds claimed (in flight, or
  * waiting for one of its ROUTES_WEBHOOK_PER_ENDPOINT lanes): more than may
  * run, so the lanes never wait for the next claim's round trip. */
-#define ROUTES_WEBHOOK_CLAIMED_PER_ENDPOINT 64
+#define ROUTES_WEBHOOK_CLAIMED_PER_ENDPOINT 128
 /* Deliveries one worker holds claimed, across webhooks. */
-#define ROUTES_WEBHOOK_CLAIM_MAX 128
+#define ROUTES_WEBHOOK_CLAIM_MAX 256
 /* Response body bytes read from a receiver; more is cut off. */
 #define ROUTES_WEBHOOK_MAX_RESPONSE (64 * 1024)
 /* Events fanned out per statement. */

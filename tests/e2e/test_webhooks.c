@@ -24,6 +24,7 @@
 #include <jansson.h>
 #include <libpq-fe.h>
 
+#include "routes/webhook_dispatch.h"
 #include "support/http.h"
 #include "support/pg.h"
 #include "support/server.h"
@@ -795,13 +796,14 @@ START_TEST(a_hanging_receiver_does_not_hold_up_other_webhooks)
 }
 END_TEST
 
-/* One worker, a receiver that takes 3 s, 40 events: the worker claims
- * more of them than it may attempt at once and keeps as many requests in
- * flight as it may, 16 for one webhook (the dispatcher raises the HTTP
- * client's limit per host, 8 by default, to that): no more, and no fewer
- * (the others wait for a lane, not for the next claim's round trip). The claims that waited longer than 2.5 s are
- * released, their attempt count undone, so that every event arrives once,
- * on its first counted attempt. */
+/* One worker, a receiver that takes 3 s, more events than it may attempt
+ * at once: the worker leases more of them than that and keeps as many
+ * requests in flight as it may, ROUTES_WEBHOOK_PER_ENDPOINT for one
+ * webhook (the dispatcher raises the HTTP client's limit per host, 8 by
+ * default, to that): no more, and no fewer (the others wait for a lane,
+ * not for the next claim's round trip). The claims that waited longer
+ * than 2.5 s are released, their attempt count undone, so that every
+ * event arrives once, on its first counted attempt. */
 static void crowd_setup(void)
 {
     receiver_start();
@@ -815,7 +817,8 @@ START_TEST(a_worker_keeps_a_webhook_busy_and_releases_the_claims_that_wait)
     char secret[128];
     long long hook = create_webhook("/crowd", "[\"user.created\"]", secret);
     receiver_mode("/crowd", secret, "\"sleep_ms\": 3000");
-    enum { EVENTS = 40 };
+    enum { EVENTS = 2 * ROUTES_WEBHOOK_PER_ENDPOINT + 8 };
+    _Static_assert(EVENTS <= ROUTES_WEBHOOK_CLAIMED_PER_ENDPOINT, "all leased at once");
     for (int i = 0; i < EVENTS; i++)
         emit("user.created");
     char *sql = fmt("SELECT count(*) FROM webhook_deliveries WHERE webhook_id = %lld AND state = 'delivered'", hook);
@@ -826,7 +829,7 @@ START_TEST(a_worker_keeps_a_webhook_busy_and_releases_the_claims_that_wait)
     free(sql);
     ck_assert_int_eq(delivered, EVENTS);
     json_t *stats = receiver("GET", "/_stats/crowd", NULL);
-    ck_assert_int_eq(json_integer_value(json_object_get(stats, "max_in_flight")), 16);
+    ck_assert_int_eq(json_integer_value(json_object_get(stats, "max_in_flight")), ROUTES_WEBHOOK_PER_ENDPOINT);
     json_decref(stats);
     json_t *got = received("/crowd");
     ck_assert_int_eq(json_array_size(got), EVENTS);
@@ -835,7 +838,7 @@ START_TEST(a_worker_keeps_a_webhook_busy_and_releases_the_claims_that_wait)
     sql = fmt("SELECT count(*) FROM webhook_deliveries WHERE webhook_id = %lld AND attempts <> 1", hook);
     ck_assert_int_eq(sql_int(sql), 0);
     free(sql);
-    /* some claims were released: 40 claimed at once, 16 run, the rest wait 3 s */
+    /* some claims were released: all leased at once, some run, the rest wait 3 s */
     test_response r;
     char *url = fmt("%s/metrics", server.base_url);
     test_http(&r, "GET", url, NULL, 0, NULL);
