@@ -740,10 +740,11 @@ static int pass(struct lanes *l, struct passes *p)
     wake_lanes(l); /* jobs a finished lane left startable; stale ones released */
     size_t room = ROUTES_WEBHOOK_CLAIM_MAX - l->held;
     bool claim = room > 0 && (p->backlog || now >= p->next_claim);
-    /* a claim in the same round trip sees the fan-out's deliveries: it
-     * leases them (oldest due first), and the fan-out leaves them to it */
-    r.want = claim ? room : 0;
-    r.lease = claim ? 0 : room;
+    /* With both, the room is shared: the fan-out leases new deliveries,
+     * the claim (after it) the oldest due ones, which include what the
+     * fan-out left. */
+    r.want = claim ? (r.fan ? (room + 1) / 2 : room) : 0;
+    r.lease = r.fan ? room - r.want : 0;
     int rc = r.fan || r.want > 0 || l->finished != NULL ? exchange(l, &r) : 0;
     if (rc == -ECANCELED)
         return rc;
