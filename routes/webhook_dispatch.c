@@ -772,6 +772,24 @@ static int pass(struct lanes *l, struct passes *p)
     return 0;
 }
 
+/* Awaits the next pass: when a lane finished a job (its outcome to
+ * record, room to claim), when the sequencer numbered new events (worker
+ * 0), when a retry of this worker's is due, or after the poll interval,
+ * whichever comes first. -ECANCELED when the dispatcher is cancelled. */
+static int await_next_pass(struct lanes *l, const struct passes *p)
+{
+    int64_t wait = AIO_MSEC(SETTING(poll_ms));
+    if (!p->backlog && l->held < ROUTES_WEBHOOK_CLAIM_MAX && p->next_claim - aio_now() < wait)
+        wait = p->next_claim - aio_now();
+    if (wait <= 0)
+        return 0;
+    aio_timeout scope;
+    aio_timeout_open(&scope, wait);
+    int rc = aio_event_wait(&l->freed);
+    bool expired = aio_timeout_close(&scope) < 0;
+    return rc == -ECANCELED && !expired ? -ECANCELED : 0;
+}
+
 static int dispatcher_run(void *arg)
 {
     struct passes p = {.sample = *(const bool *)arg};
@@ -812,20 +830,7 @@ static int dispatcher_run(void *arg)
         p.last_pass = aio_now();
         if (pass(l, &p) == -ECANCELED)
             break;
-        /* The next pass: when a lane finished a job (its outcome to record,
-         * room to claim), when the sequencer numbered new events (worker
-         * 0), when a retry of this worker's is due, or after the poll
-         * interval, whichever comes first. */
-        int64_t wait = AIO_MSEC(SETTING(poll_ms));
-        if (!p.backlog && l->held < ROUTES_WEBHOOK_CLAIM_MAX && p.next_claim - aio_now() < wait)
-            wait = p.next_claim - aio_now();
-        if (wait <= 0)
-            continue;
-        aio_timeout scope;
-        aio_timeout_open(&scope, wait);
-        int rc = aio_event_wait(&l->freed);
-        bool expired = aio_timeout_close(&scope) < 0;
-        if (rc == -ECANCELED && !expired)
+        if (await_next_pass(l, &p) == -ECANCELED)
             break;
     }
     if (p.sample)
