@@ -72,9 +72,6 @@ typedef struct server_worker {
     h2o_timeout_entry_t accept_resume;
     int64_t accept_warned_at; /* aio_now() of the last warning, 0 before */
     unsigned accept_pauses;   /* pauses since that warning */
-    /* worker.c: h2o's socket buffers kept for reuse, trimmed each second */
-    h2o_timeout_t buffers_tick;
-    h2o_timeout_entry_t buffers_trim;
 } server_worker;
 
 /* What the worker knows of each accepted connection, by fd. */

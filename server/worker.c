@@ -194,32 +194,6 @@ static int start_task(void *arg)
     return 0;
 }
 
-/* Socket input buffers (8 KiB) that h2o keeps per thread for the next
- * read. Debian's h2o 2.2.5 keeps 16: with hundreds of connections reading
- * at once, most reads then malloc and free 8 KiB (perf on /db under
- * wrk -c256: 0.75 of each per request, and glibc's malloc and free 8% of
- * the server's CPU, against 2% for TechEmpower's entry, whose newer h2o
- * keeps its buffers). Up to BUFFERS_KEPT are kept under load; once a
- * second the cache is cut back to h2o's 16, so that memory a burst of
- * connections took is returned (freed buffers held in the cache would pin
- * the heap: test_hostile's unfinished heads). */
-#define BUFFERS_KEPT 256
-#define BUFFERS_KEPT_IDLE 16
-#define BUFFERS_TRIM_MS 1000
-
-static void drop_buffers(size_t keep)
-{
-    while (h2o_socket_buffer_prototype.allocator.cnt > keep)
-        free(h2o_mem_alloc_recycle(&h2o_socket_buffer_prototype.allocator, 0));
-}
-
-static void on_buffers_trim(h2o_timeout_entry_t *e)
-{
-    server_worker *w = aio_container_of(e, server_worker, buffers_trim);
-    drop_buffers(BUFFERS_KEPT_IDLE);
-    h2o_timeout_link(w->ctx.loop, &w->buffers_tick, &w->buffers_trim);
-}
-
 static void setup(server_worker *w)
 {
     h2o_context_init(&w->ctx, aio_loop_evloop(w->loop), w->globalconf);
@@ -233,10 +207,6 @@ static void setup(server_worker *w)
     server__sends_init(w);
     h2o_timeout_init(w->ctx.loop, &w->accept_backoff, ACCEPT_BACKOFF_MS);
     server__guard_init(w);
-    h2o_socket_buffer_prototype.allocator.max = BUFFERS_KEPT; /* this thread's */
-    h2o_timeout_init(w->ctx.loop, &w->buffers_tick, BUFFERS_TRIM_MS);
-    w->buffers_trim.cb = on_buffers_trim;
-    h2o_timeout_link(w->ctx.loop, &w->buffers_tick, &w->buffers_trim);
     w->accept_resume.cb = on_accept_resume;
     server_metrics_set_current(w->metrics);
     w->stop_sock = h2o_evloop_socket_create(aio_loop_evloop(w->loop), w->stop_fd, H2O_SOCKET_FLAG_DONT_READ);
@@ -253,8 +223,6 @@ static void teardown(server_worker *w)
         h2o_socket_close(w->hup_sock);
     }
     server__guard_dispose(w);
-    h2o_timeout_unlink(&w->buffers_trim);
-    h2o_timeout_dispose(w->ctx.loop, &w->buffers_tick);
     if (h2o_context_disposable(w)) {
         h2o_timeout_dispose(w->ctx.loop, &w->next_turn);
         h2o_timeout_dispose(w->ctx.loop, &w->accept_backoff);
@@ -263,7 +231,8 @@ static void teardown(server_worker *w)
         aio_loop_destroy(w->loop);
         w->loop = NULL;
         /* socket buffers h2o keeps for reuse in this thread's storage */
-        drop_buffers(0);
+        while (h2o_socket_buffer_prototype.allocator.cnt > 0)
+            free(h2o_mem_alloc_recycle(&h2o_socket_buffer_prototype.allocator, 0));
     } else {
         /* a client still holds a connection mid-response: the process exits
          * anyway, and h2o cannot dispose a context with live connections */
