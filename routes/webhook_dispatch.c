@@ -518,40 +518,47 @@ static struct job *job_from_row(const PGresult *res, int i, int at)
     return j;
 }
 
-/* The RECORD statement's JSON for a list of finished jobs; NULL without
- * memory. The caller frees it. */
-static char *outcomes_json(const struct job *list)
+/* arr with o appended; NULL (arr freed) if o is NULL or cannot go in. */
+static json_t *append(json_t *arr, json_t *o)
 {
-    json_t *arr = json_array();
-    for (const struct job *j = list; arr != NULL && j != NULL; j = j->next) {
-        json_t *o = json_pack("{s:I, s:i, s:o, s:o, s:s, s:I, s:b}", "id", (json_int_t)j->id, "attempts", j->attempts,
-                              "status", j->status > 0 ? json_integer(j->status) : json_null(), "error",
-                              j->error[0] != '\0' ? json_string(j->error) : json_null(), "state", j->state, "delay",
-                              (json_int_t)j->delay, "gone", j->gone);
-        if (o == NULL || json_array_append_new(arr, o) < 0) {
-            json_decref(arr);
-            arr = NULL;
-        }
+    if (json_array_append_new(arr, o) < 0) { /* a NULL o fails too; o is freed */
+        json_decref(arr);
+        return NULL;
     }
+    return arr;
+}
+
+/* arr as compact JSON text (the caller frees it), arr freed; NULL if arr
+ * is NULL or without memory. */
+static char *dump(json_t *arr)
+{
     char *text = arr != NULL ? json_dumps(arr, JSON_COMPACT) : NULL;
     json_decref(arr);
     return text;
 }
 
-/* The CLAIM statement's JSON of what this worker holds, per webhook. */
+/* The RECORD statement's JSON for a list of finished jobs; NULL without
+ * memory. The caller frees it. */
+static char *outcomes_json(const struct job *list)
+{
+    json_t *arr = json_array();
+    for (const struct job *j = list; arr != NULL && j != NULL; j = j->next)
+        arr = append(arr, json_pack("{s:I, s:i, s:o, s:o, s:s, s:I, s:b}", "id", (json_int_t)j->id, "attempts",
+                                    j->attempts, "status", j->status > 0 ? json_integer(j->status) : json_null(),
+                                    "error", j->error[0] != '\0' ? json_string(j->error) : json_null(), "state",
+                                    j->state, "delay", (json_int_t)j->delay, "gone", j->gone));
+    return dump(arr);
+}
+
+/* The CLAIM and FANOUT statements' JSON of what this worker holds, per
+ * webhook; NULL without memory. The caller frees it. */
 static char *held_json(const struct lanes *l)
 {
     json_t *arr = json_array();
-    for (size_t i = 0; arr != NULL && i < l->nhooks; i++) {
-        json_t *o = json_pack("{s:I, s:i}", "webhook_id", (json_int_t)l->hooks[i].webhook_id, "n", l->hooks[i].held);
-        if (o == NULL || json_array_append_new(arr, o) < 0) {
-            json_decref(arr);
-            arr = NULL;
-        }
-    }
-    char *text = arr != NULL ? json_dumps(arr, JSON_COMPACT) : NULL;
-    json_decref(arr);
-    return text;
+    for (size_t i = 0; arr != NULL && i < l->nhooks; i++)
+        arr = append(arr, json_pack("{s:I, s:i}", "webhook_id", (json_int_t)l->hooks[i].webhook_id, "n",
+                                    l->hooks[i].held));
+    return dump(arr);
 }
 
 /* Puts the claimed rows of res (their columns from at on; a row whose
