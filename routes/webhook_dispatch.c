@@ -736,7 +736,7 @@ struct passes {
  * logged). */
 static int pass(struct lanes *l, struct passes *p)
 {
-    struct round r = {.leased = 0, .claimed = 0};
+    struct round r = {.retry_in_ms = -1}; /* -1: no outcome recorded, no retry due */
     int64_t now = aio_now();
     if (p->more_events || routes_events_outbox_numbered() != p->seen_numbered ||
         now - p->last_fanout >= AIO_MSEC(SETTING(poll_ms))) {
