@@ -9,9 +9,10 @@
 set -euo pipefail
 
 # pkg-config modules of CMakeLists.txt and cmake/parts/*.cmake: libh2o-evloop,
-# libpq, jansson, openssl, libcurl, cjose (bearer tokens), check (the tests' framework)
+# libpq, jansson, openssl, libcurl, cjose (bearer tokens), check (the tests' framework);
+# mimalloc (the binary's allocator: CMake's find_package)
 build=(build-essential cmake pkg-config libh2o-evloop-dev libpq-dev libjansson-dev libssl-dev libcurl4-openssl-dev
-       libcjose-dev check)
+       libcjose-dev libmimalloc-dev check)
 # initdb, pg_ctl, pg_isready (scripts/with-postgres.sh; runuser is in
 # util-linux, which every Debian has); curl for the README's examples
 run=("${build[@]}" postgresql-15 postgresql-client-15 curl ca-certificates)
