@@ -405,6 +405,107 @@ START_TEST(an_event_is_delivered_signed)
 }
 END_TEST
 
+/* The ids of webhook's deliveries after `after`, at most limit, as
+ * "1,2,3": from the table, or from GET /webhooks/{id}/deliveries. */
+static char *ids_in_table(long long webhook, long long after, int limit)
+{
+    PGconn *c = test_pg_connect(db);
+    char *sql = fmt("SELECT coalesce(string_agg(id::text, ',' ORDER BY id), '') FROM (SELECT id FROM "
+                    "webhook_deliveries WHERE webhook_id = %lld AND id > %lld ORDER BY id LIMIT %d) s",
+                    webhook, after, limit);
+    PGresult *res = PQexec(c, sql);
+    ck_assert_msg(PQresultStatus(res) == PGRES_TUPLES_OK, "%s", PQerrorMessage(c));
+    char *ids = strdup(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    free(sql);
+    PQfinish(c);
+    return ids;
+}
+
+static char *ids_in_page(long long webhook, long long after, int limit, long long *next_after)
+{
+    char *path = after > 0 ? fmt("/webhooks/%lld/deliveries?after=%lld&limit=%d", webhook, after, limit)
+                           : fmt("/webhooks/%lld/deliveries?limit=%d", webhook, limit);
+    json_t *page = api("GET", path, NULL, 200);
+    json_t *items = json_object_get(page, "items");
+    size_t n = json_array_size(items);
+    char *ids = calloc(1, 24 * n + 1);
+    for (size_t i = 0; i < n; i++)
+        sprintf(ids + strlen(ids), "%s%lld", i ? "," : "",
+                (long long)json_integer_value(json_object_get(json_array_get(items, i), "id")));
+    if (next_after != NULL)
+        *next_after = json_is_integer(json_object_get(page, "next_after"))
+                          ? (long long)json_integer_value(json_object_get(page, "next_after"))
+                          : 0;
+    json_decref(page);
+    free(path);
+    return ids;
+}
+
+/* Two webhooks of the same events have their deliveries' ids interleaved:
+ * a page of one, after any id at all (its own, the other's, one between,
+ * one past the end), is what "id > after ORDER BY id" gives, and following
+ * next_after walks them all once. (The page reads the unique (webhook_id,
+ * event_id) index, relying on ids following event ids: 0013.) */
+START_TEST(a_deliveries_page_starts_after_any_id)
+{
+    enum { EVENTS = 6 };
+    long long a = create_webhook("/page-a", "[\"user.created\"]", NULL);
+    long long b = create_webhook("/page-b", "[\"user.created\"]", NULL);
+    for (int i = 0; i < EVENTS; i++)
+        emit("user.created");
+    char *count = fmt("SELECT count(*) FROM webhook_deliveries WHERE webhook_id IN (%lld, %lld)", a, b);
+    int64_t give_up = mono_ms() + OUTCOME_WAIT_MS;
+    while (sql_int(count) < 2 * EVENTS && mono_ms() < give_up)
+        pause_ms(50);
+    ck_assert_int_eq(sql_int(count), 2 * EVENTS);
+    free(count);
+    char *range = fmt("SELECT min(id) FROM webhook_deliveries WHERE webhook_id IN (%lld, %lld)", a, b);
+    long long lo = sql_int(range);
+    free(range);
+    range = fmt("SELECT max(id) FROM webhook_deliveries WHERE webhook_id IN (%lld, %lld)", a, b);
+    long long hi = sql_int(range);
+    free(range);
+    long long afters[2 * EVENTS + 8];
+    size_t nafter = 0;
+    afters[nafter++] = 0; /* no after= at all */
+    for (long long x = lo > 1 ? lo - 1 : 1; x <= hi + 2 && nafter < sizeof(afters) / sizeof(afters[0]); x++)
+        afters[nafter++] = x;
+    ck_assert_int_eq(hi - lo + 1, 2 * EVENTS); /* the other tests' deliveries are not between */
+    for (size_t k = 0; k < nafter; k++) {
+        long long after = afters[k];
+        for (int limit = 1; limit <= EVENTS + 1; limit += 3) {
+            long long hooks[] = {a, b};
+            for (size_t h = 0; h < 2; h++) {
+                char *want = ids_in_table(hooks[h], after, limit);
+                char *got = ids_in_page(hooks[h], after, limit, NULL);
+                ck_assert_msg(strcmp(want, got) == 0, "webhook %lld after=%lld limit=%d: page %s, table %s",
+                              hooks[h], after, limit, got, want);
+                free(want);
+                free(got);
+            }
+        }
+    }
+    long long after = 0;
+    char *walked = calloc(1, 1);
+    for (int pages = 0; pages <= EVENTS; pages++) {
+        long long next = 0;
+        char *ids = ids_in_page(a, after, 2, &next);
+        char *joined = fmt("%s%s%s", walked, walked[0] && ids[0] ? "," : "", ids);
+        free(walked);
+        free(ids);
+        walked = joined;
+        if (next == 0)
+            break;
+        after = next;
+    }
+    char *all = ids_in_table(a, 0, 1000);
+    ck_assert_msg(strcmp(walked, all) == 0, "next_after walked %s, want %s", walked, all);
+    free(all);
+    free(walked);
+}
+END_TEST
+
 START_TEST(a_webhook_gets_only_events_after_it_exists)
 {
     emit("user.created");
@@ -866,6 +967,7 @@ static Suite *webhooks_suite(void)
     tcase_add_test(tc, a_receiver_that_is_down_is_retried);
     tcase_add_test(tc, a_slow_receiver_times_out_and_is_retried);
     tcase_add_test(tc, delete_drops_pending_deliveries);
+    tcase_add_test(tc, a_deliveries_page_starts_after_any_id);
     tcase_add_test(tc, ping_reports_the_receivers_status);
     tcase_add_test(tc, a_ping_whose_client_goes_away_is_cancelled);
     suite_add_tcase(s, tc);
