@@ -204,7 +204,8 @@ static const server_metric_def METRICS[M_COUNT] = {
                        "Claimed webhook deliveries given back unattempted: they waited too long for a lane of their "
                        "webhook.", NULL},
     [M_WH_OLDEST] = {"h2pg_webhook_oldest_pending_seconds", "gauge",
-                     "Age of the oldest due pending webhook delivery, as a worker last saw it (sampled).", NULL},
+                     "Age of the oldest due pending webhook delivery in whole seconds (rounded down), as a worker "
+                     "last saw it (sampled).", NULL},
 };
 
 static void worker_sample(void *state)

@@ -278,10 +278,11 @@ static const db_stmt RECORD =
             "UPDATE webhooks SET disabled = true WHERE id IN (SELECT webhook_id FROM rec WHERE gone)",
             1);
 /* Per webhook, its oldest due delivery is the first of its range of the
- * due index. */
+ * due index. In whole seconds rounded down, so that 0 means under a
+ * second (a cast alone rounds: 0.5 s read as 1). */
 static const db_stmt OLDEST_DUE =
     DB_STMT("webhook_oldest_due",
-            "SELECT COALESCE(extract(epoch FROM now() - min(x.next_attempt_at)), 0)::bigint FROM webhooks w "
+            "SELECT floor(COALESCE(extract(epoch FROM now() - min(x.next_attempt_at)), 0))::bigint FROM webhooks w "
             "CROSS JOIN LATERAL (SELECT next_attempt_at FROM webhook_deliveries WHERE webhook_id = w.id "
             "AND state = 'pending' AND next_attempt_at <= now() ORDER BY next_attempt_at LIMIT 1) x",
             0);
