@@ -175,47 +175,57 @@ static _Thread_local routes_webhook_counters counters;
 
 void routes_webhook_counters_get(routes_webhook_counters *out) { *out = counters; }
 
-/* Fan-out, one statement: locks the cursor row (SKIP LOCKED: while
- * another worker or replica fans out, the others go on to their claims
- * instead of queueing for the lock, and the next pass catches up), then
- * inserts a delivery for every event of the batch after the cursor times
- * every enabled webhook that wants its type and was created before it,
- * and moves the cursor past the batch; all or nothing, as one statement.
- * The new deliveries come leased to the worker that made them, as a claim
- * would lease them (the attempt counted), as many as it may take: of each
- * webhook up to $3 held ($4: what it holds, as for CLAIM), $5 in all; the
- * rest are left due for the claims. With receivers that keep up, every
- * delivery is leased here and no claim has to find it again, which was
- * most of PostgreSQL's work per delivery.
- * ON CONFLICT: a delivery already made (it cannot be, under the lock, but
- * the unique key is the guarantee). No row when another holds the lock;
- * else rows of: the events read, the deliveries made, and, where one was
- * leased here, the columns of a CLAIM row (else NULL). */
+/* Fan-out, one statement: locks the enabled webhooks that have events
+ * after their cursor (fanned_to; FOR NO KEY UPDATE SKIP LOCKED: a webhook
+ * that another worker or replica fans out now is left to it, the next
+ * pass catches up) and, for each, reads the events after its cursor that
+ * it subscribes to, at most $1 event ids ahead, and only as many as this
+ * worker may still take of it: up to $3 held of one webhook ($4: what it
+ * holds, a JSON array of {"webhook_id", "n"}, as for CLAIM), $5 in all.
+ * Those become deliveries leased to this worker (the attempt counted), and
+ * the cursor moves past them, or to the end of what was read when it took
+ * every one. A webhook whose receiver is slower than its events keeps its
+ * backlog in the outbox, not as delivery rows. All or nothing, as one
+ * statement; ids in the webhook's event order (the row lock serializes
+ * its fan-outs; the deliveries page relies on that). One row of: whether
+ * some webhook read all it could and more events wait (fan out again at
+ * once), whether some webhook had no room for all its events (fan out
+ * again when a lane finishes), how many deliveries were made, and with it,
+ * or one per delivery, the columns of a CLAIM row (NULL without one).
+ * Locking webhook rows with NO KEY UPDATE leaves the deliveries' foreign
+ * key checks (KEY SHARE) free; a fan-out whose snapshot is older than
+ * another's commit gets the cursor as that one moved it (the row lock
+ * re-reads the row) and never moves it back (GREATEST). */
 static const db_stmt FANOUT =
     DB_STMT("webhook_fanout",
-            "WITH cur AS (SELECT last_event_id FROM webhook_fanout FOR UPDATE SKIP LOCKED), "
-            "ev AS (SELECT id, type, created_at, data FROM events WHERE id > (SELECT last_event_id FROM cur) "
-            "ORDER BY id LIMIT $1), "
+            "WITH top AS (SELECT COALESCE(max(id), 0) AS id FROM events), "
             "held AS (SELECT * FROM json_to_recordset($4::json) AS h(webhook_id bigint, n bigint)), "
-            "cand AS (SELECT w.id AS webhook_id, ev.id AS event_id, ev.type, "
-            "(row_number() OVER (PARTITION BY w.id ORDER BY ev.id) + COALESCE(h.n, 0) <= $3 "
-            "AND row_number() OVER (ORDER BY ev.id, w.id) <= $5) AS mine "
-            "FROM ev JOIN webhooks w ON NOT w.disabled AND ev.id > w.after_event_id "
-            "AND (ev.type = ANY (w.events) OR '*' = ANY (w.events)) LEFT JOIN held h ON h.webhook_id = w.id), "
+            "w AS (SELECT w.id, w.fanned_to AS cur, GREATEST(w.fanned_to, LEAST((SELECT id FROM top), "
+            "w.fanned_to + $1)) AS upto, w.events, GREATEST(LEAST($3 - COALESCE(h.n, 0), $5), 0) AS room "
+            "FROM webhooks w LEFT JOIN held h ON h.webhook_id = w.id "
+            "WHERE NOT w.disabled AND w.fanned_to < (SELECT id FROM top) FOR NO KEY UPDATE OF w SKIP LOCKED), "
+            "cand AS (SELECT w.id AS webhook_id, e.id AS event_id, e.type, w.room, "
+            "row_number() OVER (PARTITION BY w.id ORDER BY e.id) AS k FROM w CROSS JOIN LATERAL "
+            "(SELECT e.id, e.type FROM events e WHERE e.id > w.cur AND e.id <= w.upto "
+            "AND (e.type = ANY (w.events) OR '*' = ANY (w.events)) ORDER BY e.id LIMIT w.room + 1) e), "
+            "pick AS (SELECT webhook_id, event_id, type FROM (SELECT c.*, row_number() OVER (ORDER BY event_id, "
+            "webhook_id) AS g FROM cand c WHERE k <= room) x WHERE g <= $5), "
+            "agg AS (SELECT w.id, w.cur, w.upto, count(c.event_id) AS found, count(p.event_id) AS taken, "
+            "max(p.event_id) AS last FROM w LEFT JOIN cand c ON c.webhook_id = w.id LEFT JOIN pick p "
+            "ON p.webhook_id = c.webhook_id AND p.event_id = c.event_id GROUP BY w.id, w.cur, w.upto), "
+            "mv AS (UPDATE webhooks x SET fanned_to = CASE WHEN a.taken = a.found THEN a.upto ELSE a.last END "
+            "FROM agg a WHERE x.id = a.id AND (a.taken = a.found OR a.taken > 0) RETURNING x.id), "
             "ins AS (INSERT INTO webhook_deliveries (webhook_id, event_id, type, attempts, lease_until) "
-            "SELECT webhook_id, event_id, type, CASE WHEN mine THEN 1 ELSE 0 END, "
-            "CASE WHEN mine THEN now() + $2::bigint * interval '1 millisecond' END FROM cand "
-            "ORDER BY event_id, webhook_id ON CONFLICT (webhook_id, event_id) DO NOTHING "
-            "RETURNING id, webhook_id, event_id, attempts, lease_until), "
-            "mv AS (UPDATE webhook_fanout SET last_event_id = COALESCE((SELECT max(id) FROM ev), last_event_id) "
-            "WHERE EXISTS (SELECT 1 FROM cur) RETURNING (SELECT count(*) FROM ev) AS events, "
-            "(SELECT count(*) FROM ins) AS made) "
-            "SELECT mv.events, mv.made, j.* FROM mv "
+            "SELECT webhook_id, event_id, type, 1, now() + $2::bigint * interval '1 millisecond' FROM pick "
+            "ORDER BY webhook_id, event_id RETURNING id, webhook_id, event_id, attempts), "
+            "s AS (SELECT EXISTS (SELECT 1 FROM agg WHERE taken = found AND upto < (SELECT id FROM top)) AS more, "
+            "EXISTS (SELECT 1 FROM agg WHERE taken < found) AS waiting, (SELECT count(*) FROM ins) AS made) "
+            "SELECT s.more, s.waiting, s.made, j.* FROM s "
             "LEFT JOIN LATERAL (SELECT i.id, i.attempts, w.url, w.secret, "
             "json_build_object('id', e.id, 'type', e.type, 'created_at', "
             "to_char(e.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), 'data', e.data)::text "
-            "AS body, i.webhook_id FROM ins i JOIN webhooks w ON w.id = i.webhook_id JOIN ev e ON e.id = i.event_id "
-            "WHERE i.lease_until IS NOT NULL ORDER BY i.id) j ON true",
+            "AS body, i.webhook_id FROM ins i JOIN webhooks w ON w.id = i.webhook_id JOIN events e ON e.id = i.event_id "
+            "ORDER BY i.id) j ON true",
             5);
 /* Leases due deliveries of enabled webhooks and counts the attempt: up
  * to $1, oldest first, and of each webhook no more than make this worker
@@ -277,14 +287,20 @@ static const db_stmt RECORD =
             "RETURNING d.webhook_id, o.gone) "
             "UPDATE webhooks SET disabled = true WHERE id IN (SELECT webhook_id FROM rec WHERE gone)",
             1);
-/* Per webhook, its oldest due delivery is the first of its range of the
- * due index. In whole seconds rounded down, so that 0 means under a
- * second (a cast alone rounds: 0.5 s read as 1). */
+/* The oldest undelivered: per enabled webhook, its oldest due delivery
+ * (the first of its range of the due index) and the oldest event after
+ * its cursor that it subscribes to (the first one the fan-out will read).
+ * In whole seconds rounded down, so that 0 means under a second (a cast
+ * alone rounds: 0.5 s read as 1). */
 static const db_stmt OLDEST_DUE =
     DB_STMT("webhook_oldest_due",
-            "SELECT floor(COALESCE(extract(epoch FROM now() - min(x.next_attempt_at)), 0))::bigint FROM webhooks w "
-            "CROSS JOIN LATERAL (SELECT next_attempt_at FROM webhook_deliveries WHERE webhook_id = w.id "
-            "AND state = 'pending' AND next_attempt_at <= now() ORDER BY next_attempt_at LIMIT 1) x",
+            "SELECT floor(COALESCE(extract(epoch FROM now() - LEAST(min(x.at), min(y.at))), 0))::bigint "
+            "FROM webhooks w "
+            "LEFT JOIN LATERAL (SELECT next_attempt_at AS at FROM webhook_deliveries WHERE webhook_id = w.id "
+            "AND state = 'pending' AND next_attempt_at <= now() ORDER BY next_attempt_at LIMIT 1) x ON true "
+            "LEFT JOIN LATERAL (SELECT e.created_at AS at FROM events e WHERE e.id > w.fanned_to "
+            "AND (e.type = ANY (w.events) OR '*' = ANY (w.events)) ORDER BY e.id LIMIT 1) y ON true "
+            "WHERE NOT w.disabled",
             0);
 
 #define STATEMENT_DEADLINE AIO_SEC(30)
@@ -601,7 +617,8 @@ struct round {
     bool fan;            /* fan out first */
     size_t lease;        /* deliveries the fan-out may lease to this worker */
     size_t want;         /* deliveries to claim (0: no claim) */
-    int64_t events;      /* events the fan-out read: a full batch means more may wait */
+    bool more;           /* the fan-out read as far as it may: more events wait */
+    bool waiting;        /* some webhook's events wait for room in this worker */
     int64_t made;        /* deliveries the fan-out made */
     int leased;          /* how many of them it leased here, or a negative errno */
     int claimed;         /* how many the claim leased, or a negative errno */
@@ -619,12 +636,12 @@ static void round_results(struct lanes *l, struct round *r, db_call *fan, db_cal
                           size_t ndone)
 {
     if (fan != NULL && fan->rc == 0 && fan->result != NULL && PQntuples(fan->result) >= 1) {
-        r->events = db_get_int(fan->result, 0, 0);
-        r->made = db_get_int(fan->result, 0, 1);
-        r->leased = queued_or_rc(l, fan, 2);
+        r->more = db_get_bool(fan->result, 0, 0);
+        r->waiting = db_get_bool(fan->result, 0, 1);
+        r->made = db_get_int(fan->result, 0, 2);
+        r->leased = queued_or_rc(l, fan, 3);
         if (r->made > 0)
-            log_debug("webhooks: %lld events fanned out to %lld deliveries, %d leased here", (long long)r->events,
-                      (long long)r->made, r->leased);
+            log_debug("webhooks: the fan-out made %lld deliveries, %d leased here", (long long)r->made, r->leased);
     }
     if (record != NULL && record->rc != 0 && record->rc != -ECANCELED)
         log_warn("webhooks: recording the outcomes of %zu deliveries failed: %s; they are retried when their "
@@ -716,7 +733,8 @@ static void log_failure(const char *what, int rc, const db_failure *f)
 /* What a dispatcher remembers between its passes. */
 struct passes {
     bool sample;      /* worker 0: samples the oldest due delivery */
-    bool more_events; /* the last fan-out read a full batch */
+    bool more_events; /* the last fan-out read as far as it may: more events wait */
+    bool waiting;     /* the last fan-out left events for lack of room here */
     bool backlog;     /* due deliveries may wait unleased: claim at the next pass */
     int64_t last_sample, last_fanout, last_pass;
     int64_t next_claim; /* a claim at the latest then (retries, others' expired leases) */
@@ -725,22 +743,23 @@ struct passes {
 };
 
 /* One pass, one round trip: fan out when there are new events (this
- * thread's sequencer numbered some, or the last fan-out read a full
- * batch) or a poll interval passed, record the finished attempts'
- * outcomes, and lease as many deliveries as the worker may still hold.
- * The fan-out leases its new deliveries here; a claim, which has to find
- * due deliveries in the table, runs only when some may be waiting: the
- * fan-out left some unleased or the last claim found some (a backlog),
- * one of this worker's retries is due, or a poll interval passed (others'
- * retries and expired leases, deliveries left by a replica that died).
+ * thread's sequencer numbered some, the last fan-out read as far as it
+ * may, or left events for lack of room and there is room now) or a poll
+ * interval passed, record the finished attempts' outcomes, and lease as
+ * many deliveries as the worker may still hold. The fan-out makes
+ * deliveries only as it leases them; a claim, which has to find due
+ * deliveries in the table, runs only when some may be waiting: the last
+ * claim found some (a backlog), one of this worker's retries is due, or a
+ * poll interval passed (others' retries and expired leases, deliveries
+ * left by a replica that died).
  * -ECANCELED when the dispatcher is cancelled, else 0 (failures are
  * logged). */
 static int pass(struct lanes *l, struct passes *p)
 {
     struct round r = {.retry_in_ms = -1}; /* -1: no outcome recorded, no retry due */
     int64_t now = aio_now();
-    if (p->more_events || routes_events_outbox_numbered() != p->seen_numbered ||
-        now - p->last_fanout >= AIO_MSEC(SETTING(poll_ms))) {
+    if (p->more_events || (p->waiting && l->held < ROUTES_WEBHOOK_CLAIM_MAX) ||
+        routes_events_outbox_numbered() != p->seen_numbered || now - p->last_fanout >= AIO_MSEC(SETTING(poll_ms))) {
         p->seen_numbered = routes_events_outbox_numbered();
         p->last_fanout = now;
         r.fan = true;
@@ -749,8 +768,7 @@ static int pass(struct lanes *l, struct passes *p)
     size_t room = ROUTES_WEBHOOK_CLAIM_MAX - l->held;
     bool claim = room > 0 && (p->backlog || now >= p->next_claim);
     /* With both, the room is shared: the fan-out leases new deliveries,
-     * the claim (after it) the oldest due ones, which include what the
-     * fan-out left. */
+     * the claim (after it) the oldest due ones. */
     r.want = claim ? (r.fan ? (room + 1) / 2 : room) : 0;
     r.lease = r.fan ? room - r.want : 0;
     int rc = r.fan || r.want > 0 || l->finished != NULL ? exchange(l, &r) : 0;
@@ -764,13 +782,14 @@ static int pass(struct lanes *l, struct passes *p)
          * claim has seen. */
         p->backlog = r.claimed != 0;
         p->next_claim = now + AIO_MSEC(SETTING(poll_ms));
-    } else if (r.made > (int64_t)(r.leased > 0 ? r.leased : 0)) {
-        p->backlog = true;
     }
     if (r.retry_in_ms >= 0 && now + AIO_MSEC(r.retry_in_ms) < p->next_claim)
         p->next_claim = now + AIO_MSEC(r.retry_in_ms);
-    /* a full batch of events: the outbox may hold more, at once */
-    p->more_events = r.events == ROUTES_WEBHOOK_FANOUT_BATCH;
+    /* read as far as it may: the outbox holds more, at once */
+    if (r.fan) {
+        p->more_events = r.more;
+        p->waiting = r.waiting;
+    }
     if (p->more_events)
         aio_event_set(&l->freed);
     if (p->sample && aio_now() - p->last_sample >= AIO_SEC(1)) {

@@ -4,11 +4,12 @@
  *
  * The dispatcher runs on every worker of every replica; the database
  * coordinates them. A pass is one round trip of up to three statements:
- * (1) fan-out, in one transaction holding the webhook_fanout row's lock
- * (one fan-out at a time across replicas), reads up to a batch of events
- * after the cursor and inserts a pending delivery for each enabled
- * webhook that subscribes to the event's type, leased to this worker (the
- * attempt counted) as far as its limits allow; (2) the outcomes of every
+ * (1) fan-out, one statement holding the row locks of the webhooks it
+ * serves (one fan-out at a time per webhook across replicas), reads the
+ * events after each webhook's own cursor that it subscribes to, as many
+ * as this worker may still take of it, and inserts a delivery for each,
+ * leased to this worker (the attempt counted): a slow receiver's backlog
+ * waits in the outbox, not as delivery rows; (2) the outcomes of every
  * attempt finished since the last pass, in one statement; (3) when due
  * deliveries may be waiting unleased (a backlog, a retry due, others'
  * expired leases: at least every WEBHOOK_POLL_MS), a claim (FOR UPDATE
@@ -48,7 +49,7 @@ struct server_config;
 #define ROUTES_WEBHOOK_CLAIM_MAX 256
 /* Response body bytes read from a receiver; more is cut off. */
 #define ROUTES_WEBHOOK_MAX_RESPONSE (64 * 1024)
-/* Events fanned out per statement. */
+/* Event ids one fan-out reads past a webhook's cursor. */
 #define ROUTES_WEBHOOK_FANOUT_BATCH 500
 
 /* Copies the WEBHOOK_* settings; each worker calls it at start with the

@@ -23,9 +23,9 @@
 static const db_stmt SEQUENCE_NOW = DB_STMT("webhook_sequence_now", "SELECT events_sequence(1000000)", 0);
 static const db_stmt INSERT_WEBHOOK =
     DB_STMT("webhook_insert",
-            "INSERT INTO webhooks (url, events, secret, after_event_id) "
-            "VALUES ($1, ARRAY(SELECT jsonb_array_elements_text($2::jsonb)), $3, "
-            "(SELECT COALESCE(max(id), 0) FROM events)) RETURNING " WEBHOOK_COLUMNS ", secret",
+            "INSERT INTO webhooks (url, events, secret, after_event_id, fanned_to) "
+            "SELECT $1, ARRAY(SELECT jsonb_array_elements_text($2::jsonb)), $3, m, m "
+            "FROM (SELECT COALESCE(max(id), 0) AS m FROM events) top RETURNING " WEBHOOK_COLUMNS ", secret",
             3);
 static const db_stmt LIST_WEBHOOKS =
     DB_STMT("webhook_list", "SELECT " WEBHOOK_COLUMNS " FROM webhooks WHERE id > $1 ORDER BY id LIMIT $2", 2);
@@ -34,19 +34,11 @@ static const db_stmt GET_WEBHOOK_TARGET =
     DB_STMT("webhook_target", "SELECT url, secret FROM webhooks WHERE id = $1", 1);
 /* its deliveries go with it (ON DELETE CASCADE) */
 static const db_stmt DELETE_WEBHOOK = DB_STMT("webhook_delete", "DELETE FROM webhooks WHERE id = $1 RETURNING 1", 1);
-/* A page of a webhook's deliveries after id $2, by id. Read through the
- * unique (webhook_id, event_id) index (migrations/0013 says why there is
- * no (webhook_id, id) one): ids grow with (event_id, webhook_id), so the
- * deliveries of $1 after id $2 are those after the nearest delivery at or
- * below $2 (any webhook's, found by primary key) in that order: event ids
- * from its own when it is $1's or a later webhook's, from the one before
- * it otherwise. ORDER BY event_id is the same order as by id. */
+/* A page of a webhook's deliveries after id $2, by id: the (webhook_id, id)
+ * index (migrations/0014). */
 static const db_stmt LIST_DELIVERIES =
     DB_STMT("webhook_deliveries",
-            "WITH near AS (SELECT event_id, webhook_id FROM webhook_deliveries WHERE id <= $2 ORDER BY id DESC LIMIT 1) "
-            "SELECT " DELIVERY_COLUMNS " FROM webhook_deliveries WHERE webhook_id = $1 AND event_id > "
-            "COALESCE((SELECT CASE WHEN webhook_id < $1 THEN event_id - 1 ELSE event_id END FROM near), 0) "
-            "ORDER BY event_id LIMIT $3",
+            "SELECT " DELIVERY_COLUMNS " FROM webhook_deliveries WHERE webhook_id = $1 AND id > $2 ORDER BY id LIMIT $3",
             3);
 static const db_stmt WEBHOOK_EXISTS = DB_STMT("webhook_exists", "SELECT 1 FROM webhooks WHERE id = $1", 1);
 

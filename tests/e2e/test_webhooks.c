@@ -445,8 +445,7 @@ static char *ids_in_page(long long webhook, long long after, int limit, long lon
 /* Two webhooks of the same events have their deliveries' ids interleaved:
  * a page of one, after any id at all (its own, the other's, one between,
  * one past the end), is what "id > after ORDER BY id" gives, and following
- * next_after walks them all once. (The page reads the unique (webhook_id,
- * event_id) index, relying on ids following event ids: 0013.) */
+ * next_after walks them all once. */
 START_TEST(a_deliveries_page_starts_after_any_id)
 {
     enum { EVENTS = 6 };
