@@ -181,7 +181,8 @@ void routes_webhook_counters_get(routes_webhook_counters *out) { *out = counters
  * pass catches up) and, for each, reads the events after its cursor that
  * it subscribes to, at most $1 event ids ahead, and only as many as this
  * worker may still take of it: up to $3 held of one webhook ($4: what it
- * holds, a JSON array of {"webhook_id", "n"}, as for CLAIM), $5 in all.
+ * holds, a JSON array of {"webhook_id", "n"}, as for CLAIM), $5 in all (a
+ * webhook it may take none of is neither locked nor read).
  * Those become deliveries leased to this worker (the attempt counted), and
  * the cursor moves past them, or to the end of what was read when it took
  * every one. A webhook whose receiver is slower than its events keeps its
@@ -200,10 +201,13 @@ static const db_stmt FANOUT =
     DB_STMT("webhook_fanout",
             "WITH top AS (SELECT COALESCE(max(id), 0) AS id FROM events), "
             "held AS (SELECT * FROM json_to_recordset($4::json) AS h(webhook_id bigint, n bigint)), "
-            "w AS (SELECT w.id, w.fanned_to AS cur, GREATEST(w.fanned_to, LEAST((SELECT id FROM top), "
-            "w.fanned_to + $1)) AS upto, w.events, GREATEST(LEAST($3 - COALESCE(h.n, 0), $5), 0) AS room "
+            "behind AS (SELECT w.id, w.fanned_to, w.events, LEAST($3 - COALESCE(h.n, 0), $5) AS room "
             "FROM webhooks w LEFT JOIN held h ON h.webhook_id = w.id "
-            "WHERE NOT w.disabled AND w.fanned_to < (SELECT id FROM top) FOR NO KEY UPDATE OF w SKIP LOCKED), "
+            "WHERE NOT w.disabled AND w.fanned_to < (SELECT id FROM top)), "
+            "w AS (SELECT w.id, w.fanned_to AS cur, GREATEST(w.fanned_to, LEAST((SELECT id FROM top), "
+            "w.fanned_to + $1)) AS upto, w.events, b.room FROM webhooks w JOIN behind b ON b.id = w.id "
+            "WHERE b.room > 0 AND NOT w.disabled AND w.fanned_to < (SELECT id FROM top) "
+            "FOR NO KEY UPDATE OF w SKIP LOCKED), "
             "cand AS (SELECT w.id AS webhook_id, e.id AS event_id, e.type, w.room, "
             "row_number() OVER (PARTITION BY w.id ORDER BY e.id) AS k FROM w CROSS JOIN LATERAL "
             "(SELECT e.id, e.type FROM events e WHERE e.id > w.cur AND e.id <= w.upto "
@@ -219,7 +223,7 @@ static const db_stmt FANOUT =
             "SELECT webhook_id, event_id, type, 1, now() + $2::bigint * interval '1 millisecond' FROM pick "
             "ORDER BY webhook_id, event_id RETURNING id, webhook_id, event_id, attempts), "
             "s AS (SELECT EXISTS (SELECT 1 FROM agg WHERE taken = found AND upto < (SELECT id FROM top)) AS more, "
-            "EXISTS (SELECT 1 FROM agg WHERE taken < found) AS waiting, (SELECT count(*) FROM ins) AS made) "
+            "EXISTS (SELECT 1 FROM agg WHERE taken < found) OR EXISTS (SELECT 1 FROM behind WHERE room <= 0) AS waiting, (SELECT count(*) FROM ins) AS made) "
             "SELECT s.more, s.waiting, s.made, j.* FROM s "
             "LEFT JOIN LATERAL (SELECT i.id, i.attempts, w.url, w.secret, "
             "json_build_object('id', e.id, 'type', e.type, 'created_at', "

@@ -950,6 +950,97 @@ START_TEST(a_worker_keeps_a_webhook_busy_and_releases_the_claims_that_wait)
 }
 END_TEST
 
+/* The value of an unlabelled metric in /metrics; -1 if it is missing. */
+static long long metric(const char *name)
+{
+    test_response r;
+    char *url = fmt("%s/metrics", server.base_url);
+    test_http(&r, "GET", url, NULL, 0, NULL);
+    char *key = fmt("\n%s ", name);
+    const char *line = strstr(r.body, key);
+    long long v = line != NULL ? atoll(line + strlen(key)) : -1;
+    free(key);
+    test_response_free(&r);
+    free(url);
+    return v;
+}
+
+/* A receiver far slower than its events (each request held a minute): the
+ * fan-out makes a webhook's deliveries only as the worker leases them, so
+ * the backlog waits in the outbox as events, not as thousands of pending
+ * delivery rows (before migration 0014 every event had its row at once,
+ * and the API paid for each). The worker holds ROUTES_WEBHOOK_CLAIMED_-
+ * PER_ENDPOINT; every 2.5 s the claims still waiting for a lane are
+ * released, and as many new ones may be made: the rows stay within that
+ * bound, far below the events. The oldest-undelivered gauge counts the
+ * events that wait in the outbox. */
+START_TEST(a_slow_webhooks_backlog_waits_in_the_outbox)
+{
+    char secret[128];
+    long long hook = create_webhook("/backlog", "[\"user.created\"]", secret);
+    receiver_mode("/backlog", secret, "\"sleep_ms\": 60000");
+    enum { EVENTS = 3000, WAITING = ROUTES_WEBHOOK_CLAIMED_PER_ENDPOINT - ROUTES_WEBHOOK_PER_ENDPOINT };
+    int64_t start = mono_ms();
+    char *sql = fmt("SELECT count(events_emit('user.created', '{\"id\": 1}'::jsonb)) FROM generate_series(1, %d)",
+                    EVENTS);
+    ck_assert_int_eq(sql_int(sql), EVENTS);
+    free(sql);
+    json_decref(wait_received("/backlog", ROUTES_WEBHOOK_PER_ENDPOINT));
+    int64_t give_up = mono_ms() + OUTCOME_WAIT_MS;
+    long long oldest;
+    while ((oldest = metric("h2pg_webhook_oldest_pending_seconds")) < 2 && mono_ms() < give_up)
+        pause_ms(200);
+    ck_assert_int_ge(oldest, 2);
+    sql = fmt("SELECT count(*) FROM webhook_deliveries WHERE webhook_id = %lld", hook);
+    long long rows = sql_int(sql);
+    free(sql);
+    long long bound = ROUTES_WEBHOOK_CLAIMED_PER_ENDPOINT + WAITING * ((mono_ms() - start) / 2500 + 1);
+    ck_assert_msg(rows <= bound && rows < EVENTS, "%lld delivery rows for %d events (bound %lld)", rows, EVENTS,
+                  bound);
+}
+END_TEST
+
+/* More events than a worker may hold of one webhook, to a receiver that
+ * takes 300 ms: what did not fit waits in the outbox and is fanned out as
+ * lanes finish; every event arrives exactly once, on its first attempt. */
+START_TEST(a_backlog_beyond_what_a_worker_holds_arrives_once)
+{
+    char secret[128];
+    long long hook = create_webhook("/beyond", "[\"user.created\"]", secret);
+    receiver_mode("/beyond", secret, "\"sleep_ms\": 300");
+    enum { EVENTS = 2 * ROUTES_WEBHOOK_CLAIMED_PER_ENDPOINT + 44 };
+    char *sql = fmt("SELECT count(events_emit('user.created', '{\"id\": 1}'::jsonb)) FROM generate_series(1, %d)",
+                    EVENTS);
+    ck_assert_int_eq(sql_int(sql), EVENTS);
+    free(sql);
+    sql = fmt("SELECT count(*) FROM webhook_deliveries WHERE webhook_id = %lld AND state = 'delivered'", hook);
+    int64_t give_up = mono_ms() + 2 * OUTCOME_WAIT_MS;
+    long long delivered = 0;
+    while (mono_ms() < give_up && (delivered = sql_int(sql)) < EVENTS)
+        pause_ms(100);
+    free(sql);
+    ck_assert_int_eq(delivered, EVENTS);
+    sql = fmt("SELECT count(*) FROM webhook_deliveries WHERE webhook_id = %lld AND attempts <> 1", hook);
+    ck_assert_int_eq(sql_int(sql), 0);
+    free(sql);
+    sql = fmt("SELECT count(DISTINCT event_id) FROM webhook_deliveries WHERE webhook_id = %lld", hook);
+    ck_assert_int_eq(sql_int(sql), EVENTS);
+    free(sql);
+    json_t *got = received("/beyond");
+    ck_assert_int_eq(json_array_size(got), EVENTS);
+    assert_all_verified(got);
+    json_t *ids = json_object();
+    size_t i;
+    json_t *rec;
+    json_array_foreach(got, i, rec) {
+        json_object_set_new(ids, json_string_value(json_object_get(rec, "id")), json_true());
+    }
+    ck_assert_int_eq(json_object_size(ids), EVENTS);
+    json_decref(ids);
+    json_decref(got);
+}
+END_TEST
+
 static Suite *webhooks_suite(void)
 {
     Suite *s = suite_create("webhooks");
@@ -994,6 +1085,8 @@ static Suite *webhooks_suite(void)
     tcase_add_checked_fixture(tc, crowd_setup, teardown);
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, a_worker_keeps_a_webhook_busy_and_releases_the_claims_that_wait);
+    tcase_add_test(tc, a_slow_webhooks_backlog_waits_in_the_outbox);
+    tcase_add_test(tc, a_backlog_beyond_what_a_worker_holds_arrives_once);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("ssrf");
