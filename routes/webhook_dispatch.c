@@ -384,6 +384,10 @@ struct hook {
     int64_t webhook_id;
     int held;    /* claimed and not finished: waiting or being attempted */
     int running; /* being attempted */
+    /* until then, take no more than may run: a claim of it waited for a
+     * lane until it was released (its receiver is slower than its
+     * events), and claims beyond its lanes would only be released too */
+    int64_t lanes_only_until;
 };
 
 /* The dispatcher's lanes: ROUTES_WEBHOOK_LANES tasks that each attempt one
@@ -393,7 +397,10 @@ struct hook {
  * deliveries: the ones beyond what may run wait on the list, and a lane
  * that finishes takes the next it may start. One that waited longer than
  * RELEASE_AFTER is not attempted but released (its claim undone), so that
- * every attempt starts well inside its lease. Outcomes wait on the
+ * every attempt starts well inside its lease, and its webhook then takes
+ * only as many as may run for a while (its receiver is slower than its
+ * events: claims held beyond the lanes would only be released again, each
+ * a row updated twice for nothing). Outcomes wait on the
  * finished list for the next pass, which records them all in one
  * statement, sent with its claim. */
 struct lane {
@@ -415,6 +422,9 @@ struct lanes {
 };
 
 #define RELEASE_AFTER AIO_MSEC(LEASE_MARGIN_MS / 2)
+/* How long a webhook whose claim was released takes only as many
+ * deliveries as may run at once. */
+#define LANES_ONLY_FOR AIO_SEC(10)
 
 /* The shortest time between two passes of one dispatcher: at most 100
  * claims a second per worker, each of up to ROUTES_WEBHOOK_CLAIM_MAX
@@ -467,6 +477,7 @@ static struct job *next_startable(struct lanes *l)
         }
         j->state = "released";
         counters.released++;
+        h->lanes_only_until = now + LANES_ONLY_FOR;
         finish(l, j);
     }
     return NULL;
@@ -572,13 +583,17 @@ static char *outcomes_json(const struct job *list)
 }
 
 /* The CLAIM and FANOUT statements' JSON of what this worker holds, per
- * webhook; NULL without memory. The caller frees it. */
+ * webhook (counted as more for a webhook that is to take only what may
+ * run); NULL without memory. The caller frees it. */
 static char *held_json(const struct lanes *l)
 {
     json_t *arr = json_array();
-    for (size_t i = 0; arr != NULL && i < l->nhooks; i++)
-        arr = append(arr, json_pack("{s:I, s:i}", "webhook_id", (json_int_t)l->hooks[i].webhook_id, "n",
-                                    l->hooks[i].held));
+    int64_t now = aio_now();
+    for (size_t i = 0; arr != NULL && i < l->nhooks; i++) {
+        const struct hook *h = &l->hooks[i];
+        int extra = now < h->lanes_only_until ? ROUTES_WEBHOOK_CLAIMED_PER_ENDPOINT - ROUTES_WEBHOOK_PER_ENDPOINT : 0;
+        arr = append(arr, json_pack("{s:I, s:i}", "webhook_id", (json_int_t)h->webhook_id, "n", h->held + extra));
+    }
     return dump(arr);
 }
 
