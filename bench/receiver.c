@@ -11,7 +11,7 @@
  *
  *   receiver             prints "listening <port>" (127.0.0.1, a free port)
  *   POST /_secret        the body is the webhook's secret, whsec_...
- *   GET /_stats          {"verified": n, "failed": n}
+ *   GET /_stats          {"connections": n, "verified": n, "failed": n}
  *
  * Built by bench/webhooks.sh: cc -O2 bench/receiver.c -lcrypto. */
 #define _GNU_SOURCE
@@ -41,7 +41,7 @@ struct conn {
 
 static unsigned char key[256];
 static int keylen;
-static unsigned long verified, failed;
+static unsigned long accepted, verified, failed;
 
 /* The value of header name within head (case-insensitive), NUL-terminated
  * in place of its CR; NULL if absent. Lines are found by their LF, so
@@ -153,7 +153,8 @@ static bool serve(struct conn *c)
             reply(c->fd, ok ? "200 OK" : "400 Bad Request", "");
         } else if (strncmp(c->buf, "GET /_stats", 11) == 0) {
             char stats[128];
-            snprintf(stats, sizeof(stats), "{\"verified\": %lu, \"failed\": %lu}", verified, failed);
+            snprintf(stats, sizeof(stats), "{\"connections\": %lu, \"verified\": %lu, \"failed\": %lu}", accepted,
+                     verified, failed);
             reply(c->fd, "200 OK", stats);
         } else {
             char *id = header(c->buf, head_len, "webhook-id");
@@ -193,6 +194,7 @@ int main(void)
             struct conn *c = evs[i].data.ptr;
             if (c == NULL) {
                 int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+                accepted += fd >= 0;
                 struct conn *nc = fd >= 0 ? malloc(sizeof(*nc)) : NULL;
                 if (nc == NULL) {
                     if (fd >= 0)
