@@ -182,7 +182,10 @@ void routes_webhook_counters_get(routes_webhook_counters *out) { *out = counters
  * it subscribes to, at most $1 event ids ahead, and only as many as this
  * worker may still take of it: up to $3 held of one webhook ($4: what it
  * holds, a JSON array of {"webhook_id", "n"}, as for CLAIM), $5 in all (a
- * webhook it may take none of is neither locked nor read).
+ * webhook it may take none of is neither locked nor read, nor is one whose
+ * events after its cursor, fewer than $1, are none of its types: its
+ * cursor moves when it has one, or when it falls $1 behind, instead of a
+ * row lock and an update every pass for every webhook).
  * Those become deliveries leased to this worker (the attempt counted), and
  * the cursor moves past them, or to the end of what was read when it took
  * every one. A webhook whose receiver is slower than its events keeps its
@@ -203,7 +206,9 @@ static const db_stmt FANOUT =
             "held AS (SELECT * FROM json_to_recordset($4::json) AS h(webhook_id bigint, n bigint)), "
             "behind AS (SELECT w.id, w.fanned_to, w.events, LEAST($3 - COALESCE(h.n, 0), $5) AS room "
             "FROM webhooks w LEFT JOIN held h ON h.webhook_id = w.id "
-            "WHERE NOT w.disabled AND w.fanned_to < (SELECT id FROM top)), "
+            "WHERE NOT w.disabled AND w.fanned_to < (SELECT id FROM top) AND (w.fanned_to + $1 < (SELECT id FROM top) "
+            "OR EXISTS (SELECT 1 FROM events e WHERE e.id > w.fanned_to "
+            "AND (e.type = ANY (w.events) OR '*' = ANY (w.events))))), "
             "w AS (SELECT w.id, w.fanned_to AS cur, GREATEST(w.fanned_to, LEAST((SELECT id FROM top), "
             "w.fanned_to + $1)) AS upto, w.events, b.room FROM webhooks w JOIN behind b ON b.id = w.id "
             "WHERE b.room > 0 AND NOT w.disabled AND w.fanned_to < (SELECT id FROM top) "

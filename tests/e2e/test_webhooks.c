@@ -950,6 +950,45 @@ START_TEST(a_worker_keeps_a_webhook_busy_and_releases_the_claims_that_wait)
 }
 END_TEST
 
+/* A webhook's cursor in the outbox moves when there is an event of its
+ * types to deliver, or when it falls ROUTES_WEBHOOK_FANOUT_BATCH ids
+ * behind: other types' events alone do not lock and update its row in
+ * every pass. Its own events arrive either way. */
+START_TEST(a_webhooks_cursor_moves_for_its_events_or_a_batch_behind)
+{
+    char secret[128];
+    long long hook = create_webhook("/cursor", "[\"order.created\"]", secret);
+    receiver_mode("/cursor", secret, "");
+    char *cursor = fmt("SELECT fanned_to FROM webhooks WHERE id = %lld", hook);
+    long long start = sql_int(cursor);
+    for (int i = 0; i < 5; i++)
+        emit("user.created");
+    pause_ms(1000); /* passes at least every WEBHOOK_POLL_MS, 100 ms */
+    ck_assert_int_eq(sql_int(cursor), start);
+    emit("order.created");
+    json_decref(wait_received("/cursor", 1));
+    long long order = sql_int("SELECT max(id) FROM events WHERE type = 'order.created'");
+    long long moved = sql_int(cursor);
+    ck_assert_int_ge(moved, order);
+    /* a batch and more of other events: the cursor follows in batches */
+    char *sql = fmt("SELECT count(events_emit('user.created', '{\"id\": 1}'::jsonb)) FROM generate_series(1, %d)",
+                    ROUTES_WEBHOOK_FANOUT_BATCH + 20);
+    sql_int(sql);
+    free(sql);
+    int64_t give_up = mono_ms() + OUTCOME_WAIT_MS;
+    long long now = moved;
+    while ((now = sql_int(cursor)) < moved + ROUTES_WEBHOOK_FANOUT_BATCH && mono_ms() < give_up)
+        pause_ms(100);
+    ck_assert_int_ge(now, moved + ROUTES_WEBHOOK_FANOUT_BATCH);
+    emit("order.created");
+    json_t *got = wait_received("/cursor", 2);
+    ck_assert_int_eq(json_array_size(got), 2);
+    assert_all_verified(got);
+    json_decref(got);
+    free(cursor);
+}
+END_TEST
+
 /* The value of an unlabelled metric in /metrics; -1 if it is missing. */
 static long long metric(const char *name)
 {
@@ -1058,6 +1097,7 @@ static Suite *webhooks_suite(void)
     tcase_add_test(tc, a_slow_receiver_times_out_and_is_retried);
     tcase_add_test(tc, delete_drops_pending_deliveries);
     tcase_add_test(tc, a_deliveries_page_starts_after_any_id);
+    tcase_add_test(tc, a_webhooks_cursor_moves_for_its_events_or_a_batch_behind);
     tcase_add_test(tc, ping_reports_the_receivers_status);
     tcase_add_test(tc, a_ping_whose_client_goes_away_is_cancelled);
     suite_add_tcase(s, tc);
