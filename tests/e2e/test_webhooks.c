@@ -248,6 +248,20 @@ static void assert_all_verified(json_t *got)
     }
 }
 
+/* How many distinct webhook-ids the received deliveries carry. */
+static size_t distinct_webhook_ids(json_t *got)
+{
+    json_t *ids = json_object();
+    size_t i;
+    json_t *rec;
+    json_array_foreach(got, i, rec) {
+        json_object_set_new(ids, json_string_value(json_object_get(rec, "id")), json_true());
+    }
+    size_t n = json_object_size(ids);
+    json_decref(ids);
+    return n;
+}
+
 static const char *const FAST_RETRIES[] = {"WEBHOOK_ALLOW_PRIVATE=true", "WEBHOOK_RETRY_BASE_MS=100",
                                            "WEBHOOK_RETRY_MAX_MS=400",   "WEBHOOK_TIMEOUT_MS=1500",
                                            "WEBHOOK_MAX_ATTEMPTS=3",     "WEBHOOK_POLL_MS=100",
@@ -825,15 +839,7 @@ START_TEST(three_replicas_deliver_every_event)
     ck_assert_int_eq(delivered, EVENTS);
     json_t *got = wait_received("/many", EVENTS);
     assert_all_verified(got);
-    /* each distinct webhook-id seen */
-    json_t *ids = json_object();
-    size_t i;
-    json_t *rec;
-    json_array_foreach(got, i, rec) {
-        json_object_set_new(ids, json_string_value(json_object_get(rec, "id")), json_true());
-    }
-    ck_assert_int_eq(json_object_size(ids), EVENTS);
-    json_decref(ids);
+    ck_assert_int_eq(distinct_webhook_ids(got), EVENTS);
     json_decref(got);
     for (int k = 0; k < 2; k++)
         test_server_stop(&more[k]);
@@ -1068,14 +1074,7 @@ START_TEST(a_backlog_beyond_what_a_worker_holds_arrives_once)
     json_t *got = received("/beyond");
     ck_assert_int_eq(json_array_size(got), EVENTS);
     assert_all_verified(got);
-    json_t *ids = json_object();
-    size_t i;
-    json_t *rec;
-    json_array_foreach(got, i, rec) {
-        json_object_set_new(ids, json_string_value(json_object_get(rec, "id")), json_true());
-    }
-    ck_assert_int_eq(json_object_size(ids), EVENTS);
-    json_decref(ids);
+    ck_assert_int_eq(distinct_webhook_ids(got), EVENTS);
     json_decref(got);
 }
 END_TEST
