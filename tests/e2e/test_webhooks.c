@@ -82,6 +82,28 @@ static long long sql_int(const char *sql)
     return v;
 }
 
+/* n events of type, in one transaction. */
+static void emit_many(const char *type, int n)
+{
+    char *sql =
+        fmt("SELECT count(events_emit('%s', '{\"id\": 1}'::jsonb)) FROM generate_series(1, %d)", type, n);
+    ck_assert_int_eq(sql_int(sql), n);
+    free(sql);
+}
+
+/* The webhook's delivered deliveries, polled until there are n (twice
+ * OUTCOME_WAIT_MS at most). */
+static long long wait_delivered(long long webhook, long long n)
+{
+    char *sql = fmt("SELECT count(*) FROM webhook_deliveries WHERE webhook_id = %lld AND state = 'delivered'", webhook);
+    int64_t give_up = mono_ms() + 2 * OUTCOME_WAIT_MS;
+    long long delivered = 0;
+    while (mono_ms() < give_up && (delivered = sql_int(sql)) < n)
+        pause_ms(100);
+    free(sql);
+    return delivered;
+}
+
 static json_t *request_json(const char *method, const char *base, const char *path, const char *body,
                             long want_status)
 {
@@ -927,13 +949,7 @@ START_TEST(a_worker_keeps_a_webhook_busy_and_releases_the_claims_that_wait)
     _Static_assert(EVENTS <= ROUTES_WEBHOOK_CLAIMED_PER_ENDPOINT, "all leased at once");
     for (int i = 0; i < EVENTS; i++)
         emit("user.created");
-    char *sql = fmt("SELECT count(*) FROM webhook_deliveries WHERE webhook_id = %lld AND state = 'delivered'", hook);
-    int64_t give_up = mono_ms() + 2 * OUTCOME_WAIT_MS;
-    long long delivered = 0;
-    while (mono_ms() < give_up && (delivered = sql_int(sql)) < EVENTS)
-        pause_ms(100);
-    free(sql);
-    ck_assert_int_eq(delivered, EVENTS);
+    ck_assert_int_eq(wait_delivered(hook, EVENTS), EVENTS);
     json_t *stats = receiver("GET", "/_stats/crowd", NULL);
     ck_assert_int_eq(json_integer_value(json_object_get(stats, "max_in_flight")), ROUTES_WEBHOOK_PER_ENDPOINT);
     json_decref(stats);
@@ -941,7 +957,7 @@ START_TEST(a_worker_keeps_a_webhook_busy_and_releases_the_claims_that_wait)
     ck_assert_int_eq(json_array_size(got), EVENTS);
     assert_all_verified(got);
     json_decref(got);
-    sql = fmt("SELECT count(*) FROM webhook_deliveries WHERE webhook_id = %lld AND attempts <> 1", hook);
+    char *sql = fmt("SELECT count(*) FROM webhook_deliveries WHERE webhook_id = %lld AND attempts <> 1", hook);
     ck_assert_int_eq(sql_int(sql), 0);
     free(sql);
     /* some claims were released: all leased at once, some run, the rest wait 3 s */
@@ -977,10 +993,7 @@ START_TEST(a_webhooks_cursor_moves_for_its_events_or_a_batch_behind)
     long long moved = sql_int(cursor);
     ck_assert_int_ge(moved, order);
     /* a batch and more of other events: the cursor follows in batches */
-    char *sql = fmt("SELECT count(events_emit('user.created', '{\"id\": 1}'::jsonb)) FROM generate_series(1, %d)",
-                    ROUTES_WEBHOOK_FANOUT_BATCH + 20);
-    sql_int(sql);
-    free(sql);
+    emit_many("user.created", ROUTES_WEBHOOK_FANOUT_BATCH + 20);
     int64_t give_up = mono_ms() + OUTCOME_WAIT_MS;
     long long now = moved;
     while ((now = sql_int(cursor)) < moved + ROUTES_WEBHOOK_FANOUT_BATCH && mono_ms() < give_up)
@@ -1026,17 +1039,14 @@ START_TEST(a_slow_webhooks_backlog_waits_in_the_outbox)
     receiver_mode("/backlog", secret, "\"sleep_ms\": 60000");
     enum { EVENTS = 3000, WAITING = ROUTES_WEBHOOK_CLAIMED_PER_ENDPOINT - ROUTES_WEBHOOK_PER_ENDPOINT };
     int64_t start = mono_ms();
-    char *sql = fmt("SELECT count(events_emit('user.created', '{\"id\": 1}'::jsonb)) FROM generate_series(1, %d)",
-                    EVENTS);
-    ck_assert_int_eq(sql_int(sql), EVENTS);
-    free(sql);
+    emit_many("user.created", EVENTS);
     json_decref(wait_received("/backlog", ROUTES_WEBHOOK_PER_ENDPOINT));
     int64_t give_up = mono_ms() + OUTCOME_WAIT_MS;
     long long oldest;
     while ((oldest = metric("h2pg_webhook_oldest_pending_seconds")) < 2 && mono_ms() < give_up)
         pause_ms(200);
     ck_assert_int_ge(oldest, 2);
-    sql = fmt("SELECT count(*) FROM webhook_deliveries WHERE webhook_id = %lld", hook);
+    char *sql = fmt("SELECT count(*) FROM webhook_deliveries WHERE webhook_id = %lld", hook);
     long long rows = sql_int(sql);
     free(sql);
     long long bound = ROUTES_WEBHOOK_CLAIMED_PER_ENDPOINT + WAITING * ((mono_ms() - start) / 2500 + 1);
@@ -1054,18 +1064,9 @@ START_TEST(a_backlog_beyond_what_a_worker_holds_arrives_once)
     long long hook = create_webhook("/beyond", "[\"user.created\"]", secret);
     receiver_mode("/beyond", secret, "\"sleep_ms\": 300");
     enum { EVENTS = 2 * ROUTES_WEBHOOK_CLAIMED_PER_ENDPOINT + 44 };
-    char *sql = fmt("SELECT count(events_emit('user.created', '{\"id\": 1}'::jsonb)) FROM generate_series(1, %d)",
-                    EVENTS);
-    ck_assert_int_eq(sql_int(sql), EVENTS);
-    free(sql);
-    sql = fmt("SELECT count(*) FROM webhook_deliveries WHERE webhook_id = %lld AND state = 'delivered'", hook);
-    int64_t give_up = mono_ms() + 2 * OUTCOME_WAIT_MS;
-    long long delivered = 0;
-    while (mono_ms() < give_up && (delivered = sql_int(sql)) < EVENTS)
-        pause_ms(100);
-    free(sql);
-    ck_assert_int_eq(delivered, EVENTS);
-    sql = fmt("SELECT count(*) FROM webhook_deliveries WHERE webhook_id = %lld AND attempts <> 1", hook);
+    emit_many("user.created", EVENTS);
+    ck_assert_int_eq(wait_delivered(hook, EVENTS), EVENTS);
+    char *sql = fmt("SELECT count(*) FROM webhook_deliveries WHERE webhook_id = %lld AND attempts <> 1", hook);
     ck_assert_int_eq(sql_int(sql), 0);
     free(sql);
     sql = fmt("SELECT count(DISTINCT event_id) FROM webhook_deliveries WHERE webhook_id = %lld", hook);
