@@ -19,6 +19,7 @@
 #include "routes/events_outbox.h"
 #include "routes/handler.h"
 #include "routes/idempotency.h"
+#include "routes/retention.h"
 #include "routes/webhook_dispatch.h"
 
 #define MIGRATE_RETRY_FOR 30 /* seconds to wait for the database at start */
@@ -32,6 +33,7 @@ struct worker_db {
     db_pool *listen; /* LISTEN connections: the GET /events hub, the sequencer */
     aio_task *pruner; /* worker 0: expired idempotency keys */
     aio_task *events_pruner; /* worker 0: events past their retention */
+    aio_task *deliveries_pruner; /* worker 0: settled webhook deliveries of those events */
     aio_task *sequencer;     /* worker 0: numbers committed events (routes/events_outbox.h) */
     aio_task *webhooks; /* every worker: the webhook dispatcher */
     int worker;
@@ -45,6 +47,7 @@ static void worker_stop(void *state)
     routes_auth_worker_stop();
     routes_idempotency_pruner_stop(d->pruner); /* before its pool goes */
     routes_events_outbox_stop(d->events_pruner);
+    routes_retention_stop(d->deliveries_pruner);
     routes_events_outbox_stop(d->sequencer);
     routes_events_stop();
     if (d->listen != NULL)
@@ -141,6 +144,10 @@ static int worker_start(const server_config *cfg, int worker, void **state)
     }
     if (rc == 0 && worker == 0 && (d->events_pruner = routes_events_outbox_pruner_start()) == NULL) {
         snprintf(err, sizeof(err), "cannot start the events pruner");
+        rc = -ENOMEM;
+    }
+    if (rc == 0 && worker == 0 && (d->deliveries_pruner = routes_webhook_pruner_start()) == NULL) {
+        snprintf(err, sizeof(err), "cannot start the webhook deliveries pruner");
         rc = -ENOMEM;
     }
     routes_webhook_configure(cfg);

@@ -32,10 +32,12 @@ void routes_events_outbox_set_retention(int64_t seconds)
     atomic_store_explicit(&retention_s, seconds >= 1 ? seconds : 1, memory_order_relaxed);
 }
 
-static int64_t retention(void) { return atomic_load_explicit(&retention_s, memory_order_relaxed); }
+int64_t routes_events_outbox_retention(void) { return atomic_load_explicit(&retention_s, memory_order_relaxed); }
 
-static const routes_retention EVENTS_RETENTION = {
-    .what = "events", .prune = &PRUNE_EVENTS, .batch = ROUTES_EVENTS_PRUNE_BATCH, .retention_s = retention};
+static const routes_retention EVENTS_RETENTION = {.what = "events",
+                                                  .prune = &PRUNE_EVENTS,
+                                                  .batch = ROUTES_EVENTS_PRUNE_BATCH,
+                                                  .retention_s = routes_events_outbox_retention};
 
 int routes_events_outbox_prune(int64_t *deleted) { return routes_retention_prune(&EVENTS_RETENTION, deleted); }
 

@@ -51,6 +51,9 @@ uint64_t routes_events_outbox_numbered(void);
  * each worker's start, before it serves; the same value everywhere. */
 void routes_events_outbox_set_retention(int64_t seconds);
 
+/* The retention in seconds, as set. */
+int64_t routes_events_outbox_retention(void);
+
 /* One pruning pass: deletes events older than the retention, oldest id
  * first, at most ROUTES_EVENTS_PRUNE_BATCH rows per statement, until a
  * statement finds fewer. Awaits, on the calling thread's pool; *deleted

@@ -16,6 +16,7 @@
 #include "client/http.h"
 #include "db/db.h"
 #include "routes/events_outbox.h"
+#include "routes/retention.h"
 #include "routes/webhook_dispatch.h"
 #include "server/config.h"
 
@@ -898,6 +899,36 @@ static int dispatcher_run(void *arg)
     db_failure_close(&p.failure);
     return 0;
 }
+
+/* ---- retention ---- */
+
+/* Settled deliveries whose event is past the retention ($1 s): below the
+ * oldest event within it (with none, every event stored or fanned out
+ * qualifies). Within a webhook, delivery ids follow event ids, so the
+ * oldest deliveries of each webhook by its (webhook_id, id) index are the
+ * ones to look at: a statement reads the first $2 of each and deletes up
+ * to $2 of those that qualify. A pending one there (a retry to come, or
+ * an attempt that will fail it: its event is gone) waits until it is
+ * settled, and the deliveries behind it stay until then. */
+static const db_stmt PRUNE_DELIVERIES =
+    DB_STMT("webhook_deliveries_prune",
+            "WITH lo AS (SELECT COALESCE((SELECT min(id) FROM events WHERE created_at >= now() - "
+            "make_interval(secs => $1::bigint)), (SELECT max(id) + 1 FROM events), "
+            "(SELECT max(fanned_to) + 1 FROM webhooks), 0) AS id), "
+            "head AS (SELECT d.id, d.event_id, d.state FROM webhooks w CROSS JOIN LATERAL "
+            "(SELECT x.id, x.event_id, x.state FROM webhook_deliveries x WHERE x.webhook_id = w.id "
+            "ORDER BY x.id LIMIT $2) d), "
+            "gone AS (DELETE FROM webhook_deliveries WHERE id = ANY (ARRAY(SELECT id FROM head "
+            "WHERE event_id < (SELECT id FROM lo) AND state IN ('delivered', 'failed') LIMIT $2)) RETURNING 1) "
+            "SELECT count(*) FROM gone",
+            2);
+
+static const routes_retention DELIVERIES_RETENTION = {.what = "webhook deliveries",
+                                                      .prune = &PRUNE_DELIVERIES,
+                                                      .batch = ROUTES_EVENTS_PRUNE_BATCH,
+                                                      .retention_s = routes_events_outbox_retention};
+
+aio_task *routes_webhook_pruner_start(void) { return routes_retention_start(&DELIVERIES_RETENTION); }
 
 aio_task *routes_webhook_dispatcher_start(bool sample)
 {

@@ -99,6 +99,14 @@ int64_t routes_webhook_backoff_ms(int attempts, int64_t base_ms, int64_t max_ms)
  * run out and they are retried) and awaits its end; stop(NULL) does
  * nothing. */
 aio_task *routes_webhook_dispatcher_start(bool sample);
+/* The background task (worker 0) that deletes settled deliveries whose
+ * event is past EVENTS_RETENTION_S, as routes/retention.h runs it: a
+ * pass at once, then one every routes_retention_interval_ms(retention).
+ * A pending delivery stays until it is settled (its next attempt fails
+ * it: the event is no longer stored). NULL when no task can be made;
+ * routes_retention_stop stops it. */
+aio_task *routes_webhook_pruner_start(void);
+
 void routes_webhook_dispatcher_stop(aio_task *dispatcher);
 
 /* This thread's counters since start. */

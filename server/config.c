@@ -131,7 +131,7 @@ static const struct opt_spec options[] = {
         "as new, and a background task deletes it"),
     INT("EVENTS_RETENTION_S", "--events-retention-s", events_retention_s, "604800", 1, 31536000, "SECONDS",
         "how long an event (GET /events, webhooks) is kept for readers to resume from; a background task deletes "
-        "older ones"),
+        "older ones, and the settled webhook deliveries of those"),
     {.env = "MIGRATE_ON_START",
      .flag = "--migrate-on-start",
      .kind = OPT_BOOL,

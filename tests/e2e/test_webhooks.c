@@ -1080,6 +1080,53 @@ START_TEST(a_backlog_beyond_what_a_worker_holds_arrives_once)
 }
 END_TEST
 
+/* EVENTS_RETENTION_S of 10 s (the pruners pass every 2.5 s), retries far
+ * off: a failed delivery stays pending through the test. */
+static void retention_setup(void)
+{
+    receiver_start();
+    const char *env[] = {"WEBHOOK_ALLOW_PRIVATE=true", "EVENTS_RETENTION_S=10", "WEBHOOK_POLL_MS=100",
+                         "WEBHOOK_RETRY_BASE_MS=600000", NULL};
+    test_server_start_on_fresh_db(&server, &db, env);
+}
+
+/* The deliveries of events past the retention are deleted once settled,
+ * with the events (before, they were kept for ever: 5,000 rows a second
+ * under bench/webhooks.sh); a pending one stays for its retry, and a
+ * fresh event's delivery stays. */
+START_TEST(settled_deliveries_go_with_their_events_and_pending_ones_stay)
+{
+    char ok_secret[128], bad_secret[128];
+    long long ok = create_webhook("/kept-ok", "[\"user.created\"]", ok_secret);
+    receiver_mode("/kept-ok", ok_secret, "");
+    long long bad = create_webhook("/kept-500", "[\"user.created\"]", bad_secret);
+    receiver_mode("/kept-500", bad_secret, "\"status\": 500");
+    enum { EVENTS = 3 };
+    for (int i = 0; i < EVENTS; i++)
+        emit("user.created");
+    ck_assert_int_eq(wait_delivered(ok, EVENTS), EVENTS);
+    char *failed_once = fmt("SELECT count(*) FROM webhook_deliveries WHERE webhook_id = %lld AND state = 'pending' "
+                            "AND attempts = 1 AND lease_until IS NULL",
+                            bad);
+    int64_t give_up = mono_ms() + OUTCOME_WAIT_MS;
+    while (sql_int(failed_once) < EVENTS && mono_ms() < give_up)
+        pause_ms(100);
+    ck_assert_int_eq(sql_int(failed_once), EVENTS);
+    char *kept_ok = fmt("SELECT count(*) FROM webhook_deliveries WHERE webhook_id = %lld", ok);
+    give_up = mono_ms() + 2 * OUTCOME_WAIT_MS;
+    while ((sql_int("SELECT count(*) FROM events") > 0 || sql_int(kept_ok) > 0) && mono_ms() < give_up)
+        pause_ms(250);
+    ck_assert_int_eq(sql_int("SELECT count(*) FROM events"), 0);
+    ck_assert_int_eq(sql_int(kept_ok), 0);
+    ck_assert_int_eq(sql_int(failed_once), EVENTS);
+    emit("user.created");
+    ck_assert_int_eq(wait_delivered(ok, 1), 1);
+    ck_assert_int_eq(sql_int(kept_ok), 1);
+    free(kept_ok);
+    free(failed_once);
+}
+END_TEST
+
 static Suite *webhooks_suite(void)
 {
     Suite *s = suite_create("webhooks");
@@ -1127,6 +1174,12 @@ static Suite *webhooks_suite(void)
     tcase_add_test(tc, a_worker_keeps_a_webhook_busy_and_releases_the_claims_that_wait);
     tcase_add_test(tc, a_slow_webhooks_backlog_waits_in_the_outbox);
     tcase_add_test(tc, a_backlog_beyond_what_a_worker_holds_arrives_once);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("retention");
+    tcase_add_checked_fixture(tc, retention_setup, teardown);
+    tcase_set_timeout(tc, 180);
+    tcase_add_test(tc, settled_deliveries_go_with_their_events_and_pending_ones_stay);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("ssrf");
