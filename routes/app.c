@@ -98,6 +98,23 @@ static void worker_stopping(void *state)
     routes_events_stopping();
 }
 
+/* Worker 0's pruners: one is enough, the rows are the database's, not a
+ * worker's. 0, or -ENOMEM with err set. */
+static int pruners_start(struct worker_db *d, char *err, size_t size)
+{
+    const char *what = NULL;
+    if ((d->pruner = routes_idempotency_pruner_start()) == NULL)
+        what = "the idempotency-key pruner";
+    else if ((d->events_pruner = routes_events_outbox_pruner_start()) == NULL)
+        what = "the events pruner";
+    else if ((d->deliveries_pruner = routes_webhook_pruner_start()) == NULL)
+        what = "the webhook deliveries pruner";
+    if (what == NULL)
+        return 0;
+    snprintf(err, size, "cannot start %s", what);
+    return -ENOMEM;
+}
+
 static int worker_start(const server_config *cfg, int worker, void **state)
 {
     struct worker_db *d = calloc(1, sizeof(*d));
@@ -137,19 +154,8 @@ static int worker_start(const server_config *cfg, int worker, void **state)
     }
     if (rc == 0)
         rc = events_setup(cfg, &pc, worker, d, err, sizeof(err));
-    /* one pruner is enough: the rows are the database's, not a worker's */
-    if (rc == 0 && worker == 0 && (d->pruner = routes_idempotency_pruner_start()) == NULL) {
-        snprintf(err, sizeof(err), "cannot start the idempotency-key pruner");
-        rc = -ENOMEM;
-    }
-    if (rc == 0 && worker == 0 && (d->events_pruner = routes_events_outbox_pruner_start()) == NULL) {
-        snprintf(err, sizeof(err), "cannot start the events pruner");
-        rc = -ENOMEM;
-    }
-    if (rc == 0 && worker == 0 && (d->deliveries_pruner = routes_webhook_pruner_start()) == NULL) {
-        snprintf(err, sizeof(err), "cannot start the webhook deliveries pruner");
-        rc = -ENOMEM;
-    }
+    if (rc == 0 && worker == 0)
+        rc = pruners_start(d, err, sizeof(err));
     routes_webhook_configure(cfg);
     if (rc == 0 && (d->webhooks = routes_webhook_dispatcher_start(worker == 0)) == NULL) {
         snprintf(err, sizeof(err), "cannot start the webhook dispatcher");
