@@ -54,7 +54,11 @@ typedef struct transfer {
 
 #define MAX_HEADERS (64 * 1024)
 
-static _Thread_local client *current;
+/* Each thread's clients: [1] for public_only requests, [0] for the rest.
+ * Apart, so that a public_only request may reuse a connection: every one
+ * in its client's cache was opened through the check, and none opened
+ * without it (to a private address, say) can be reused by it. */
+static _Thread_local client *current[2];
 static _Thread_local client_http_options thread_opts;
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
 static bool global_ok;
@@ -86,11 +90,13 @@ static long idle_kept(const client_http_options *o)
 int client_http_configure(const client_http_options *opts)
 {
     thread_opts = *opts;
-    if (current != NULL) {
-        current->opts = *opts;
-        curl_multi_setopt(current->multi, CURLMOPT_MAX_HOST_CONNECTIONS,
-                          (long)(opts->max_per_host ? opts->max_per_host : 8));
-        curl_multi_setopt(current->multi, CURLMOPT_MAXCONNECTS, idle_kept(opts));
+    for (size_t i = 0; i < 2; i++) {
+        client *c = current[i];
+        if (c == NULL)
+            continue;
+        c->opts = *opts;
+        curl_multi_setopt(c->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)(opts->max_per_host ? opts->max_per_host : 8));
+        curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, idle_kept(opts));
     }
     return 0;
 }
@@ -251,8 +257,9 @@ static int drive(void *arg)
     while (aio_fd_wait(c->watch, AIO_READABLE) > 0)
         dispatch(c);
     c->closing = true;
-    if (current == c)
-        current = NULL;
+    for (size_t i = 0; i < 2; i++)
+        if (current[i] == c)
+            current[i] = NULL;
     if (c->users == 0)
         client_free(c);
     return 0;
@@ -286,13 +293,13 @@ static int client_setup(client *c)
     return 0;
 }
 
-static client *client_get(void)
+static client *client_get(bool public_only)
 {
     pthread_once(&global_once, global_init);
     if (!global_ok)
         return NULL;
-    if (current != NULL)
-        return current;
+    if (current[public_only] != NULL)
+        return current[public_only];
     client *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
@@ -310,7 +317,7 @@ static client *client_get(void)
         free(c);
         return NULL;
     }
-    return current = c;
+    return current[public_only] = c;
 }
 
 /* ---- per-host limits ---- */
@@ -501,10 +508,8 @@ static CURL *easy_create(client *c, const client_http_request *req, transfer *t,
         curl_easy_setopt(e, CURLOPT_CAINFO, req->ca_file);
     curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket);
     curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, t);
-    if (req->public_only) {
-        curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
+    if (req->public_only) /* a proxy's address would pass no check */
         curl_easy_setopt(e, CURLOPT_NOPROXY, "*");
-    }
     easy_method(e, req);
     /* no "Expect: 100-continue" wait on large bodies */
     struct curl_slist *list = curl_slist_append(NULL, "Expect:");
@@ -571,7 +576,7 @@ int client_http_fetch(const client_http_request *req, client_http_response *resp
         snprintf(resp->error, sizeof(resp->error), "not an http(s) URL: %s", req->url);
         return rc;
     }
-    client *c = client_get();
+    client *c = client_get(req->public_only);
     if (c == NULL)
         return -ENOMEM;
     host_slot *h = host_get(c, key);

@@ -58,9 +58,10 @@ typedef struct client_http_request {
      * libcurl is about to connect to, after DNS, so a name that resolves
      * (or re-resolves) to 127.0.0.1, 10/8, 172.16/12, 192.168/16,
      * 100.64/10, 169.254/16, 0/8, multicast, ::1, ::, fc00::/7, fe80::/10
-     * or an IPv4-mapped form of those is refused (-EPERM). Such a request
-     * never reuses a cached connection (one opened without the check could
-     * lead anywhere) and ignores proxy settings. Redirects are never
+     * or an IPv4-mapped form of those is refused (-EPERM). Such requests
+     * keep their connections apart: they reuse only ones opened by such a
+     * request, through the check, never one opened without it (that could
+     * lead anywhere). They ignore proxy settings. Redirects are never
      * followed by this client. */
     bool public_only;
 } client_http_request;

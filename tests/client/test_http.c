@@ -425,6 +425,14 @@ AIO_TEST(public_only_refuses_loopback_by_name_and_by_address)
 {
     server_start();
     char u[128];
+    /* first a request without the option: its connection, kept for
+     * reuse, must not carry a public_only request past the check */
+    snprintf(u, sizeof(u), "http://127.0.0.1:%d/hello", port);
+    client_http_request warm = {.url = u};
+    client_http_response wresp;
+    ck_assert_int_eq(client_http_fetch(&warm, &wresp), 0);
+    ck_assert_int_eq(wresp.status, 200);
+    client_http_response_dispose(&wresp);
     const char *hosts[] = {"127.0.0.1", "localhost", "[::ffff:127.0.0.1]"};
     for (size_t i = 0; i < 3; i++) {
         snprintf(u, sizeof(u), "http://%s:%d/hello", hosts[i], port);
