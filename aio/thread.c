@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -56,9 +57,21 @@ static void post_done(struct job *j)
         ;
 }
 
+/* A helper runs on any CPU the process may use (those of its main thread),
+ * not only on the one of the event-loop thread that happened to start the
+ * pool and that the server may have pinned. */
+static void place_helper(void)
+{
+    cpu_set_t cpus;
+    if (sched_getaffinity(getpid(), sizeof(cpus), &cpus) == 0)
+        sched_setaffinity(0, sizeof(cpus), &cpus);
+    pthread_setname_np(pthread_self(), "aio helper");
+}
+
 static void *worker(void *unused)
 {
     (void)unused;
+    place_helper();
     pthread_mutex_lock(&pool.mu);
     for (;;) {
         while (pool.head == NULL && !pool.stopping)

@@ -26,6 +26,11 @@ typedef enum server_command {
  * possibly different server session, so session state must not be relied on. */
 typedef enum server_pooler { SERVER_POOLER_NONE, SERVER_POOLER_TRANSACTION } server_pooler;
 
+/* Where the event-loop threads run: pinned one to a CPU (auto, when THREADS
+ * is a multiple of the CPUs the process may use), or wherever the scheduler
+ * puts them. */
+typedef enum server_cpu_affinity { SERVER_CPU_AFFINITY_AUTO, SERVER_CPU_AFFINITY_OFF } server_cpu_affinity;
+
 /* The forwarding header a trusted proxy sets (and the only one believed). */
 typedef enum server_forwarded { SERVER_FORWARDED_XFF, SERVER_FORWARDED_RFC7239 } server_forwarded;
 
@@ -40,6 +45,7 @@ typedef struct server_config {
     const char *host;
     int port;
     int threads;
+    server_cpu_affinity worker_cpu_affinity;
     int pool_min; /* connections in total across threads */
     int pool_max; /* connections in total across threads */
     int pool_acquire_timeout_ms;

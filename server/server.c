@@ -3,6 +3,7 @@
  * thread starts; the worker threads; and the wait for a stop signal. */
 #include <errno.h>
 #include <netdb.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -125,6 +126,25 @@ static void teardown(void)
     proc = (typeof(proc)){0};
 }
 
+/* WORKER_CPU_AFFINITY=auto: worker i gets the (i mod n)-th of the n CPUs
+ * the process may run on, when THREADS is a multiple of n and n is at least
+ * 2 (as TechEmpower's h2o entry pins its threads); otherwise, or off, -1.
+ * A pinned event loop stays with its CPU's caches and is never migrated
+ * between two requests: 3-5% less CPU per request on /json (README). */
+static void assign_cpus(const server_config *cfg, server_worker *workers, int n)
+{
+    static int cpus[CPU_SETSIZE];
+    int ncpus = 0;
+    cpu_set_t allowed;
+    if (cfg->worker_cpu_affinity == SERVER_CPU_AFFINITY_AUTO && sched_getaffinity(0, sizeof(allowed), &allowed) == 0)
+        for (int c = 0; c < CPU_SETSIZE; c++)
+            if (CPU_ISSET(c, &allowed))
+                cpus[ncpus++] = c;
+    bool pin = ncpus >= 2 && n % ncpus == 0;
+    for (int i = 0; i < n; i++)
+        workers[i].cpu = pin ? cpus[i % ncpus] : -1;
+}
+
 /* Each worker's metrics block, listening socket and stop eventfd: 0 or 1. */
 static int prepare_workers(const server_config *cfg, const server_app *app, server_worker *workers, int n)
 {
@@ -145,6 +165,7 @@ static int prepare_workers(const server_config *cfg, const server_app *app, serv
         }
     }
     proc.nmetric_blocks = (size_t)n;
+    assign_cpus(cfg, workers, n);
     return 0;
 }
 
@@ -154,8 +175,8 @@ static int run_until_stopped(const server_config *cfg, server_worker *workers, i
                              sigset_t *stop_signals)
 {
     if (status == 0) {
-        log_info("h2pg %s listening on %s:%d (%s) with %d thread(s)", PROJECT_VERSION, cfg->host, cfg->port,
-                 proc.tls_ctx ? "https" : "http", cfg->threads);
+        log_info("h2pg %s listening on %s:%d (%s) with %d thread(s)%s", PROJECT_VERSION, cfg->host, cfg->port,
+                 proc.tls_ctx ? "https" : "http", cfg->threads, workers[0].cpu >= 0 ? ", pinned one to a CPU" : "");
         if (cfg->idle_in_transaction_timeout_ms > 0 && cfg->idle_in_transaction_timeout_ms <= cfg->stream_stall_timeout_ms)
             log_warn("IDLE_IN_TRANSACTION_TIMEOUT_MS (%d) is not above STREAM_STALL_TIMEOUT_MS (%d): PostgreSQL will "
                      "end an export whose reader pauses for %d ms",

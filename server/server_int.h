@@ -24,6 +24,7 @@
 
 typedef struct server_worker {
     int id;
+    int cpu;             /* the CPU it is pinned to, or -1 */
     pthread_t thread;
     const server_config *cfg;
     const server_router *router;

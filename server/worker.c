@@ -2,7 +2,10 @@
  * application's per-worker state, a metrics sampler, and its graceful
  * shutdown. */
 #include <errno.h>
+#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -248,10 +251,29 @@ static void teardown(server_worker *w)
     w->hup_slots = NULL;
 }
 
+/* Names the thread "worker N" (top -H, perf, /proc) and pins it to its CPU,
+ * if it has one (WORKER_CPU_AFFINITY). */
+static void place_thread(const server_worker *w)
+{
+    char name[16];
+    snprintf(name, sizeof(name), "worker %d", w->id);
+    pthread_setname_np(pthread_self(), name);
+    if (w->cpu < 0)
+        return;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(w->cpu, &set);
+    int rc = pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+    if (rc != 0)
+        log_warn("worker %d: cannot pin it to CPU %d (%s): it runs wherever the scheduler puts it", w->id, w->cpu,
+                 strerror(rc));
+}
+
 void *server__worker_main(void *arg)
 {
     server_worker *w = arg;
     server__worker = w;
+    place_thread(w);
     w->rng = (uint64_t)aio_now() ^ ((uint64_t)(w->id + 1) * 0x9E3779B97F4A7C15ULL) ^ (uint64_t)getpid();
     if ((w->loop = aio_loop_create(NULL)) == NULL) {
         log_error("worker %d: cannot create its event loop", w->id);

@@ -1,6 +1,7 @@
 /* to_thread: blocking work on helper threads without blocking the loop. */
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
@@ -138,6 +139,44 @@ AIO_TEST(an_abandonable_call_that_finishes_in_time_returns_its_result)
     return 0;
 }
 
+/* A server pins its event-loop threads (WORKER_CPU_AFFINITY); the helpers
+ * that such a thread starts must still run on every CPU the process may
+ * use, or all blocking work would queue on one CPU. */
+static int helper_cpus(void *arg)
+{
+    return sched_getaffinity(0, sizeof(cpu_set_t), arg);
+}
+
+static int to_thread_from_a_pinned_loop(void *arg) { return aio_to_thread(helper_cpus, arg); }
+
+static void *pinned_loop(void *arg)
+{
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    for (int c = 0; c < CPU_SETSIZE; c++)
+        if (sched_getaffinity(0, sizeof(one), &one) == 0 && CPU_ISSET(c, &one)) {
+            CPU_ZERO(&one);
+            CPU_SET(c, &one);
+            break;
+        }
+    ck_assert_int_eq(pthread_setaffinity_np(pthread_self(), sizeof(one), &one), 0);
+    ck_assert_int_eq(aio_run(to_thread_from_a_pinned_loop, arg, NULL), 0);
+    return NULL;
+}
+
+START_TEST(helpers_started_by_a_pinned_loop_run_on_every_cpu_of_the_process)
+{
+    cpu_set_t process, helper;
+    ck_assert_int_eq(sched_getaffinity(0, sizeof(process), &process), 0);
+    CPU_ZERO(&helper);
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, pinned_loop, &helper), 0);
+    pthread_join(t, NULL);
+    ck_assert_msg(CPU_EQUAL(&helper, &process), "a helper may run on %d CPU(s), the process on %d", CPU_COUNT(&helper),
+                  CPU_COUNT(&process));
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("aio_thread");
@@ -147,6 +186,7 @@ static Suite *suite(void)
     tcase_add_test(tc, a_cancel_during_to_thread_shows_at_the_next_await);
     tcase_add_test(tc, an_abandonable_call_is_interrupted_at_once_and_cleaned_up_later);
     tcase_add_test(tc, an_abandonable_call_that_finishes_in_time_returns_its_result);
+    tcase_add_test(tc, helpers_started_by_a_pinned_loop_run_on_every_cpu_of_the_process);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -8,6 +8,7 @@
  * their own. Nothing here depends on timing beyond generous upper bounds. */
 #include <dirent.h>
 #include <errno.h>
+#include <sched.h>
 #include <fcntl.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -964,6 +965,101 @@ START_TEST(sigterm_stops_the_server_with_status_0_while_the_database_is_unreacha
 }
 END_TEST
 
+/* ---- where the event-loop threads run ---- */
+
+/* The Cpus_allowed_list of pid's thread named name (its main thread if
+ * name is NULL), malloc'd; NULL if there is no such thread. */
+static char *thread_cpus(pid_t pid, const char *name)
+{
+    char dir[64], path[640], line[256], *found = NULL;
+    snprintf(dir, sizeof(dir), "/proc/%d/task", (int)pid);
+    DIR *d = opendir(dir);
+    ck_assert_msg(d != NULL, "cannot open %s", dir);
+    for (struct dirent *e; found == NULL && (e = readdir(d)) != NULL;) {
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof(path), "%s/%s/comm", dir, e->d_name);
+        FILE *f = fopen(path, "r");
+        bool match = f != NULL && fgets(line, sizeof(line), f) != NULL &&
+                     (name != NULL ? strncmp(line, name, strlen(name)) == 0 && line[strlen(name)] == '\n'
+                                   : atoi(e->d_name) == (int)pid);
+        if (f != NULL)
+            fclose(f);
+        snprintf(path, sizeof(path), "%s/%s/status", dir, e->d_name);
+        if (!match || (f = fopen(path, "r")) == NULL)
+            continue;
+        while (found == NULL && fgets(line, sizeof(line), f) != NULL)
+            if (strncmp(line, "Cpus_allowed_list:", 18) == 0) {
+                found = strdup(line + 18 + strspn(line + 18, " \t"));
+                found[strcspn(found, "\n")] = '\0';
+            }
+        fclose(f);
+    }
+    closedir(d);
+    return found;
+}
+
+/* A server that needs no database (healthz only), with env. */
+static void start_dbless(test_server *s, const char *const *env)
+{
+    char conninfo[128];
+    snprintf(conninfo, sizeof(conninfo), "host=127.0.0.1 port=%d dbname=nowhere user=nobody connect_timeout=2",
+             test_free_port());
+    test_server_start(s, conninfo, env);
+}
+
+/* Every worker of s (threads of them) runs where the server's main thread
+ * may, or, if cpus is given, worker i on cpus[i % ncpus] alone. */
+static void assert_workers_on(const test_server *s, int threads, const int *cpus, int ncpus)
+{
+    char *all = thread_cpus(s->pid, NULL);
+    ck_assert_ptr_nonnull(all);
+    for (int i = 0; i < threads; i++) {
+        char name[32], want[16];
+        snprintf(name, sizeof(name), "worker %d", i);
+        char *got = thread_cpus(s->pid, name);
+        ck_assert_msg(got != NULL, "no thread named \"%s\" in process %d", name, (int)s->pid);
+        if (cpus != NULL)
+            snprintf(want, sizeof(want), "%d", cpus[i % ncpus]);
+        ck_assert_msg(strcmp(got, cpus != NULL ? want : all) == 0, "%s may run on CPUs %s, expected %s", name, got,
+                      cpus != NULL ? want : all);
+        free(got);
+    }
+    free(all);
+}
+
+START_TEST(worker_threads_are_pinned_one_to_a_cpu_when_threads_is_a_multiple_of_the_cpus)
+{
+    cpu_set_t mine;
+    ck_assert_int_eq(sched_getaffinity(0, sizeof(mine), &mine), 0);
+    static int cpus[CPU_SETSIZE];
+    int n = 0;
+    for (int c = 0; c < CPU_SETSIZE; c++)
+        if (CPU_ISSET(c, &mine))
+            cpus[n++] = c;
+    int t = n <= 128 ? 2 * n : n; /* THREADS is at most 256 */
+    char threads[32], more[32];
+    snprintf(threads, sizeof(threads), "THREADS=%d", t);
+    snprintf(more, sizeof(more), "THREADS=%d", n + 1);
+    const char *pinned_env[] = {"MIGRATE_ON_START=false", threads, NULL};
+    const char *off_env[] = {"MIGRATE_ON_START=false", threads, "WORKER_CPU_AFFINITY=off", NULL};
+    const char *odd_env[] = {"MIGRATE_ON_START=false", more, NULL};
+    test_server s;
+    start_dbless(&s, pinned_env);
+    /* on one CPU there is nothing to pin: the threads run where they may */
+    assert_workers_on(&s, t, n >= 2 ? cpus : NULL, n);
+    test_server_stop(&s);
+    start_dbless(&s, off_env);
+    assert_workers_on(&s, t, NULL, n);
+    test_server_stop(&s);
+    if (n >= 2 && n < 256) { /* n + 1 threads cannot share n CPUs evenly */
+        start_dbless(&s, odd_env);
+        assert_workers_on(&s, n + 1, NULL, n);
+        test_server_stop(&s);
+    }
+}
+END_TEST
+
 /* ---- configuration ---- */
 
 static void assert_config_error(const char *const *args, const char *const *env, const char *const *names)
@@ -1295,6 +1391,7 @@ static Suite *service_suite(void)
     tcase_set_timeout(stop, 120);
     tcase_add_test(stop, sigterm_stops_the_server_gracefully_with_status_0);
     tcase_add_test(stop, sigterm_stops_the_server_with_status_0_while_the_database_is_unreachable);
+    tcase_add_test(stop, worker_threads_are_pinned_one_to_a_cpu_when_threads_is_a_multiple_of_the_cpus);
     suite_add_tcase(s, stop);
 
     TCase *config = tcase_create("config");
