@@ -17,8 +17,13 @@
 #   tfb   TechEmpower's h2o C entry (/work/shared/peers/tfb-h2o): TFB_H2O_DIR
 #         (default /opt/tfb-h2o), TFB_RUN (default
 #         /work/shared/peers/tfb-h2o/run.sh); threads: PEER_THREADS
+#   floor Debian's h2o 2.2.5 with nothing on top (bench/h2o_floor.c, built
+#         here): a constant /json, set up as h2pg sets up h2o; what h2pg
+#         spends above it is h2pg's own, what TFB's entry spends above or
+#         below it is its newer h2o's; threads: PEER_THREADS
 # A workload runs for every server that serves it (h2pg: all; node: json,
-# plaintext, db, queries, updates, fortunes, user; tfb: the same but user),
+# plaintext, db, queries, updates, fortunes, user; tfb: the same but user;
+# floor: json),
 # back to back, each after a 2 s warm-up, so that a noisy machine hurts all
 # alike. With peers, a last table gives the ratios h2pg / peer.
 #
@@ -63,7 +68,7 @@ while [ $# -gt 0 ]; do
     --peers=*) peers="${1#--peers=}"; shift ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     [0-9]*) secs="$1"; shift ;;
-    *) echo "bench: unknown argument $1 (bench/run.sh [--peers node,tfb] [seconds])" >&2; exit 2 ;;
+    *) echo "bench: unknown argument $1 (bench/run.sh [--peers node,tfb,floor] [seconds])" >&2; exit 2 ;;
     esac
 done
 conns="${CONNS:-256}"
@@ -86,7 +91,8 @@ for p in ${peers//,/ }; do
             echo "bench: the tfb peer needs $tfb_run and a build in $tfb_dir (TFB_RUN, TFB_H2O_DIR)" >&2
             exit 1
         fi ;;
-    *) echo "bench: unknown peer $p (node, tfb)" >&2; exit 2 ;;
+    floor) ;;
+    *) echo "bench: unknown peer $p (node, tfb, floor)" >&2; exit 2 ;;
     esac
     servers+=("$p")
 done
@@ -97,6 +103,7 @@ serves() { # server workload
     h2pg:*) return 0 ;;
     node:json | node:plaintext | node:db | node:queries | node:updates | node:fortunes | node:user) return 0 ;;
     tfb:json | tfb:plaintext | tfb:db | tfb:queries | tfb:updates | tfb:fortunes) return 0 ;;
+    floor:json) return 0 ;;
     esac
     return 1
 }
@@ -124,7 +131,7 @@ fi
 scripts/build.sh >/dev/null
 
 work="$(mktemp -d)"
-declare -A pid_of=() base_of=() label_of=([h2pg]=h2pg [node]=node [tfb]=tfb-h2o [h2pg-auth]="h2pg, RS256 token")
+declare -A pid_of=() base_of=() label_of=([h2pg]=h2pg [node]=node [tfb]=tfb-h2o [floor]=h2o-floor [h2pg-auth]="h2pg, RS256 token")
 nginx_conf=""
 stop_servers() {
     local s pid
@@ -238,6 +245,10 @@ start_server() { # name
             DB_PASS="$pg_pass" THREADS="$peer_threads" setsid "$tfb_run" "$port" >"$work/tfb.log" 2>&1 &
         pid_of[tfb]=$!
         wait_ready tfb "http://127.0.0.1:$port/json" ;;
+    floor)
+        setsid build/bench/h2o_floor "$port" "$peer_threads" >"$work/floor.log" 2>&1 &
+        pid_of[floor]=$!
+        wait_ready floor "http://127.0.0.1:$port/json" ;;
     esac
     base_of[$1]="http://127.0.0.1:$port"
 }
@@ -603,7 +614,7 @@ if [ ${#ran[@]} -gt 0 ]; then
         for (i = 2; i <= n; i++) for (j = i; j > 1 && v[j - 1] + 0 > v[j] + 0; j--) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t }
         return n == 0 ? "-" : (n % 2 ? v[(n + 1) / 2] : (v[n / 2] == "-" ? "-" : sprintf("%.1f", (v[n / 2] + v[n / 2 + 1]) / 2)))
     }
-    $2 == "h2pg" || $2 == "node" || $2 == "tfb-h2o" {
+    $2 == "h2pg" || $2 == "node" || $2 == "tfb-h2o" || $2 == "h2o-floor" {
         k = $1 SUBSEP $2
         if (!(k in seen)) { seen[k] = 1; order[++n] = k }
         for (c = 3; c <= 5; c++) vals[k, c] = vals[k, c] " " $c
