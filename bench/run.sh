@@ -7,7 +7,7 @@
 # threads), PostgreSQL's (the whole cluster) and the load generator's -- plus
 # the share of the machine that something else took meanwhile.
 #
-#   bench/run.sh [--peers node,tfb] [seconds per measurement (default 10)]
+#   bench/run.sh [--peers node,tfb,floor] [seconds per measurement (default 10)]
 #   PEERS=node,tfb bench/run.sh 10          (the same)
 #
 # Peers (opponents), on h2pg's benchmark database, each started once in a
