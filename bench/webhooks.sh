@@ -6,6 +6,8 @@
 #   fast   one webhook for transfer.created whose receiver answers at once;
 #   none2  no webhook again (the tables grew: the slow run's baseline);
 #   slow   one whose receiver takes 2 s per delivery;
+# with ROUNDS=N, N pairs of none and fast first (none.2, fast.2, ...) and
+# the median of the fast runs' ratios;
 # each with req/s, p50/p99 and the CPU per request of the server, of
 # PostgreSQL (every backend; the bench's own psql samples included) and of
 # the receiver, and for the webhook runs the deliveries made per second
@@ -185,19 +187,30 @@ drain() {
     awk -v a="$t0" -v b="$(date +%s.%N)" -v g="$got" -v w="$want" 'BEGIN { printf "%.1f s (%d of %d)", b - a, g, w }'
 }
 
-log "none: no webhook"
-run none
-log "fast: a receiver that answers at once"
+# ROUNDS (default 1) pairs of none and fast, in turn: the fast run's ratio
+# moves by several points from run to run on a shared machine, and the
+# summary gives the median
+rounds="${ROUNDS:-1}"
+pairs=()
 verify=""
 [[ "${VERIFY:-native}" == library ]] || verify=', "verify": "native"'
-webhook /fast "$verify"
-run fast
-drained[fast]="$(drain "$hook")"
-if [[ -n "$cport" ]]; then
-    stats="$(curl -s --max-time 10 "http://127.0.0.1:$cport/_stats")"
-    log "fast: bench/receiver.c $stats"
-    grep -q '"failed": 0}' <<<"$stats" || die "deliveries failed verification: $stats"
-fi
+for ((k = 1; k <= rounds; k++)); do
+    sfx=""
+    ((k == 1)) || sfx=".$k"
+    pairs+=("none$sfx" "fast$sfx")
+    log "none$sfx: no webhook"
+    run "none$sfx"
+    log "fast$sfx: a receiver that answers at once"
+    webhook /fast "$verify"
+    run "fast$sfx"
+    drained[fast$sfx]="$(drain "$hook")"
+    if [[ -n "$cport" ]]; then
+        stats="$(curl -s --max-time 10 "http://127.0.0.1:$cport/_stats")"
+        log "fast$sfx: bench/receiver.c $stats"
+        grep -q '"failed": 0}' <<<"$stats" || die "deliveries failed verification: $stats"
+    fi
+    ((k == rounds)) || curl -s -X DELETE --max-time 10 "http://127.0.0.1:$port/webhooks/$hook" >/dev/null
+done
 cport=""
 curl -s -X DELETE --max-time 10 "http://127.0.0.1:$port/webhooks/$hook" >/dev/null
 # the tables grew by the runs before: the slow run is compared with a run
@@ -212,9 +225,20 @@ drained[slow]="not waited for (2 s each)"
 echo
 echo "| run | req/s | vs the none run before | p50 | p99 | server µs/req | PostgreSQL µs/req | receiver µs/req | deliveries/s | oldest undelivered (s, max) | all delivered after the load |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
-for r in none fast none2 slow; do
-    base=none
-    [[ "$r" == slow ]] && base=none2
-    ratio="$(awk -v a="${rps[$r]}" -v b="${rps[$base]}" 'BEGIN { printf "%.2f", a / b }')"
-    echo "| $r | ${rps[$r]} | $ratio | ${p50[$r]} | ${p99[$r]} | ${cpu[$r]} | ${pgcpu[$r]} | ${rcpu[$r]} | ${dps[$r]} | ${oldest[$r]:--} | ${drained[$r]:--} |"
+declare -A ratio_of
+base=""
+for r in "${pairs[@]}" none2 slow; do
+    [[ "$r" == none* ]] && base="$r"
+    ratio_of[$r]="$(awk -v a="${rps[$r]}" -v b="${rps[$base]}" 'BEGIN { printf "%.2f", a / b }')"
+    echo "| $r | ${rps[$r]} | ${ratio_of[$r]} | ${p50[$r]} | ${p99[$r]} | ${cpu[$r]} | ${pgcpu[$r]} | ${rcpu[$r]} | ${dps[$r]} | ${oldest[$r]:--} | ${drained[$r]:--} |"
 done
+if ((rounds > 1)); then
+    fr=() fo=()
+    for r in "${pairs[@]}"; do
+        [[ "$r" == fast* ]] || continue
+        fr+=("${ratio_of[$r]}")
+        fo+=("${oldest[$r]:--}")
+    done
+    echo
+    echo "fast / none over $rounds rounds: median $(printf '%s\n' "${fr[@]}" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : sprintf("%.3f", (v[NR / 2] + v[NR / 2 + 1]) / 2) }') (${fr[*]}); oldest undelivered (s, max) ${fo[*]}"
+fi
