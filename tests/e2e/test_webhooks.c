@@ -219,6 +219,15 @@ static long long create_webhook(const char *path, const char *events, char *secr
     return id;
 }
 
+/* A webhook to the receiver's path for events, the receiver told its
+ * secret (stored in secret, 128 bytes) and mode (receiver_mode); its id. */
+static long long subscribe(const char *path, const char *events, const char *mode, char *secret)
+{
+    long long id = create_webhook(path, events, secret);
+    receiver_mode(path, secret, mode);
+    return id;
+}
+
 /* The webhook's deliveries, polled until the first one's state is want
  * (30 s at most); the page (new reference). */
 static json_t *wait_delivery_state(long long webhook, const char *want)
@@ -392,8 +401,7 @@ END_TEST
 START_TEST(an_event_is_delivered_signed)
 {
     char secret[128];
-    long long hook = create_webhook("/ok", "[\"user.created\"]", secret);
-    receiver_mode("/ok", secret, "");
+    long long hook = subscribe("/ok", "[\"user.created\"]", "", secret);
     long long other = create_webhook("/orders", "[\"order.created\"]", NULL);
     long long ev = emit("user.created");
     json_t *page = wait_delivery_state(hook, "delivered");
@@ -545,8 +553,7 @@ START_TEST(a_webhook_gets_only_events_after_it_exists)
 {
     emit("user.created");
     char secret[128];
-    long long hook = create_webhook("/later", "[\"*\"]", secret);
-    receiver_mode("/later", secret, "");
+    long long hook = subscribe("/later", "[\"*\"]", "", secret);
     long long ev = emit("account.created");
     json_t *page = wait_delivery_state(hook, "delivered");
     json_t *items = json_object_get(page, "items");
@@ -559,8 +566,7 @@ END_TEST
 START_TEST(a_500_is_retried_with_the_same_webhook_id)
 {
     char secret[128];
-    long long hook = create_webhook("/flaky", "[\"*\"]", secret);
-    receiver_mode("/flaky", secret, "\"fail\": 1");
+    long long hook = subscribe("/flaky", "[\"*\"]", "\"fail\": 1", secret);
     emit("order.created");
     json_t *page = wait_delivery_state(hook, "delivered");
     json_t *d = json_array_get(json_object_get(page, "items"), 0);
@@ -578,8 +584,7 @@ END_TEST
 START_TEST(attempts_run_out_then_failed)
 {
     char secret[128];
-    long long hook = create_webhook("/broken", "[\"*\"]", secret);
-    receiver_mode("/broken", secret, "\"status\": 503");
+    long long hook = subscribe("/broken", "[\"*\"]", "\"status\": 503", secret);
     emit("transfer.created");
     json_t *page = wait_delivery_state(hook, "failed");
     json_t *d = json_array_get(json_object_get(page, "items"), 0);
@@ -596,8 +601,7 @@ END_TEST
 START_TEST(a_410_disables_the_webhook)
 {
     char secret[128];
-    long long hook = create_webhook("/gone", "[\"*\"]", secret);
-    receiver_mode("/gone", secret, "\"status\": 410");
+    long long hook = subscribe("/gone", "[\"*\"]", "\"status\": 410", secret);
     emit("user.created");
     json_t *page = wait_delivery_state(hook, "failed");
     json_t *d = json_array_get(json_object_get(page, "items"), 0);
@@ -632,8 +636,7 @@ END_TEST
 START_TEST(a_slow_receiver_times_out_and_is_retried)
 {
     char secret[128];
-    long long hook = create_webhook("/slow", "[\"*\"]", secret);
-    receiver_mode("/slow", secret, "\"sleep_ms\": 4000");
+    long long hook = subscribe("/slow", "[\"*\"]", "\"sleep_ms\": 4000", secret);
     emit("user.created");
     /* the first attempt times out (1.5 s); then the receiver is quick */
     char *path = fmt("/webhooks/%lld/deliveries", hook);
@@ -658,8 +661,7 @@ END_TEST
 START_TEST(delete_drops_pending_deliveries)
 {
     char secret[128];
-    long long hook = create_webhook("/dropped", "[\"*\"]", secret);
-    receiver_mode("/dropped", secret, "\"status\": 500");
+    long long hook = subscribe("/dropped", "[\"*\"]", "\"status\": 500", secret);
     emit("user.created");
     json_decref(wait_received("/dropped", 1));
     char *path = fmt("/webhooks/%lld", hook);
@@ -676,8 +678,7 @@ END_TEST
 START_TEST(ping_reports_the_receivers_status)
 {
     char secret[128];
-    long long hook = create_webhook("/ping", "[\"*\"]", secret);
-    receiver_mode("/ping", secret, "\"status\": 202");
+    long long hook = subscribe("/ping", "[\"*\"]", "\"status\": 202", secret);
     char *path = fmt("/webhooks/%lld/ping", hook);
     json_t *p = api("POST", path, NULL, 200);
     ck_assert_int_eq(json_integer_value(json_object_get(p, "status")), 202);
@@ -729,8 +730,7 @@ END_TEST
 START_TEST(a_ping_whose_client_goes_away_is_cancelled)
 {
     char secret[128];
-    long long hook = create_webhook("/hang", "[\"*\"]", secret);
-    receiver_mode("/hang", secret, "\"sleep_ms\": 20000");
+    long long hook = subscribe("/hang", "[\"*\"]", "\"sleep_ms\": 20000", secret);
     char *req = fmt("POST /webhooks/%lld/ping HTTP/1.1\r\nHost: x\r\nRequest-Timeout: 30000\r\n"
                     "Content-Length: 0\r\n\r\n",
                     hook);
@@ -816,8 +816,7 @@ static void kill_setup(void)
 START_TEST(a_delivery_survives_a_killed_process)
 {
     char secret[128];
-    long long hook = create_webhook("/crash", "[\"*\"]", secret);
-    receiver_mode("/crash", secret, "\"sleep_ms\": 60000");
+    long long hook = subscribe("/crash", "[\"*\"]", "\"sleep_ms\": 60000", secret);
     emit("user.created");
     json_decref(wait_received("/crash", 1));
     kill(server.pid, SIGKILL);
@@ -847,9 +846,7 @@ START_TEST(three_replicas_deliver_every_event)
     for (int i = 0; i < 2; i++)
         test_server_start(&more[i], db, FAST_RETRIES);
     char secret[128];
-    long long hook = create_webhook("/many", "[\"*\"]", secret);
-    (void)hook;
-    receiver_mode("/many", secret, "");
+    subscribe("/many", "[\"*\"]", "", secret);
     enum { EVENTS = 60 };
     for (int i = 0; i < EVENTS; i++)
         emit(i % 2 ? "order.created" : "user.created");
@@ -882,8 +879,7 @@ static void woken_setup(void)
 START_TEST(a_numbered_event_wakes_the_dispatcher)
 {
     char secret[128];
-    long long hook = create_webhook("/woken", "[\"*\"]", secret);
-    receiver_mode("/woken", secret, "");
+    long long hook = subscribe("/woken", "[\"*\"]", "", secret);
     pause_ms(1000); /* past the dispatcher's first passes */
     int64_t t0 = mono_ms();
     emit("user.created");
@@ -907,10 +903,8 @@ static void patient_setup(void)
 START_TEST(a_hanging_receiver_does_not_hold_up_other_webhooks)
 {
     char slow_secret[128], fast_secret[128];
-    long long slow = create_webhook("/hanging", "[\"user.created\"]", slow_secret);
-    receiver_mode("/hanging", slow_secret, "\"sleep_ms\": 60000");
-    long long fast = create_webhook("/quick", "[\"order.created\"]", fast_secret);
-    receiver_mode("/quick", fast_secret, "");
+    long long slow = subscribe("/hanging", "[\"user.created\"]", "\"sleep_ms\": 60000", slow_secret);
+    long long fast = subscribe("/quick", "[\"order.created\"]", "", fast_secret);
     emit("user.created");
     json_decref(wait_received("/hanging", 1));
     emit("order.created");
@@ -943,8 +937,7 @@ static void crowd_setup(void)
 START_TEST(a_worker_keeps_a_webhook_busy_and_releases_the_claims_that_wait)
 {
     char secret[128];
-    long long hook = create_webhook("/crowd", "[\"user.created\"]", secret);
-    receiver_mode("/crowd", secret, "\"sleep_ms\": 3000");
+    long long hook = subscribe("/crowd", "[\"user.created\"]", "\"sleep_ms\": 3000", secret);
     enum { EVENTS = 2 * ROUTES_WEBHOOK_PER_ENDPOINT + 8 };
     _Static_assert(EVENTS <= ROUTES_WEBHOOK_CLAIMED_PER_ENDPOINT, "all leased at once");
     for (int i = 0; i < EVENTS; i++)
@@ -979,8 +972,7 @@ END_TEST
 START_TEST(a_webhooks_cursor_moves_for_its_events_or_a_batch_behind)
 {
     char secret[128];
-    long long hook = create_webhook("/cursor", "[\"order.created\"]", secret);
-    receiver_mode("/cursor", secret, "");
+    long long hook = subscribe("/cursor", "[\"order.created\"]", "", secret);
     char *cursor = fmt("SELECT fanned_to FROM webhooks WHERE id = %lld", hook);
     long long start = sql_int(cursor);
     for (int i = 0; i < 5; i++)
@@ -1035,8 +1027,7 @@ static long long metric(const char *name)
 START_TEST(a_slow_webhooks_backlog_waits_in_the_outbox)
 {
     char secret[128];
-    long long hook = create_webhook("/backlog", "[\"user.created\"]", secret);
-    receiver_mode("/backlog", secret, "\"sleep_ms\": 60000");
+    long long hook = subscribe("/backlog", "[\"user.created\"]", "\"sleep_ms\": 60000", secret);
     enum { EVENTS = 3000, WAITING = ROUTES_WEBHOOK_CLAIMED_PER_ENDPOINT - ROUTES_WEBHOOK_PER_ENDPOINT };
     int64_t start = mono_ms();
     emit_many("user.created", EVENTS);
@@ -1061,8 +1052,7 @@ END_TEST
 START_TEST(a_backlog_beyond_what_a_worker_holds_arrives_once)
 {
     char secret[128];
-    long long hook = create_webhook("/beyond", "[\"user.created\"]", secret);
-    receiver_mode("/beyond", secret, "\"sleep_ms\": 300");
+    long long hook = subscribe("/beyond", "[\"user.created\"]", "\"sleep_ms\": 300", secret);
     enum { EVENTS = 2 * ROUTES_WEBHOOK_CLAIMED_PER_ENDPOINT + 44 };
     emit_many("user.created", EVENTS);
     ck_assert_int_eq(wait_delivered(hook, EVENTS), EVENTS);
@@ -1097,10 +1087,8 @@ static void retention_setup(void)
 START_TEST(settled_deliveries_go_with_their_events_and_pending_ones_stay)
 {
     char ok_secret[128], bad_secret[128];
-    long long ok = create_webhook("/kept-ok", "[\"user.created\"]", ok_secret);
-    receiver_mode("/kept-ok", ok_secret, "");
-    long long bad = create_webhook("/kept-500", "[\"user.created\"]", bad_secret);
-    receiver_mode("/kept-500", bad_secret, "\"status\": 500");
+    long long ok = subscribe("/kept-ok", "[\"user.created\"]", "", ok_secret);
+    long long bad = subscribe("/kept-500", "[\"user.created\"]", "\"status\": 500", bad_secret);
     enum { EVENTS = 3 };
     for (int i = 0; i < EVENTS; i++)
         emit("user.created");
