@@ -23,6 +23,7 @@
 #include <jansson.h>
 #include <libpq-fe.h>
 
+#include "support/clock.h"
 #include "support/http.h"
 #include "support/pg.h"
 #include "support/server.h"
@@ -1009,20 +1010,29 @@ static void start_dbless(test_server *s, const char *const *env)
 }
 
 /* Every worker of s (threads of them) runs where the server's main thread
- * may, or, if cpus is given, worker i on cpus[i % ncpus] alone. */
+ * may, or, if cpus is given, worker i on cpus[i % ncpus] alone. The main
+ * thread starts the workers one after another and worker 0 may answer
+ * /healthz before the last one has named and placed itself, so each gets
+ * up to 10 s (a loaded sanitizer build needs milliseconds). */
 static void assert_workers_on(const test_server *s, int threads, const int *cpus, int ncpus)
 {
     char *all = thread_cpus(s->pid, NULL);
     ck_assert_ptr_nonnull(all);
+    int64_t give_up = now_ms() + 10000;
     for (int i = 0; i < threads; i++) {
         char name[32], want[16];
         snprintf(name, sizeof(name), "worker %d", i);
-        char *got = thread_cpus(s->pid, name);
-        ck_assert_msg(got != NULL, "no thread named \"%s\" in process %d", name, (int)s->pid);
-        if (cpus != NULL)
-            snprintf(want, sizeof(want), "%d", cpus[i % ncpus]);
-        ck_assert_msg(strcmp(got, cpus != NULL ? want : all) == 0, "%s may run on CPUs %s, expected %s", name, got,
-                      cpus != NULL ? want : all);
+        snprintf(want, sizeof(want), "%d", cpus != NULL ? cpus[i % ncpus] : 0);
+        const char *expected = cpus != NULL ? want : all;
+        char *got;
+        while ((got = thread_cpus(s->pid, name)) == NULL || strcmp(got, expected) != 0) {
+            if (now_ms() >= give_up)
+                break;
+            free(got);
+            sleep_ms(10);
+        }
+        ck_assert_msg(got != NULL, "no thread named \"%s\" in process %d after 10 s", name, (int)s->pid);
+        ck_assert_msg(strcmp(got, expected) == 0, "%s may run on CPUs %s, expected %s", name, got, expected);
         free(got);
     }
     free(all);
