@@ -14,6 +14,10 @@
 # during the load, the age of the oldest undelivered event while the load runs
 # (h2pg_webhook_oldest_pending_seconds, sampled every 0.5 s: 0 means under
 # a second) and how long after the load every event had been delivered.
+# Then "backlog": the fast webhook disabled while transfers are written,
+# enabled again, and the CPU per delivery of the server, PostgreSQL and
+# the receiver, and the WAL per delivery, while they deliver that backlog
+# with no other load.
 # The receivers run on this machine and check every signature. The fast
 # run's is bench/receiver.c (OpenSSL, epoll, a few microseconds of CPU per
 # delivery), the slow run's tests/webhooks/receiver.mjs with node:crypto
@@ -211,6 +215,34 @@ for ((k = 1; k <= rounds; k++)); do
     fi
     ((k == rounds)) || curl -s -X DELETE --max-time 10 "http://127.0.0.1:$port/webhooks/$hook" >/dev/null
 done
+# Deliveries alone, without the API's load: the last fast run's webhook
+# disabled while wrk writes transfers for BACKLOG_SECS (default 5), then
+# enabled, and the CPU of the server, PostgreSQL and the receiver until
+# every event is delivered, and the WAL written meanwhile, per delivery
+log "backlog: transfers with the webhook disabled, then delivered with nothing else running"
+sql "$db_url" "UPDATE webhooks SET disabled = true WHERE id = $hook" >/dev/null
+wrk -t2 -c64 -d"${BACKLOG_SECS:-5}s" -s "$tmp/transfer.lua" "http://127.0.0.1:$port/transfers" >/dev/null 2>&1 || true
+sql "$db_url" "VACUUM (ANALYZE)" >/dev/null
+sql "$db_url" "CHECKPOINT" >/dev/null 2>&1 || true
+bd0=$(delivered_now)
+bc0=$(cpu_ticks)
+bp0=$(pg_ticks)
+br0=$(cpu_ticks "$receiver_pid")
+bw0=$(sql "$db_url" "SELECT pg_current_wal_lsn()")
+bt0=$(date +%s.%N)
+sql "$db_url" "UPDATE webhooks SET disabled = false WHERE id = $hook" >/dev/null
+backlog_drained="$(drain "$hook")"
+bt1=$(date +%s.%N)
+bc1=$(cpu_ticks)
+bp1=$(pg_ticks)
+br1=$(cpu_ticks "$receiver_pid")
+bd1=$(delivered_now)
+bwal=$(sql "$db_url" "SELECT pg_current_wal_lsn() - '$bw0'::pg_lsn")
+backlog_line="$(awk -v n=$((bd1 - bd0)) -v t0="$bt0" -v t1="$bt1" -v c=$((bc1 - bc0)) -v p=$((bp1 - bp0)) \
+    -v r=$((br1 - br0)) -v w="$bwal" -v hz="$hz" 'BEGIN { if (n < 1) n = 1;
+    printf "%d deliveries in %.1f s (%d a second), per delivery: CPU of the server %.1f µs, of PostgreSQL %.1f µs, of the receiver %.1f µs; WAL %d bytes",
+        n, t1 - t0, n / (t1 - t0), c * 1e6 / hz / n, p * 1e6 / hz / n, r * 1e6 / hz / n, w / n }')"
+log "backlog: $backlog_drained"
 cport=""
 curl -s -X DELETE --max-time 10 "http://127.0.0.1:$port/webhooks/$hook" >/dev/null
 # the tables grew by the runs before: the slow run is compared with a run
@@ -242,3 +274,10 @@ if ((rounds > 1)); then
     echo
     echo "fast / none over $rounds rounds: median $(printf '%s\n' "${fr[@]}" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : sprintf("%.3f", (v[NR / 2] + v[NR / 2 + 1]) / 2) }') (${fr[*]}); oldest undelivered (s, max) ${fo[*]}"
 fi
+echo
+echo "backlog (deliveries alone, the fast run's receiver): ${backlog_line}"
+# every outcome is an update of its delivery row: in place (HOT) unless it
+# changes an indexed column or finds no room on its page (migration 0015)
+read -r upd hot <<<"$(sql "$db_url" "SELECT n_tup_upd || ' ' || n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'webhook_deliveries'")"
+echo
+echo "webhook_deliveries: ${upd:-?} row updates in all runs, ${hot:-?} of them in place (HOT), as PostgreSQL's statistics had them at the end"

@@ -217,8 +217,9 @@ static const server_metric_def METRICS[M_COUNT] = {
                        "Claimed webhook deliveries given back unattempted: they waited too long for a lane of their "
                        "webhook.", NULL},
     [M_WH_OLDEST] = {"h2pg_webhook_oldest_pending_seconds", "gauge",
-                     "Age of the oldest due pending webhook delivery in whole seconds (rounded down), as a worker "
-                     "last saw it (sampled).", NULL},
+                     "Age of the oldest undelivered webhook event in whole seconds (rounded down): a due retry "
+                     "since it fell due, a first attempt in flight or an event not yet fanned out since it was "
+                     "written; as worker 0 last saw it (sampled).", NULL},
 };
 
 static void worker_sample(void *state)

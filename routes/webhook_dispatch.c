@@ -250,10 +250,13 @@ static const db_stmt FANOUT =
  * (= ANY (ARRAY(...))): an index lookup whatever the statistics say,
  * where a join planned on a table that was empty when last analyzed
  * rescans the candidates once per row. "Not settled" is written
- * state NOT IN ('delivered', 'failed'), not state = 'pending': that
- * matches the due index's predicate, and the generic plan looked the ids
- * up by walking that whole index (12 ms a statement with a backlog of
- * thousands) instead of by primary key. Returns what an attempt needs,
+ * state NOT IN ('delivered', 'failed'), not state = 'pending': when the
+ * due index tested state = 'pending' (before migration 0015), the generic
+ * plan looked the ids up by walking that whole index (12 ms a statement
+ * with a backlog of thousands) instead of by primary key. A row is due
+ * when it has a next_attempt_at (a retry, a released claim, a first
+ * attempt the sweep found orphaned): a first attempt in flight has none,
+ * its lease guards it. Returns what an attempt needs,
  * the event as its JSON (created_at as db_format_timestamp writes it). */
 static const db_stmt CLAIM =
     DB_STMT("webhook_claim",
@@ -281,14 +284,17 @@ static const db_stmt CLAIM =
  * that another worker claimed again since, after this one's lease ran
  * out, is left to it), "status" (null: no response), "error" (null when
  * delivered), "state" (delivered; pending: retried in "delay" ms; failed;
- * released: never attempted, the claim undone, attempt count included),
- * "gone" (a 410: the webhook is disabled)}. The ids also as an array, and
- * "not settled" as in CLAIM, for the same reasons. */
+ * released: never attempted, the claim undone, attempt count included,
+ * and due at once), "gone" (a 410: the webhook is disabled)}. The ids also
+ * as an array, and "not settled" as in CLAIM, for the same reasons. A
+ * first attempt's outcome leaves next_attempt_at NULL and changes no other
+ * indexed column: an update in place (migrations/0015). */
 static const db_stmt RECORD =
     DB_STMT("webhook_record",
             "WITH o AS (SELECT * FROM json_to_recordset($1::json) "
             "AS o(id bigint, attempts integer, status integer, error text, state text, delay bigint, gone boolean)), "
-            "rel AS (UPDATE webhook_deliveries d SET lease_until = NULL, attempts = d.attempts - 1 "
+            "rel AS (UPDATE webhook_deliveries d SET lease_until = NULL, attempts = d.attempts - 1, "
+            "next_attempt_at = COALESCE(d.next_attempt_at, now()) "
             "FROM o WHERE o.state = 'released' AND d.id = ANY (ARRAY(SELECT id FROM o)) AND d.id = o.id "
             "AND d.attempts = o.attempts AND d.state NOT IN ('delivered', 'failed')), "
             "rec AS (UPDATE webhook_deliveries d SET state = o.state, last_status = o.status, last_error = o.error, "
@@ -299,17 +305,54 @@ static const db_stmt RECORD =
             "RETURNING d.webhook_id, o.gone) "
             "UPDATE webhooks SET disabled = true WHERE id IN (SELECT webhook_id FROM rec WHERE gone)",
             1);
+/* The sweep, for first attempts whose worker died: the fan-out makes a
+ * delivery leased and not due (no next_attempt_at, so that its outcome is
+ * an update in place, migrations/0015), and if no outcome is ever recorded
+ * nothing else would find it. For each enabled webhook it reads up to $1
+ * deliveries after the webhook's swept_to, in id order; the first attempts
+ * among them whose lease ran out become due (a claim takes them, as the
+ * same webhook-id), and swept_to moves to the last one read, or to just
+ * before the first one still leased. Below swept_to every delivery is thus
+ * settled or due. No lock on the webhook: its deliveries are made one
+ * fan-out at a time under its row lock, so one committed after this
+ * statement's snapshot has ids above every one the snapshot shows, and
+ * swept_to moves only forward (GREATEST: another replica's sweep). Ids as
+ * an array as in CLAIM; the UPDATE re-checks each row (a late outcome may
+ * have settled it). One row: how many became due, and whether some
+ * webhook had more than $1 to read (sweep again at once). */
+static const db_stmt SWEEP =
+    DB_STMT("webhook_sweep",
+            "WITH s AS (SELECT w.id AS webhook_id, d.id, d.state = 'pending' AND d.next_attempt_at IS NULL AS first, "
+            "d.lease_until AS lease FROM webhooks w CROSS JOIN LATERAL (SELECT x.id, x.state, x.next_attempt_at, "
+            "x.lease_until FROM webhook_deliveries x WHERE x.webhook_id = w.id AND x.id > w.swept_to "
+            "ORDER BY x.id LIMIT $1) d WHERE NOT w.disabled), "
+            "busy AS (SELECT webhook_id, min(id) AS id FROM s WHERE first AND lease >= now() GROUP BY webhook_id), "
+            "seen AS (SELECT s.webhook_id, max(s.id) AS id, count(*) AS n, min(b.id) AS busy FROM s "
+            "LEFT JOIN busy b ON b.webhook_id = s.webhook_id GROUP BY s.webhook_id), "
+            "rev AS (UPDATE webhook_deliveries d SET next_attempt_at = now() "
+            "WHERE d.id = ANY (ARRAY(SELECT id FROM s WHERE first AND (lease IS NULL OR lease < now()))) "
+            "AND d.state = 'pending' AND d.next_attempt_at IS NULL AND (d.lease_until IS NULL OR d.lease_until < now()) "
+            "RETURNING 1), "
+            "mv AS (UPDATE webhooks w SET swept_to = GREATEST(w.swept_to, COALESCE(v.busy - 1, v.id)) FROM seen v "
+            "WHERE w.id = v.webhook_id AND COALESCE(v.busy - 1, v.id) > w.swept_to RETURNING 1) "
+            "SELECT (SELECT count(*) FROM rev), EXISTS (SELECT 1 FROM seen WHERE n >= $1 AND busy IS NULL), "
+            "(SELECT count(*) FROM mv)",
+            1);
 /* The oldest undelivered: per enabled webhook, its oldest due delivery
- * (the first of its range of the due index) and the oldest event after
- * its cursor that it subscribes to (the first one the fan-out will read).
- * In whole seconds rounded down, so that 0 means under a second (a cast
- * alone rounds: 0.5 s read as 1). */
+ * (the first of its range of the due index), the event of its oldest
+ * first attempt in flight (the first after swept_to) and the oldest event
+ * after its cursor that it subscribes to (the first one the fan-out will
+ * read). In whole seconds rounded down, so that 0 means under a second (a
+ * cast alone rounds: 0.5 s read as 1). */
 static const db_stmt OLDEST_DUE =
     DB_STMT("webhook_oldest_due",
-            "SELECT floor(COALESCE(extract(epoch FROM now() - LEAST(min(x.at), min(y.at))), 0))::bigint "
+            "SELECT floor(COALESCE(extract(epoch FROM now() - LEAST(min(x.at), min(z.at), min(y.at))), 0))::bigint "
             "FROM webhooks w "
             "LEFT JOIN LATERAL (SELECT next_attempt_at AS at FROM webhook_deliveries WHERE webhook_id = w.id "
             "AND state = 'pending' AND next_attempt_at <= now() ORDER BY next_attempt_at LIMIT 1) x ON true "
+            "LEFT JOIN LATERAL (SELECT (SELECT e.created_at FROM events e WHERE e.id = d.event_id) AS at "
+            "FROM webhook_deliveries d WHERE d.webhook_id = w.id AND d.id > w.swept_to AND d.state = 'pending' "
+            "AND d.next_attempt_at IS NULL ORDER BY d.id LIMIT 1) z ON true "
             "LEFT JOIN LATERAL (SELECT e.created_at AS at FROM events e WHERE e.id > w.fanned_to "
             "AND (e.type = ANY (w.events) OR '*' = ANY (w.events)) ORDER BY e.id LIMIT 1) y ON true "
             "WHERE NOT w.disabled",
@@ -757,9 +800,40 @@ static void log_failure(const char *what, int rc, const db_failure *f)
              rc == -EREMOTEIO ? f->message : "");
 }
 
+/* Deliveries the sweep reads per webhook in one statement: a second of a
+ * fast receiver's deliveries, about 2 ms of PostgreSQL's time. */
+#define SWEEP_BATCH 4096
+/* How often worker 0 sweeps (more often while it has more to read). A
+ * first attempt it revives had its lease run out first: seconds. */
+#define SWEEP_EVERY AIO_SEC(1)
+
+/* One sweep (SWEEP); sets *more when some webhook has more to read.
+ * Returns how many first attempts became due, or a negative errno. */
+static int sweep(bool *more)
+{
+    PGresult *res = NULL;
+    aio_timeout scope;
+    aio_timeout_open(&scope, STATEMENT_DEADLINE);
+    int rc = db_exec(NULL, &SWEEP, DB_PARAMS(DB_INT8(SWEEP_BATCH)), &res);
+    aio_timeout_close(&scope);
+    if (rc == 0 && PQntuples(res) == 1) {
+        rc = (int)db_get_int(res, 0, 0);
+        *more = db_get_bool(res, 0, 1);
+        if (rc > 0)
+            log_warn("webhooks: %d first attempts had no outcome when their leases ran out (a process that "
+                     "died?): they are due again", rc);
+    } else if (rc == 0) {
+        rc = -EIO;
+    }
+    PQclear(res);
+    return rc;
+}
+
 /* What a dispatcher remembers between its passes. */
 struct passes {
-    bool sample;      /* worker 0: samples the oldest due delivery */
+    bool sample;      /* worker 0: samples the oldest due delivery and sweeps */
+    bool sweep_more;  /* the last sweep read as far as it may */
+    int64_t last_sweep;
     bool more_events; /* the last fan-out read as far as it may: more events wait */
     bool waiting;     /* the last fan-out left events for lack of room here */
     bool backlog;     /* due deliveries may wait unleased: claim at the next pass */
@@ -819,6 +893,16 @@ static int pass(struct lanes *l, struct passes *p)
     }
     if (p->more_events)
         aio_event_set(&l->freed);
+    if (p->sample && (p->sweep_more || aio_now() - p->last_sweep >= SWEEP_EVERY)) {
+        p->last_sweep = aio_now();
+        p->sweep_more = false;
+        int due = sweep(&p->sweep_more);
+        if (due == -ECANCELED)
+            return due;
+        if (due < 0)
+            log_failure("the sweep for first attempts left without an outcome", due, &p->failure);
+        p->backlog |= due > 0; /* claim them at the next pass */
+    }
     if (p->sample && aio_now() - p->last_sample >= AIO_SEC(1)) {
         sample_oldest();
         p->last_sample = aio_now();

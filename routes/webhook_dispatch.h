@@ -113,7 +113,7 @@ void routes_webhook_dispatcher_stop(aio_task *dispatcher);
 typedef struct routes_webhook_counters {
     uint64_t attempts, delivered, retried, failed;
     uint64_t released; /* claims given back unattempted (they waited too long for a lane) */
-    uint64_t oldest_pending_s; /* age of the oldest due pending delivery, at the last pass */
+    uint64_t oldest_pending_s; /* age of the oldest undelivered event (OLDEST_DUE), last sampled */
 } routes_webhook_counters;
 void routes_webhook_counters_get(routes_webhook_counters *out);
 

@@ -812,7 +812,8 @@ static void kill_setup(void)
 }
 
 /* SIGKILL while the receiver holds the delivery: the lease it left runs
- * out and the next process delivers the event, as the same webhook-id. */
+ * out, the sweep finds the first attempt without an outcome, and the next
+ * process delivers the event, as the same webhook-id. */
 START_TEST(a_delivery_survives_a_killed_process)
 {
     char secret[128];
@@ -898,8 +899,12 @@ static void patient_setup(void)
     test_server_start_on_fresh_db(&server, &db, env);
 }
 
+static long long metric(const char *name);
+
 /* A receiver that hangs holds up its own deliveries only: another
- * webhook's later event arrives while the first is still waiting. */
+ * webhook's later event arrives while the first is still waiting. The
+ * oldest-undelivered gauge counts the waiting one's event (a first attempt
+ * in flight, neither due nor in the outbox). */
 START_TEST(a_hanging_receiver_does_not_hold_up_other_webhooks)
 {
     char slow_secret[128], fast_secret[128];
@@ -915,6 +920,11 @@ START_TEST(a_hanging_receiver_does_not_hold_up_other_webhooks)
                      "pending");
     json_decref(page);
     free(path);
+    int64_t give_up = mono_ms() + OUTCOME_WAIT_MS;
+    long long oldest;
+    while ((oldest = metric("h2pg_webhook_oldest_pending_seconds")) < 2 && mono_ms() < give_up)
+        pause_ms(200);
+    ck_assert_msg(oldest >= 2, "an event undelivered for seconds, the oldest undelivered reads %lld s", oldest);
 }
 END_TEST
 
