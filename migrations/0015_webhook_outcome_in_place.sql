@@ -11,7 +11,9 @@
 -- a retry (the outcome of a failed attempt), a released claim, or a first
 -- attempt whose lease ran out with no outcome (its worker died; the
 -- dispatchers' sweep, routes/webhook_dispatch.c, finds those from each
--- webhook's swept_to, below which every delivery is settled or due). The
+-- webhook's swept_to in webhook_sweeps, below which every delivery is
+-- settled or due; a table of its own, so that the sweep never holds the
+-- webhook's row lock, which would make a fan-out pass the webhook by). The
 -- due index holds only those rows, and tests no other column, so the fan-out
 -- makes a delivery with two index entries (the primary key and
 -- (webhook_id, id)) and a first attempt's outcome changes no indexed value
@@ -26,7 +28,13 @@ ALTER TABLE webhook_deliveries SET (fillfactor = 50);
 -- a settled delivery's next_attempt_at is NULL already (the outcome clears it)
 CREATE INDEX webhook_deliveries_due_idx ON webhook_deliveries (webhook_id, next_attempt_at, id)
     WHERE next_attempt_at IS NOT NULL;
--- Every delivery there is now is either settled or due (pending ones have
--- a next_attempt_at), so the sweep can start after the last of them.
-ALTER TABLE webhooks ADD COLUMN swept_to bigint NOT NULL DEFAULT 0;
-UPDATE webhooks w SET swept_to = COALESCE((SELECT max(d.id) FROM webhook_deliveries d WHERE d.webhook_id = w.id), 0);
+-- A webhook without a row here has swept_to 0. Every delivery there is
+-- now is either settled or due (pending ones have a next_attempt_at), so
+-- the sweep can start after the last of them.
+CREATE TABLE webhook_sweeps (
+    webhook_id bigint PRIMARY KEY REFERENCES webhooks (id) ON DELETE CASCADE,
+    swept_to   bigint NOT NULL
+);
+INSERT INTO webhook_sweeps (webhook_id, swept_to)
+    SELECT w.id, COALESCE(max(d.id), 0) FROM webhooks w LEFT JOIN webhook_deliveries d ON d.webhook_id = w.id
+    GROUP BY w.id;

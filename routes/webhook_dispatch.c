@@ -305,23 +305,25 @@ static const db_stmt RECORD =
  * delivery leased and not due (no next_attempt_at, so that its outcome is
  * an update in place, migrations/0015), and if no outcome is ever recorded
  * nothing else would find it. For each enabled webhook it reads up to $1
- * deliveries after the webhook's swept_to, in id order; the first attempts
- * among them whose lease ran out become due (a claim takes them, as the
- * same webhook-id), and swept_to moves to the last one read, or to just
- * before the first one still leased. Below swept_to every delivery is thus
- * settled or due. No lock on the webhook: its deliveries are made one
- * fan-out at a time under its row lock, so one committed after this
+ * deliveries after the webhook's swept_to (webhook_sweeps; none: 0), in id
+ * order; the first attempts among them whose lease ran out become due (a
+ * claim takes them, as the same webhook-id), and swept_to moves to the last
+ * one read, or to just before the first one still leased. Below swept_to
+ * every delivery is thus settled or due. The webhook's row is not locked
+ * (a fan-out would pass the webhook by): its deliveries are made one
+ * fan-out at a time under that lock, so one committed after this
  * statement's snapshot has ids above every one the snapshot shows, and
- * swept_to moves only forward (GREATEST: another replica's sweep). Ids as
+ * swept_to moves only forward (another replica's sweep). Ids as
  * an array as in CLAIM; the UPDATE re-checks each row (a late outcome may
  * have settled it). One row: how many became due, and whether some
  * webhook had more than $1 to read (sweep again at once). */
 static const db_stmt SWEEP =
     DB_STMT("webhook_sweep",
             "WITH s AS (SELECT w.id AS webhook_id, d.id, d.state = 'pending' AND d.next_attempt_at IS NULL AS first, "
-            "d.lease_until AS lease FROM webhooks w CROSS JOIN LATERAL (SELECT x.id, x.state, x.next_attempt_at, "
-            "x.lease_until FROM webhook_deliveries x WHERE x.webhook_id = w.id AND x.id > w.swept_to "
-            "ORDER BY x.id LIMIT $1) d WHERE NOT w.disabled), "
+            "d.lease_until AS lease FROM webhooks w LEFT JOIN webhook_sweeps sw ON sw.webhook_id = w.id "
+            "CROSS JOIN LATERAL (SELECT x.id, x.state, x.next_attempt_at, x.lease_until FROM webhook_deliveries x "
+            "WHERE x.webhook_id = w.id AND x.id > COALESCE(sw.swept_to, 0) ORDER BY x.id LIMIT $1) d "
+            "WHERE NOT w.disabled), "
             "busy AS (SELECT webhook_id, min(id) AS id FROM s WHERE first AND lease >= now() GROUP BY webhook_id), "
             "seen AS (SELECT s.webhook_id, max(s.id) AS id, count(*) AS n, min(b.id) AS busy FROM s "
             "LEFT JOIN busy b ON b.webhook_id = s.webhook_id GROUP BY s.webhook_id), "
@@ -329,8 +331,9 @@ static const db_stmt SWEEP =
             "WHERE d.id = ANY (ARRAY(SELECT id FROM s WHERE first AND (lease IS NULL OR lease < now()))) "
             "AND d.state = 'pending' AND d.next_attempt_at IS NULL AND (d.lease_until IS NULL OR d.lease_until < now()) "
             "RETURNING 1), "
-            "mv AS (UPDATE webhooks w SET swept_to = GREATEST(w.swept_to, COALESCE(v.busy - 1, v.id)) FROM seen v "
-            "WHERE w.id = v.webhook_id AND COALESCE(v.busy - 1, v.id) > w.swept_to RETURNING 1) "
+            "mv AS (INSERT INTO webhook_sweeps AS sw (webhook_id, swept_to) "
+            "SELECT webhook_id, COALESCE(busy - 1, id) FROM seen ON CONFLICT (webhook_id) DO UPDATE "
+            "SET swept_to = excluded.swept_to WHERE excluded.swept_to > sw.swept_to RETURNING 1) "
             "SELECT (SELECT count(*) FROM rev), EXISTS (SELECT 1 FROM seen WHERE n >= $1 AND busy IS NULL), "
             "(SELECT count(*) FROM mv)",
             1);
@@ -347,8 +350,9 @@ static const db_stmt OLDEST_DUE =
             "LEFT JOIN LATERAL (SELECT next_attempt_at AS at FROM webhook_deliveries WHERE webhook_id = w.id "
             "AND state = 'pending' AND next_attempt_at <= now() ORDER BY next_attempt_at LIMIT 1) x ON true "
             "LEFT JOIN LATERAL (SELECT (SELECT e.created_at FROM events e WHERE e.id = d.event_id) AS at "
-            "FROM webhook_deliveries d WHERE d.webhook_id = w.id AND d.id > w.swept_to AND d.state = 'pending' "
-            "AND d.next_attempt_at IS NULL ORDER BY d.id LIMIT 1) z ON true "
+            "FROM webhook_deliveries d WHERE d.webhook_id = w.id "
+            "AND d.id > COALESCE((SELECT swept_to FROM webhook_sweeps WHERE webhook_id = w.id), 0) "
+            "AND d.state = 'pending' AND d.next_attempt_at IS NULL ORDER BY d.id LIMIT 1) z ON true "
             "LEFT JOIN LATERAL (SELECT e.created_at AS at FROM events e WHERE e.id > w.fanned_to "
             "AND (e.type = ANY (w.events) OR '*' = ANY (w.events)) ORDER BY e.id LIMIT 1) y ON true "
             "WHERE NOT w.disabled",
