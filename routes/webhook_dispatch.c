@@ -333,9 +333,8 @@ static const db_stmt SWEEP =
             "RETURNING 1), "
             "mv AS (INSERT INTO webhook_sweeps AS sw (webhook_id, swept_to) "
             "SELECT webhook_id, COALESCE(busy - 1, id) FROM seen ON CONFLICT (webhook_id) DO UPDATE "
-            "SET swept_to = excluded.swept_to WHERE excluded.swept_to > sw.swept_to RETURNING 1) "
-            "SELECT (SELECT count(*) FROM rev), EXISTS (SELECT 1 FROM seen WHERE n >= $1 AND busy IS NULL), "
-            "(SELECT count(*) FROM mv)",
+            "SET swept_to = excluded.swept_to WHERE excluded.swept_to > sw.swept_to) "
+            "SELECT (SELECT count(*) FROM rev), EXISTS (SELECT 1 FROM seen WHERE n >= $1 AND busy IS NULL)",
             1);
 /* The oldest undelivered: per enabled webhook, its oldest due delivery
  * (the first of its range of the due index), the event of its oldest
