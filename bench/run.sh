@@ -7,7 +7,7 @@
 # threads), PostgreSQL's (the whole cluster) and the load generator's -- plus
 # the share of the machine that something else took meanwhile.
 #
-#   bench/run.sh [--peers node,tfb,floor] [seconds per measurement (default 10)]
+#   bench/run.sh [--peers node,tfb,floor,alt] [seconds per measurement (default 10)]
 #   PEERS=node,tfb bench/run.sh 10          (the same)
 #
 # Peers (opponents), on h2pg's benchmark database, each started once in a
@@ -21,7 +21,9 @@
 #         here): a constant /json, set up as h2pg sets up h2o; what h2pg
 #         spends above it is h2pg's own, what TFB's entry spends above or
 #         below it is its newer h2o's; threads: PEER_THREADS
-# A workload runs for every server that serves it (h2pg: all; node: json,
+#   alt   another h2pg binary, H2PG_ALT (say, a build of another commit),
+#         started as h2pg is: an A/B of two versions in one sitting
+# A workload runs for every server that serves it (h2pg, alt: all; node: json,
 # plaintext, db, queries, updates, fortunes, user; tfb: the same but user;
 # floor: json),
 # back to back, each after a 2 s warm-up, so that a noisy machine hurts all
@@ -37,7 +39,12 @@
 # ROUNDS (measurements per server and workload, taking turns, in reverse
 # order every other round; the ratio table compares medians; default 1), ONLY
 # (workloads to run alone, comma-separated: json plaintext db queries updates
-# fortunes user transfer transfer-key user-auth transfer-auth), PEER_THREADS (peers' workers/threads,
+# fortunes user transfer transfer-key user-auth transfer-auth), SYSCALLS (set:
+# each server's system calls per request, counted by perf's tracepoints
+# while wrk runs -- needs perf and the right to trace; the tracing costs
+# CPU, so the CPU columns of such a run read high), PERF_DIR (a directory:
+# perf record -g of each server while wrk runs, one file per server and
+# workload, for perf report), PEER_THREADS (peers' workers/threads,
 # default THREADS or the number of cores), PEER_DB_PASS (the database
 # password the peers give, if DATABASE_URL's server asks for one).
 #
@@ -92,7 +99,12 @@ for p in ${peers//,/ }; do
             exit 1
         fi ;;
     floor) ;;
-    *) echo "bench: unknown peer $p (node, tfb, floor)" >&2; exit 2 ;;
+    alt)
+        if [ ! -x "${H2PG_ALT:-}" ]; then
+            echo "bench: the alt peer needs H2PG_ALT, the path of another h2pg binary" >&2
+            exit 1
+        fi ;;
+    *) echo "bench: unknown peer $p (node, tfb, floor, alt)" >&2; exit 2 ;;
     esac
     servers+=("$p")
 done
@@ -100,7 +112,7 @@ workloads=(json plaintext db queries updates fortunes user transfer transfer-key
 want() { [ "$only" = ",," ] || [[ "$only" == *",$1,"* ]]; }
 serves() { # server workload
     case "$1:$2" in
-    h2pg:*) return 0 ;;
+    h2pg:* | alt:*) return 0 ;;
     node:json | node:plaintext | node:db | node:queries | node:updates | node:fortunes | node:user) return 0 ;;
     tfb:json | tfb:plaintext | tfb:db | tfb:queries | tfb:updates | tfb:fortunes) return 0 ;;
     floor:json) return 0 ;;
@@ -131,7 +143,7 @@ fi
 scripts/build.sh >/dev/null
 
 work="$(mktemp -d)"
-declare -A pid_of=() base_of=() label_of=([h2pg]=h2pg [node]=node [tfb]=tfb-h2o [floor]=h2o-floor [h2pg-auth]="h2pg, RS256 token")
+declare -A pid_of=() base_of=() label_of=([h2pg]=h2pg [node]=node [tfb]=tfb-h2o [floor]=h2o-floor [h2pg-auth]="h2pg, RS256 token" [alt]="h2pg (alt)")
 nginx_conf=""
 stop_servers() {
     local s pid
@@ -230,6 +242,11 @@ start_server() { # name
             setsid build/h2pg serve >"$work/h2pg.log" 2>&1 &
         pid_of[h2pg]=$!
         wait_ready h2pg "http://127.0.0.1:$port/readyz" ;;
+    alt)
+        DATABASE_URL="$db" MIGRATE_ON_START=false LOG_LEVEL=warn PORT="$port" HOST=127.0.0.1 \
+            setsid "$H2PG_ALT" serve >"$work/alt.log" 2>&1 &
+        pid_of[alt]=$!
+        wait_ready alt "http://127.0.0.1:$port/readyz" ;;
     h2pg-auth)
         AUTH_JWKS_FILE="$work/jwks.json" DATABASE_URL="$db" MIGRATE_ON_START=false LOG_LEVEL=warn PORT="$port" \
             HOST=127.0.0.1 setsid build/h2pg serve >"$work/h2pg-auth.log" 2>&1 &
@@ -425,6 +442,14 @@ proc_trees() { # root pid...
         }
     }'
 }
+tree_pids() { # root pid -> it and its descendants, comma-separated
+    local all=("$1") i=0 c
+    while [ "$i" -lt "${#all[@]}" ]; do
+        for c in $(cat /proc/"${all[$i]}"/task/*/children 2>/dev/null); do all+=("$c"); done
+        i=$((i + 1))
+    done
+    (IFS=,; echo "${all[*]}")
+}
 busy_ticks() { awk '$1 == "cpu" {print $2 + $3 + $4 + $7 + $8 + $9; exit}' /proc/stat; }
 snap() { # server-root ("none": no server) -> "server-ticks pg-ticks busy-ticks"
     local a b
@@ -465,11 +490,24 @@ run_wrk() { # server path [lua]
     echo 0 >"$work/rss"
     sample_rss "$root" &
     local sampler=$!
+    local tracer=""
+    if [ -n "${SYSCALLS:-}" ] && [ "$1" != nginx ]; then
+        perf stat -x, -e 'syscalls:sys_enter_*' -p "$(tree_pids "$root")" -o "$work/syscalls" &
+        tracer=$!
+    elif [ -n "${PERF_DIR:-}" ] && [ "$1" != nginx ]; then
+        mkdir -p "$PERF_DIR"
+        perf record -q -F 1999 -g -p "$(tree_pids "$root")" \
+            -o "$PERF_DIR/${label_of[$1]:-$1}$(tr -c 'a-z0-9\n' _ <<<"$2").data" 2>/dev/null &
+        tracer=$!
+    fi
     s0=$(snap "$root"); t0=$(date +%s.%N)
     # the subshell's cutime + cstime, once wrk is reaped, are wrk's CPU
     out="$(wrk "${args[@]}" "$url" 2>&1; me=$BASHPID; echo "client-ticks $(awk '{ sub(/.*\) /, ""); print $14 + $15 }' "/proc/$me/stat")")"
     s1=$(snap "$root"); t1=$(date +%s.%N)
     kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null || true
+    if [ -n "$tracer" ]; then
+        kill -INT "$tracer" 2>/dev/null; wait "$tracer" 2>/dev/null || true
+    fi
     window=$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')
     req=$(awk '/Requests\/sec/ {printf "%d", $2}' <<<"$out")
     p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
@@ -484,6 +522,11 @@ run_wrk() { # server path [lua]
     [ -n "$req" ] || { echo "  (${label_of[$1]:-$1} $2: wrk failed: $out)" >&2; req=0 p50=- p99=-; }
     cpu_fields "$s0" "$s1" "${cli:-0}" "${n:-0}" 1
     rss_mib=$(awk '{printf "%.1f", $1 / 1024}' "$work/rss")
+    if [ -n "$tracer" ] && [ -n "${SYSCALLS:-}" ]; then # the server's system calls per request, the most frequent first
+        echo "  (${label_of[$1]:-$1} $2 system calls per request: $(awk -F, -v n="${n:-0}" '
+            $3 ~ /sys_enter_/ && $1 + 0 > 0 && n > 0 { sub(/.*sys_enter_/, "", $3); printf "%s %.2f\n", $3, $1 / n }' "$work/syscalls" |
+            sort -k2,2 -rn | awk '$2 >= 0.01 {printf "%s%s %s", sep, $1, $2; sep = ", "}'))" >&2
+    fi
 }
 # pgbench with the same SQL: sets req (tps) pg_us cli_us other, srv_us "-"
 run_pgbench() { # script
