@@ -32,8 +32,10 @@ static const db_stmt LIST_WEBHOOKS =
 static const db_stmt GET_WEBHOOK = DB_STMT("webhook_get", "SELECT " WEBHOOK_COLUMNS " FROM webhooks WHERE id = $1", 1);
 static const db_stmt GET_WEBHOOK_TARGET =
     DB_STMT("webhook_target", "SELECT url, secret FROM webhooks WHERE id = $1", 1);
-/* its deliveries go with it (ON DELETE CASCADE) */
 static const db_stmt DELETE_WEBHOOK = DB_STMT("webhook_delete", "DELETE FROM webhooks WHERE id = $1 RETURNING 1", 1);
+/* its deliveries go with it: they hold no foreign key (migrations/0016) */
+static const db_stmt DELETE_DELIVERIES =
+    DB_STMT("webhook_delete_deliveries", "DELETE FROM webhook_deliveries WHERE webhook_id = $1", 1);
 /* A page of a webhook's deliveries after id $2, by id: the (webhook_id, id)
  * index (migrations/0014). */
 static const db_stmt LIST_DELIVERIES =
@@ -198,16 +200,36 @@ static int get_webhook(server_req *r)
     return routes_json(r, 200, webhook_json(res, 0));
 }
 
+struct deletion {
+    server_req *r;
+    int64_t id;
+    bool found;
+};
+
+/* The webhook, then its deliveries. The first statement waits for a
+ * fan-out that holds the webhook's row lock; the second, a statement of
+ * its own (READ COMMITTED), sees every delivery that fan-out made, and no
+ * fan-out makes one after: each locks the webhook's row first. */
+static int delete_body(db_conn *tx, void *arg)
+{
+    struct deletion *d = arg;
+    PGresult *res;
+    db_params id = DB_PARAMS(DB_INT8(d->id));
+    int rc = routes_exec(d->r, tx, &DELETE_WEBHOOK, id, &res);
+    if (rc < 0 || !(d->found = PQntuples(res) > 0))
+        return rc;
+    return routes_exec(d->r, tx, &DELETE_DELIVERIES, id, &res);
+}
+
 static int delete_webhook(server_req *r)
 {
-    int64_t id;
-    PGresult *res;
-    int rc = routes_path_id(r, "id", &id);
+    struct deletion d = {.r = r};
+    int rc = routes_path_id(r, "id", &d.id);
     if (rc == 0)
-        rc = routes_exec(r, NULL, &DELETE_WEBHOOK, DB_PARAMS(DB_INT8(id)), &res);
+        rc = db_tx(delete_body, &d);
     if (rc < 0)
         return rc;
-    if (PQntuples(res) == 0)
+    if (!d.found)
         return routes_problem(r, 404, "no such webhook");
     server_respond(r, 204, NULL, "", 0);
     return 0;

@@ -8,6 +8,7 @@
  * Outcomes are polled for with generous limits, never waited for a fixed
  * time, so the tests hold on a slow, loaded machine. */
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -673,6 +674,61 @@ START_TEST(delete_drops_pending_deliveries)
 }
 END_TEST
 
+struct pending_delete {
+    char *url;
+    long status;
+};
+
+static void *delete_in_thread(void *arg)
+{
+    struct pending_delete *d = arg;
+    test_response r;
+    test_http(&r, "DELETE", d->url, NULL, 0, NULL);
+    d->status = r.status;
+    test_response_free(&r);
+    return NULL;
+}
+
+/* Deliveries hold no foreign key to their webhook (migrations/0016): the
+ * DELETE removes them itself, including those a fan-out that held the
+ * webhook's row lock made while the DELETE waited for it. Here the test
+ * plays that fan-out: it locks the webhook as the fan-out does, makes a
+ * delivery, lets the DELETE block on the lock, and only then commits. */
+START_TEST(delete_drops_what_a_concurrent_fanout_made)
+{
+    char secret[128];
+    long long hook = subscribe("/raced", "[\"*\"]", "\"status\": 500", secret);
+    PGconn *fanout = test_pg_connect(db);
+    char *sql = fmt("BEGIN; SELECT 1 FROM webhooks WHERE id = %lld FOR NO KEY UPDATE; "
+                    "INSERT INTO webhook_deliveries (webhook_id, event_id, type, attempts, lease_until) "
+                    "VALUES (%lld, 1000000, 'user.created', 1, now() + interval '1 minute')",
+                    hook, hook);
+    test_pg_exec(fanout, sql);
+    free(sql);
+
+    struct pending_delete d = {.url = fmt("%s/webhooks/%lld", server.base_url, hook)};
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, delete_in_thread, &d), 0);
+    /* the DELETE waits for the lock (or it did not wait: the test proves nothing) */
+    int64_t give_up = mono_ms() + OUTCOME_WAIT_MS;
+    long long waiting = 0;
+    while (mono_ms() < give_up &&
+           (waiting = sql_int("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                              "AND query LIKE 'DELETE FROM webhooks%'")) == 0)
+        pause_ms(20);
+    ck_assert_msg(waiting == 1, "the DELETE never waited for the webhook's lock");
+    test_pg_exec(fanout, "COMMIT");
+    PQfinish(fanout);
+    pthread_join(t, NULL);
+    ck_assert_int_eq(d.status, 204);
+    free(d.url);
+
+    sql = fmt("SELECT count(*) FROM webhook_deliveries WHERE webhook_id = %lld", hook);
+    ck_assert_int_eq(sql_int(sql), 0);
+    free(sql);
+}
+END_TEST
+
 /* ---- ping ---- */
 
 START_TEST(ping_reports_the_receivers_status)
@@ -1141,6 +1197,7 @@ static Suite *webhooks_suite(void)
     tcase_add_test(tc, a_receiver_that_is_down_is_retried);
     tcase_add_test(tc, a_slow_receiver_times_out_and_is_retried);
     tcase_add_test(tc, delete_drops_pending_deliveries);
+    tcase_add_test(tc, delete_drops_what_a_concurrent_fanout_made);
     tcase_add_test(tc, a_deliveries_page_starts_after_any_id);
     tcase_add_test(tc, a_webhooks_cursor_moves_for_its_events_or_a_batch_behind);
     tcase_add_test(tc, ping_reports_the_receivers_status);

@@ -1,0 +1,15 @@
+-- A delivery's webhook, checked by the handler instead of a foreign key.
+-- The key's check ran for every row the fan-out inserts (a lookup of the
+-- webhook and a lock on it, through a trigger queued per row), though the
+-- fan-out inserts only under the webhook's own row lock, taken in the same
+-- statement: the webhook exists by construction. Measured with pgbench, 64
+-- deliveries inserted per transaction under that lock, two clients: 2,290
+-- and 1,990 transactions a second with the key, 3,180 and 3,470 without.
+--
+-- What the key's ON DELETE CASCADE did, DELETE /webhooks/{id} does itself
+-- (routes/webhooks.c): it deletes the webhook, then its deliveries, in one
+-- transaction. The first statement waits for a fan-out holding the webhook's
+-- lock; the second, with a snapshot of its own (READ COMMITTED), sees what
+-- that fan-out made; and no fan-out can make more, since it must lock the
+-- webhook's row first. Nothing else deletes webhooks.
+ALTER TABLE webhook_deliveries DROP CONSTRAINT IF EXISTS webhook_deliveries_webhook_id_fkey;
