@@ -103,9 +103,14 @@ int client_http_configure(const client_http_options *opts)
 
 /* ---- the multi on the loop: sockets and the timer in one epoll set ---- */
 
+/* A socket curl watches is in the epoll set; curl keeps, per socket, the
+ * pointer curl_multi_assign gave it (socketp) until it stops watching it
+ * (CURL_POLL_REMOVE), so a non-NULL socketp says "added already": one
+ * system call per change, not a MOD that fails before every ADD. */
 static int on_socket(CURL *e, curl_socket_t s, int what, void *userp, void *socketp)
 {
     client *c = userp;
+    (void)e;
     if (what == CURL_POLL_REMOVE) {
         epoll_ctl(c->epfd, EPOLL_CTL_DEL, s, NULL);
         return 0;
@@ -115,8 +120,14 @@ static int on_socket(CURL *e, curl_socket_t s, int what, void *userp, void *sock
         ev.events |= EPOLLIN;
     if (what & CURL_POLL_OUT)
         ev.events |= EPOLLOUT;
-    if (epoll_ctl(c->epfd, EPOLL_CTL_MOD, s, &ev) != 0 && errno == ENOENT)
-        epoll_ctl(c->epfd, EPOLL_CTL_ADD, s, &ev);
+    if (socketp != NULL) {
+        if (epoll_ctl(c->epfd, EPOLL_CTL_MOD, s, &ev) != 0 && errno == ENOENT)
+            epoll_ctl(c->epfd, EPOLL_CTL_ADD, s, &ev); /* closed and opened again under the same number */
+        return 0;
+    }
+    if (epoll_ctl(c->epfd, EPOLL_CTL_ADD, s, &ev) != 0 && errno == EEXIST)
+        epoll_ctl(c->epfd, EPOLL_CTL_MOD, s, &ev);
+    curl_multi_assign(c->multi, s, c);
     return 0;
 }
 
