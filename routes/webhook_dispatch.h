@@ -43,10 +43,15 @@ struct server_config;
 #define ROUTES_WEBHOOK_PER_ENDPOINT 48
 /* Deliveries of one webhook that one worker holds claimed (in flight, or
  * waiting for one of its ROUTES_WEBHOOK_PER_ENDPOINT lanes): more than may
- * run, so the lanes never wait for the next claim's round trip. */
-#define ROUTES_WEBHOOK_CLAIMED_PER_ENDPOINT 128
+ * run, so the lanes never wait for the next claim's round trip. It also
+ * bounds what one pass can fan out, and under load passes come 20-70 ms
+ * apart (each waits for a pool connection behind the API's requests): at
+ * 128, one fast receiver got 3,900-4,500 deliveries a second on two busy
+ * cores while the API wrote 4,500-4,900 transfers, and fell behind in half
+ * the runs; at 192 it kept up in every run (bench/webhooks.sh). */
+#define ROUTES_WEBHOOK_CLAIMED_PER_ENDPOINT 192
 /* Deliveries one worker holds claimed, across webhooks. */
-#define ROUTES_WEBHOOK_CLAIM_MAX 256
+#define ROUTES_WEBHOOK_CLAIM_MAX 384
 /* Response body bytes read from a receiver; more is cut off. */
 #define ROUTES_WEBHOOK_MAX_RESPONSE (64 * 1024)
 /* Event ids one fan-out reads past a webhook's cursor. */
