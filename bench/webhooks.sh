@@ -175,6 +175,8 @@ run() {
     dps[$name]="$(awk -v d=$((d1 - d0)) -v s="$secs" 'BEGIN { printf "%d", d / s }')"
     max="$(sort -n "$tmp/oldest.$name" | tail -n1)"
     oldest[$name]="${max:--}"
+    # the samples in order: a lag that grows through the run, or a burst
+    [[ "$name" == none* ]] || log "$name: oldest undelivered (s), every 0.5 s: $(tr '\n' ' ' <"$tmp/oldest.$name")"
 }
 
 # waits until every transfer.created after the webhook's creation is
