@@ -224,8 +224,12 @@ void routes_webhook_counters_get(routes_webhook_counters *out) { *out = counters
  * once), whether some webhook had no room for all its events (fan out
  * again when a lane finishes), how many deliveries were made, and with it,
  * or one per delivery, the columns of a CLAIM row (NULL without one).
- * Locking webhook rows with NO KEY UPDATE leaves the deliveries' foreign
- * key checks (KEY SHARE) free; a fan-out whose snapshot is older than
+ * Whether a webhook near the end of the outbox has an event of its types
+ * is a subquery ordered by id, not an EXISTS: PostgreSQL drops the ORDER
+ * BY and LIMIT of an EXISTS, and its plan for one was a sequential scan of
+ * events (it expects a match early; the matches are the newest rows, at
+ * the end), a read of the whole outbox on every pass of a webhook that
+ * keeps up. A fan-out whose snapshot is older than
  * another's commit gets the cursor as that one moved it (the row lock
  * re-reads the row) and never moves it back (GREATEST). */
 static const db_stmt FANOUT =
@@ -235,8 +239,8 @@ static const db_stmt FANOUT =
             "behind AS (SELECT w.id, w.fanned_to, w.events, LEAST($3 - COALESCE(h.n, 0), $5) AS room "
             "FROM webhooks w LEFT JOIN held h ON h.webhook_id = w.id "
             "WHERE NOT w.disabled AND w.fanned_to < (SELECT id FROM top) AND (w.fanned_to + $1 < (SELECT id FROM top) "
-            "OR EXISTS (SELECT 1 FROM events e WHERE e.id > w.fanned_to "
-            "AND (e.type = ANY (w.events) OR '*' = ANY (w.events))))), "
+            "OR (SELECT e.id FROM events e WHERE e.id > w.fanned_to "
+            "AND (e.type = ANY (w.events) OR '*' = ANY (w.events)) ORDER BY e.id LIMIT 1) IS NOT NULL)), "
             "w AS (SELECT w.id, w.fanned_to AS cur, GREATEST(w.fanned_to, LEAST((SELECT id FROM top), "
             "w.fanned_to + $1)) AS upto, w.events, b.room FROM webhooks w JOIN behind b ON b.id = w.id "
             "WHERE b.room > 0 AND NOT w.disabled AND w.fanned_to < (SELECT id FROM top) "
