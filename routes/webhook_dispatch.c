@@ -13,6 +13,7 @@
 #include <openssl/crypto.h>
 #include <openssl/params.h>
 
+#include "base/fmt.h"
 #include "base/log.h"
 #include "client/http.h"
 #include "db/db.h"
@@ -605,15 +606,6 @@ static void wake_lanes(struct lanes *l)
     }
 }
 
-/* Whether an event type can go into JSON between quotes as it is. */
-static bool plain_type(const char *t, int len)
-{
-    for (int k = 0; k < len; k++)
-        if (!((t[k] >= 'a' && t[k] <= 'z') || (t[k] >= '0' && t[k] <= '9') || t[k] == '.' || t[k] == '_'))
-            return false;
-    return true;
-}
-
 /* The job of row i of a CLAIM result, or of a FANOUT result from its
  * column at (3: after the counts): the delivery's id and attempt count,
  * the webhook's URL and secret, the event's id (NULL: no longer stored),
@@ -631,21 +623,11 @@ static struct job *job_from_row(const PGresult *res, int i, int at)
     bool stored = !db_is_null(res, i, at + 4);
     const char *type = stored ? db_get_text(res, i, at + 6, &type_len) : NULL;
     const char *data = stored ? db_get_text(res, i, at + 8, &data_len) : NULL;
-    char *quoted = NULL; /* the type as a JSON string, when it needs escapes (never: types are ours) */
-    if (stored && !plain_type(type, type_len)) {
-        json_t *t = json_stringn(type, (size_t)type_len);
-        quoted = t != NULL ? json_dumps(t, JSON_ENCODE_ANY) : NULL;
-        json_decref(t);
-        if (quoted == NULL)
-            return NULL;
-    }
     /* {"id":N,"type":T,"created_at":"...","data":D} */
-    size_t body_cap = stored ? 96 + (size_t)type_len + (quoted != NULL ? strlen(quoted) : 0) + (size_t)data_len : 0;
+    size_t body_cap = stored ? 96 + BASE_JSON_STRING_MAX(type_len) + (size_t)data_len : 0;
     struct job *j = calloc(1, sizeof(*j) + (size_t)url_len + (size_t)secret_len + body_cap + 3);
-    if (j == NULL) {
-        free(quoted);
+    if (j == NULL)
         return NULL;
-    }
     char *p = j->text;
     j->id = db_get_int(res, i, at);
     j->attempts = (int)db_get_int(res, i, at + 1);
@@ -658,17 +640,15 @@ static struct job *job_from_row(const PGresult *res, int i, int at)
     if (stored) {
         char ts[32];
         db_format_timestamp(db_get_timestamp(res, i, at + 7), ts);
-        int n = snprintf(p, body_cap, "{\"id\":%lld,\"type\":%s%.*s%s,\"created_at\":\"%s\",\"data\":",
-                         (long long)db_get_int(res, i, at + 4), quoted != NULL ? "" : "\"",
-                         quoted != NULL ? (int)strlen(quoted) : type_len, quoted != NULL ? quoted : type,
-                         quoted != NULL ? "" : "\"", ts);
+        int n = snprintf(p, body_cap, "{\"id\":%lld,\"type\":", (long long)db_get_int(res, i, at + 4));
+        n += (int)base_json_string(p + n, type, (size_t)type_len);
+        n += snprintf(p + n, body_cap - (size_t)n, ",\"created_at\":\"%s\",\"data\":", ts);
         assert(n > 0 && (size_t)n + (size_t)data_len + 1 < body_cap);
         memcpy(p + n, data, (size_t)data_len);
         p[n + data_len] = '}';
         j->body = p;
         j->body_len = n + data_len + 1;
     }
-    free(quoted);
     return j;
 }
 
