@@ -36,62 +36,75 @@ int64_t aio_now(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* ---- timers: a binary min-heap of armed timers ---- */
-
-static void heap_set(aio_loop *loop, size_t i, aio__timer *t)
+int64_t aio_turn_now(void)
 {
-    loop->heap[i] = t;
-    t->heap_index = i;
+    aio_loop *loop = aio__loop;
+    if (loop == NULL)
+        return aio_now();
+    if (loop->turn_now == 0)
+        loop->turn_now = aio_now();
+    return loop->turn_now;
+}
+
+/* ---- timers: a binary min-heap of armed timers ----
+ * Each slot holds its timer's time beside the pointer, so that sifting
+ * compares within the array and touches a timer (it lives in its task's
+ * mapping, a page of its own) only to move it. */
+
+static void heap_set(aio_loop *loop, size_t i, aio__heap_slot slot)
+{
+    loop->heap[i] = slot;
+    slot.timer->heap_index = i;
 }
 
 static void heap_up(aio_loop *loop, size_t i)
 {
-    aio__timer *t = loop->heap[i];
+    aio__heap_slot s = loop->heap[i];
     while (i > 0) {
         size_t parent = (i - 1) / 2;
-        if (loop->heap[parent]->at <= t->at)
+        if (loop->heap[parent].at <= s.at)
             break;
         heap_set(loop, i, loop->heap[parent]);
         i = parent;
     }
-    heap_set(loop, i, t);
+    heap_set(loop, i, s);
 }
 
 static void heap_down(aio_loop *loop, size_t i)
 {
-    aio__timer *t = loop->heap[i];
+    aio__heap_slot s = loop->heap[i];
     for (;;) {
         size_t child = 2 * i + 1;
         if (child >= loop->heap_len)
             break;
-        if (child + 1 < loop->heap_len && loop->heap[child + 1]->at < loop->heap[child]->at)
+        if (child + 1 < loop->heap_len && loop->heap[child + 1].at < loop->heap[child].at)
             child++;
-        if (t->at <= loop->heap[child]->at)
+        if (s.at <= loop->heap[child].at)
             break;
         heap_set(loop, i, loop->heap[child]);
         i = child;
     }
-    heap_set(loop, i, t);
+    heap_set(loop, i, s);
 }
 
 void aio__timer_arm(aio_loop *loop, aio__timer *t, int64_t at)
 {
+    t->at = at;
     if (t->heap_index != SIZE_MAX) {
-        t->at = at;
+        loop->heap[t->heap_index].at = at;
         heap_up(loop, t->heap_index);
         heap_down(loop, t->heap_index);
         return;
     }
     if (loop->heap_len == loop->heap_cap) {
         size_t cap = loop->heap_cap ? loop->heap_cap * 2 : 64;
-        aio__timer **heap = realloc(loop->heap, cap * sizeof(*heap));
+        aio__heap_slot *heap = realloc(loop->heap, cap * sizeof(*heap));
         if (heap == NULL)
             abort(); /* a few bytes per waiting task: no way to carry on without them */
         loop->heap = heap;
         loop->heap_cap = cap;
     }
-    t->at = at;
-    heap_set(loop, loop->heap_len++, t);
+    heap_set(loop, loop->heap_len++, (aio__heap_slot){.at = at, .timer = t});
     heap_up(loop, t->heap_index);
 }
 
@@ -101,21 +114,21 @@ void aio__timer_disarm(aio_loop *loop, aio__timer *t)
     if (i == SIZE_MAX)
         return;
     t->heap_index = SIZE_MAX;
-    aio__timer *last = loop->heap[--loop->heap_len];
-    if (last == t)
+    aio__heap_slot last = loop->heap[--loop->heap_len];
+    if (last.timer == t)
         return;
     heap_set(loop, i, last);
     heap_up(loop, i);
-    heap_down(loop, last->heap_index);
+    heap_down(loop, last.timer->heap_index);
 }
 
 static void fire_timers(aio_loop *loop)
 {
     if (loop->heap_len == 0)
         return;
-    int64_t now = aio_now();
-    while (loop->heap_len > 0 && loop->heap[0]->at <= now) {
-        aio__timer *t = loop->heap[0];
+    int64_t now = loop->turn_now = aio_now();
+    while (loop->heap_len > 0 && loop->heap[0].at <= now) {
+        aio__timer *t = loop->heap[0].timer;
         aio__timer_disarm(loop, t);
         t->fire(t);
     }
@@ -274,13 +287,18 @@ int aio_loop_run_once(aio_loop *loop, int32_t max_wait_ms)
     if (!aio_list_is_empty(&loop->ready) || !aio_list_is_empty(&loop->deferred) || loop->stop || h2o_pending) {
         wait = 0;
     } else if (loop->heap_len > 0) {
-        int64_t delta = loop->heap[0]->at - aio_now();
+        int64_t delta = loop->heap[0].at - aio_now();
         if (delta <= 0)
             wait = 0;
         else if ((delta + 999999) / 1000000 < wait)
             wait = (int32_t)((delta + 999999) / 1000000); /* round up: never wake early and spin */
     }
-    if (h2o_evloop_run(loop->ev, wait) != 0 && errno != EINTR)
+    /* aio_turn_now reads the clock anew after the poll (at its first use in
+     * h2o's callbacks) and again for the timers and tasks */
+    loop->turn_now = 0;
+    int rc = h2o_evloop_run(loop->ev, wait);
+    loop->turn_now = 0;
+    if (rc != 0 && errno != EINTR)
         return -1;
     fire_timers(loop);
     /* last, so that a caller checking a condition after this turn sees the

@@ -47,6 +47,11 @@ struct aio__timer {
     void (*fire)(aio__timer *t);
 };
 
+typedef struct aio__heap_slot {
+    int64_t at; /* the timer's own, copied */
+    aio__timer *timer;
+} aio__heap_slot;
+
 enum aio__task_state { AIO__READY, AIO__RUNNING, AIO__SUSPENDED, AIO__DONE };
 
 struct aio_group;
@@ -82,7 +87,7 @@ struct aio_loop {
     aio__ctx main;
     aio_task *current;
     aio_list ready;
-    aio__timer **heap;
+    aio__heap_slot *heap;
     size_t heap_len, heap_cap;
     aio_list pool;        /* ended tasks' mappings kept for reuse */
     size_t pool_len, pool_max;
@@ -91,6 +96,7 @@ struct aio_loop {
     aio_list deferred;    /* aio_deferred to run at the end of this turn */
     size_t live;
     bool stop;
+    int64_t turn_now;       /* aio_turn_now's reading; 0: none yet this turn */
     struct aio__port *port; /* completions from helper threads (thread.c) */
 };
 

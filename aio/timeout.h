@@ -23,6 +23,12 @@
 /* Monotonic now, in nanoseconds. */
 int64_t aio_now(void);
 
+/* aio_now as first read in this turn of the loop (after its poll, then
+ * again once its callbacks have run): for timestamps that need be no finer
+ * than a turn, one clock read for many. Outside a loop, aio_now. Not for
+ * deadlines: a task that spins in one turn would never see it move. */
+int64_t aio_turn_now(void);
+
 /* Suspends the current task until the time (or for the duration). Returns 0
  * when it has passed, -ECANCELED if cancelled first, -ETIMEDOUT if a deadline
  * scope expires first. */
