@@ -118,7 +118,7 @@ static void op_complete(db_conn *c, db_op *op)
         op_free(op);
     else
         aio_future_set(&op->done, op->rc);
-    c->head_since = aio_now();
+    c->head_since = aio_turn_now();
     if (aio_list_is_empty(&c->ops))
         aio_event_set(&c->drained);
     else if (c->state == DB_CONN_SHARED)
@@ -507,7 +507,7 @@ db_op *db__conn_send(db_conn *c, db_call *calls, size_t n, int flags)
     bool ok = send_op(c, op, calls, n, begin, atomic, segment);
     c->segment_open = segment && ok;
     if (aio_list_is_empty(&c->ops))
-        c->head_since = aio_now();
+        c->head_since = aio_turn_now();
     op->conn = c;
     aio_list_push_back(&c->ops, &op->link);
     aio_event_clear(&c->drained);

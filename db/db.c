@@ -30,8 +30,11 @@ static void failure_key_init(void) { failure_key = aio_task_local_key(); }
 
 void db_failure_open(db_failure *f)
 {
+    f->sqlstate[0] = f->message[0] = '\0';
+    f->outer = NULL;
+    if (aio_task_current() == NULL)
+        return; /* outside a task no call can await, so none can fail into it */
     pthread_once(&failure_once, failure_key_init);
-    memset(f, 0, sizeof(*f));
     f->outer = aio_task_local(failure_key);
     aio_task_set_local(failure_key, f);
 }
