@@ -47,6 +47,7 @@ void server__access_log(server_req *r)
     base_log_json_escape(path, sizeof(path), r->path, (int)strlen(r->path));
     base_log_json_escape(method, sizeof(method), r->method, (int)strlen(r->method));
     double ms = (double)(aio_now() - r->start) / 1e6;
+    const server_client *client = server__req_client(r);
     int n;
     if (w->cfg->log_json) {
         n = snprintf(w->log_buf + w->log_len, w->log_cap - w->log_len,
@@ -54,11 +55,11 @@ void server__access_log(server_req *r)
                      "\"client\":\"%s\",\"proto\":\"%s\",\"method\":\"%s\",\"path\":\"%s\",\"route\":\"%s\","
                      "\"status\":%d,\"bytes\":%zu,%s\"duration_ms\":%.3f}\n",
                      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                     ts.tv_nsec / 1000000, r->id, r->client.addr, r->client.proto, method, path, r->pattern,
+                     ts.tv_nsec / 1000000, r->id, client->addr, client->proto, method, path, r->pattern,
                      r->status, r->bytes, r->cut ? "\"cut\":true," : "", ms);
     } else {
         n = snprintf(w->log_buf + w->log_len, w->log_cap - w->log_len, "%s %s %s %d %zu%s %.3fms %s\n",
-                     r->client.addr, method, path, r->status, r->bytes, r->cut ? " cut" : "", ms, r->id);
+                     client->addr, method, path, r->status, r->bytes, r->cut ? " cut" : "", ms, r->id);
     }
     if (n > 0 && (size_t)n < w->log_cap - w->log_len) {
         w->log_len += (size_t)n;

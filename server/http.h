@@ -73,7 +73,7 @@ const char *server_req_id(const server_req *r);
 /* The matched route's definition (NULL for an unmatched request). */
 const server_route_def *server_req_route_def(const server_req *r);
 /* The client's numeric address, resolved through TRUSTED_PROXIES. */
-const char *server_req_client_addr(const server_req *r);
+const char *server_req_client_addr(server_req *r);
 /* One pointer the application keeps per request (NULL until set; what it
  * points to should live in the request's arena). */
 void server_req_set_local(server_req *r, void *p);

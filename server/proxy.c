@@ -104,6 +104,8 @@ int server_proxies_parse(const char *list, server_proxies **out, char *err, size
 
 void server_proxies_free(server_proxies *p) { free(p); }
 
+bool server_proxies_any(const server_proxies *p) { return p != NULL && p->n > 0; }
+
 bool server_proxies_trusts(const server_proxies *p, const char *addr)
 {
     if (p == NULL || p->n == 0)

@@ -24,6 +24,8 @@ void server_proxies_free(server_proxies *p);
 /* Whether addr (a numeric IPv4 or IPv6 address, IPv4-mapped IPv6 too)
  * is inside one of the ranges. */
 bool server_proxies_trusts(const server_proxies *p, const char *addr);
+/* Whether any proxy is trusted at all. */
+bool server_proxies_any(const server_proxies *p);
 
 typedef struct server_client {
     char addr[64];  /* numeric address */

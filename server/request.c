@@ -32,12 +32,19 @@ uint64_t server__next_random(server_worker *w)
     return x * 0x2545F4914F6CDD1DULL;
 }
 
-/* 16 lowercase hex digits and a NUL (per request: no printf) */
+/* 16 lowercase hex digits and a NUL (per request: no printf), a byte at a time */
 static void hex16(char *out, uint64_t v)
 {
-    static const char digits[] = "0123456789abcdef";
-    for (int i = 15; i >= 0; i--, v >>= 4)
-        out[i] = digits[v & 15];
+    static const char pairs[513] = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+                                   "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
+                                   "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f"
+                                   "606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f"
+                                   "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f"
+                                   "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
+                                   "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf"
+                                   "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
+    for (int i = 7; i >= 0; i--, v >>= 8)
+        memcpy(out + 2 * i, pairs + 2 * (v & 0xff), 2);
     out[16] = '\0';
 }
 
@@ -256,12 +263,10 @@ static bool copy_request(server_req *r, h2o_req_t *req, h2o_iovec_t path, size_t
 
 /* The connection's peer as text into out (64 bytes), "-" if unknown. IPv4,
  * nearly every request, without h2o's sprintf. */
-static void peer_address(h2o_req_t *req, char *out)
+static void format_peer(struct sockaddr_storage *ss, socklen_t sl, char *out)
 {
-    struct sockaddr_storage ss;
-    socklen_t sl = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
-    if (sl >= sizeof(struct sockaddr_in) && ss.ss_family == AF_INET) {
-        const uint8_t *a = (const uint8_t *)&((struct sockaddr_in *)&ss)->sin_addr;
+    if (sl >= sizeof(struct sockaddr_in) && ss->ss_family == AF_INET) {
+        const uint8_t *a = (const uint8_t *)&((const struct sockaddr_in *)ss)->sin_addr;
         size_t n = 0;
         for (int i = 0; i < 4; i++) {
             if (i > 0)
@@ -271,7 +276,7 @@ static void peer_address(h2o_req_t *req, char *out)
         out[n] = '\0';
         return;
     }
-    if (sl == 0 || h2o_socket_getnumerichost((struct sockaddr *)&ss, sl, out) == SIZE_MAX)
+    if (sl == 0 || h2o_socket_getnumerichost((struct sockaddr *)ss, sl, out) == SIZE_MAX)
         strcpy(out, "-");
 }
 
@@ -284,14 +289,22 @@ static void identify(server_req *r, h2o_req_t *req)
         snprintf(r->id, sizeof(r->id), "%.*s", (int)rid->value.len, rid->value.base);
     else
         hex16(r->id, server__next_random(r->worker));
+    const char *scheme = req->scheme == &H2O_URL_SCHEME_HTTPS ? "https" : "http";
+    r->peer_len = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&r->peer);
+    if (!server_proxies_any(r->worker->proxies)) {
+        /* no proxy of ours: the peer is the client, its headers are not
+         * looked at, and its address is written out when first asked for
+         * (server__req_client) */
+        r->client.addr[0] = '\0';
+        strcpy(r->client.proto, scheme);
+        return;
+    }
     char peer[64];
-    peer_address(req, peer);
+    format_peer(&r->peer, r->peer_len, peer);
     /* only the header the proxies are configured to set: a client's own
      * Forwarded, passed through by a proxy that sets X-Forwarded-For,
      * must not name the client */
-    const char *scheme = req->scheme == &H2O_URL_SCHEME_HTTPS ? "https" : "http";
     if (!server_proxies_trusts(r->worker->proxies, peer)) {
-        /* no proxy of ours: its headers are the client's, not looked at */
         server_proxies_resolve(NULL, peer, scheme, NULL, NULL, NULL, &r->client);
         return;
     }
@@ -301,6 +314,15 @@ static void identify(server_req *r, h2o_req_t *req)
                            rfc7239 ? joined_header(req, "forwarded", fwd, sizeof(fwd)) : NULL,
                            rfc7239 ? NULL : joined_header(req, "x-forwarded-for", xff, sizeof(xff)),
                            rfc7239 ? NULL : joined_header(req, "x-forwarded-proto", xfp, sizeof(xfp)), &r->client);
+}
+
+const server_client *server__req_client(server_req *r)
+{
+    if (r->client.addr[0] == '\0') {
+        _Static_assert(sizeof(r->client.addr) >= 64, "room for any numeric host");
+        format_peer(&r->peer, r->peer_len, r->client.addr);
+    }
+    return &r->client;
 }
 
 static server_req *req_create(server_worker *w, h2o_req_t *req, h2o_iovec_t path, size_t query_at,
@@ -314,7 +336,7 @@ static server_req *req_create(server_worker *w, h2o_req_t *req, h2o_iovec_t path
     r->worker = w;
     r->route = match_rc == 0 ? m->data : NULL;
     r->pattern = match_rc == 0 ? m->pattern : "unmatched";
-    r->start = aio_now();
+    r->start = aio_turn_now(); /* it arrived before this turn began */
     r->refs = 1;
     r->send_entry.cb = server__on_send_entry;
     aio_link_init(&r->link);
@@ -469,7 +491,7 @@ base_arena *server_req_arena(server_req *r) { return &r->arena; }
 bool server_req_alive(const server_req *r) { return r->h2o != NULL; }
 const char *server_req_id(const server_req *r) { return r->id; }
 const server_route_def *server_req_route_def(const server_req *r) { return r->route; }
-const char *server_req_client_addr(const server_req *r) { return r->client.addr; }
+const char *server_req_client_addr(server_req *r) { return server__req_client(r)->addr; }
 void server_req_set_local(server_req *r, void *p) { r->local = p; }
 void *server_req_local(const server_req *r) { return r->local; }
 bool server_responded(const server_req *r) { return r->responded; }

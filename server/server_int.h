@@ -123,9 +123,12 @@ struct server_req {
     h2o_iovec_t send_body;
     struct stream *stream;
     char id[48];
-    server_client client;
+    server_client client; /* addr "" until server__req_client writes out the peer's */
     void *local; /* the application's (server_req_set_local) */
     alignas(max_align_t) char arena_buf[1024]; /* the arena's first kilobyte */
+    /* set by identify, so not cleared with the rest */
+    struct sockaddr_storage peer;
+    socklen_t peer_len;
 };
 
 
@@ -156,6 +159,8 @@ bool server__valid_request_id(const char *s, size_t len);
 const h2o_header_t *server__find_header(const h2o_req_t *req, const char *name);
 /* Drops a reference to r; the last one frees it. */
 void server__req_unref(server_req *r);
+/* The client (through TRUSTED_PROXIES), its address written out at the first call. */
+const server_client *server__req_client(server_req *r);
 /* Frees the finished requests this thread keeps for reuse (at worker exit). */
 void server__req_cache_drain(void);
 /* respond.c: hands r's pending answer (SEND_*) to h2o, now or from h2o's
