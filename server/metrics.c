@@ -17,6 +17,11 @@ static const int STATUSES[] = {200, 201, 204, 400, 404, 405, 409, 413, 415, 422,
 /* Latency buckets in seconds (upper bounds; +Inf is implicit). */
 static const double BUCKETS[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
 #define NBUCKET (sizeof(BUCKETS) / sizeof(BUCKETS[0]))
+/* the same in nanoseconds, compared without a conversion per request */
+#define NS(s) ((int64_t)((s)*1e9 + 0.5))
+static const int64_t bucket_ns[] = {NS(0.0005), NS(0.001), NS(0.0025), NS(0.005), NS(0.01), NS(0.025), NS(0.05),
+                                    NS(0.1),    NS(0.25),  NS(0.5),    NS(1),     NS(2.5),  NS(5),     NS(10)};
+_Static_assert(sizeof(bucket_ns) / sizeof(bucket_ns[0]) == NBUCKET, "one per bucket");
 
 typedef _Atomic uint64_t counter;
 
@@ -92,14 +97,18 @@ void server_metrics_request(server_metrics *m, const server_route_def *route, in
     size_t ri = route && route >= route_table && route < route_table + route_count ? (size_t)(route - route_table)
                                                                                     : route_count;
     struct route_metrics *rm = &m->routes[ri];
-    size_t si = NSTATUS + (status >= 100 && status < 600 ? (size_t)(status / 100 - 1) : 4);
-    for (size_t i = 0; i < NSTATUS; i++)
-        if (STATUSES[i] == status)
-            si = i;
+    size_t si;
+    if (status == 200) {
+        si = 0; /* most are */
+    } else {
+        si = NSTATUS + (status >= 100 && status < 600 ? (size_t)(status / 100 - 1) : 4);
+        for (size_t i = 1; i < NSTATUS; i++)
+            if (STATUSES[i] == status)
+                si = i;
+    }
     bump(&rm->status[si], 1);
-    double s = (double)duration_ns / 1e9;
     size_t b = 0;
-    while (b < NBUCKET && s > BUCKETS[b])
+    while (b < NBUCKET && duration_ns > bucket_ns[b])
         b++;
     bump(&rm->bucket[b], 1);
     bump(&rm->sum_ns, duration_ns > 0 ? (uint64_t)duration_ns : 0);
