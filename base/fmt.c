@@ -3,20 +3,33 @@
 #include <stdbool.h>
 #include <string.h>
 
+/* "00" to "99": two digits per division */
+static const char two_digits[201] = "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+                                    "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+                                    "8081828384858687888990919293949596979899";
+
 size_t base_fmt_i64(char *out, int64_t v)
 {
     char tmp[BASE_FMT_I64_MAX];
     /* the magnitude as unsigned: -INT64_MIN does not fit in int64_t */
     uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
-    size_t n = 0;
-    do {
-        tmp[sizeof(tmp) - ++n] = (char)('0' + u % 10);
-        u /= 10;
-    } while (u != 0);
-    size_t len = 0;
+    char *end = tmp + sizeof(tmp), *p = end;
+    while (u >= 100) {
+        const char *d = two_digits + 2 * (u % 100);
+        u /= 100;
+        *--p = d[1];
+        *--p = d[0];
+    }
+    if (u >= 10) {
+        *--p = two_digits[2 * u + 1];
+        *--p = two_digits[2 * u];
+    } else {
+        *--p = (char)('0' + u);
+    }
+    size_t len = 0, n = (size_t)(end - p);
     if (v < 0)
         out[len++] = '-';
-    memcpy(out + len, tmp + sizeof(tmp) - n, n);
+    memcpy(out + len, p, n);
     return len + n;
 }
 

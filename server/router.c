@@ -3,6 +3,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,10 +37,26 @@ struct router_path {
     char allow[ALLOW_CAP]; /* built at add time so that a 405 only copies it */
 };
 
+/* Where a match looks: paths by their first segment, so that a request is
+ * compared with the few paths that begin as it does. A path whose first
+ * segment is a parameter is in every bucket's sense a candidate: those are
+ * on a list of their own. */
+struct router_key {
+    uint32_t nsegs;
+    uint32_t first_len; /* FIRST_IS_PARAM: the first segment is a parameter */
+    uint64_t first8;    /* the first segment's first 8 bytes, zero-padded */
+    int32_t next;       /* the next path of its bucket (or of the list), -1 at the end */
+};
+#define FIRST_IS_PARAM UINT32_MAX
+
 struct server_router {
     struct router_path *paths;
+    struct router_key *keys; /* keys[i] is paths[i]'s */
     size_t npaths;
     size_t cap;
+    int32_t *buckets; /* first path of each bucket, -1 if none; nbuckets a power of 2 */
+    size_t nbuckets;
+    int32_t params_first; /* the first path whose first segment is a parameter */
 };
 
 struct path_segment {
@@ -47,7 +64,13 @@ struct path_segment {
     size_t len;
 };
 
-server_router *server_router_create(void) { return calloc(1, sizeof(server_router)); }
+server_router *server_router_create(void)
+{
+    server_router *r = calloc(1, sizeof(server_router));
+    if (r != NULL)
+        r->params_first = -1;
+    return r;
+}
 
 void server_router_destroy(server_router *r)
 {
@@ -58,7 +81,52 @@ void server_router_destroy(server_router *r)
         free(r->paths[i].pattern);
     }
     free(r->paths);
+    free(r->keys);
+    free(r->buckets);
     free(r);
+}
+
+static uint64_t first8(const char *p, size_t len)
+{
+    uint64_t v = 0;
+    memcpy(&v, p, len < 8 ? len : 8);
+    return v;
+}
+
+static size_t bucket_of(uint64_t first8, size_t len, size_t nbuckets)
+{
+    uint64_t h = (first8 ^ len) * 0x9E3779B97F4A7C15ULL;
+    return (size_t)(h >> 32) & (nbuckets - 1);
+}
+
+/* Links path i into its bucket or onto the parameter-first list. */
+static void link_path(server_router *r, size_t i)
+{
+    struct router_key *k = &r->keys[i];
+    int32_t *head = k->first_len == FIRST_IS_PARAM ? &r->params_first
+                                                   : &r->buckets[bucket_of(k->first8, k->first_len, r->nbuckets)];
+    k->next = *head;
+    *head = (int32_t)i;
+}
+
+/* Room for one more path, keeping buckets at most half full. */
+static int grow_buckets(server_router *r)
+{
+    if (r->npaths + 1 <= r->nbuckets / 2)
+        return 0;
+    size_t n = r->nbuckets ? 2 * r->nbuckets : 64;
+    int32_t *b = malloc(n * sizeof(*b));
+    if (b == NULL)
+        return -ENOMEM;
+    for (size_t i = 0; i < n; i++)
+        b[i] = -1;
+    free(r->buckets);
+    r->buckets = b;
+    r->nbuckets = n;
+    r->params_first = -1;
+    for (size_t i = 0; i < r->npaths; i++)
+        link_path(r, i);
+    return 0;
 }
 
 /* Visible ASCII only: a literal holding a space, '%' escapes aside, could
@@ -201,8 +269,14 @@ static int add_path(server_router *r, struct router_path *cand, const struct rou
         if (paths == NULL)
             return -ENOMEM;
         r->paths = paths;
+        struct router_key *keys = realloc(r->keys, cap * sizeof(*keys));
+        if (keys == NULL)
+            return -ENOMEM;
+        r->keys = keys;
         r->cap = cap;
     }
+    if (grow_buckets(r) < 0)
+        return -ENOMEM;
     int rc = build_allow(entry, 1, cand->allow);
     if (rc < 0)
         return rc;
@@ -210,6 +284,11 @@ static int add_path(server_router *r, struct router_path *cand, const struct rou
         return -ENOMEM;
     cand->methods[0] = *entry;
     cand->nmethods = 1;
+    struct router_key *k = &r->keys[r->npaths];
+    k->nsegs = (uint32_t)cand->nsegs;
+    k->first_len = cand->nsegs == 0 ? 0 : cand->segs[0].param ? FIRST_IS_PARAM : (uint32_t)cand->segs[0].len;
+    k->first8 = cand->nsegs == 0 || cand->segs[0].param ? 0 : first8(cand->segs[0].text, cand->segs[0].len);
+    link_path(r, r->npaths);
     r->paths[r->npaths++] = *cand;
     return 0;
 }
@@ -314,11 +393,21 @@ int server_router_match(const server_router *r, const char *method, size_t metho
     if (!split_path(path, path_len, segs, &nsegs))
         return -ENOENT;
 
+    size_t len0 = nsegs > 0 ? segs[0].len : 0;
+    uint64_t head0 = nsegs > 0 ? first8(segs[0].p, len0) : 0;
     const struct router_path *best = NULL;
-    for (size_t i = 0; i < r->npaths; i++) {
-        const struct router_path *p = &r->paths[i];
-        if (pattern_matches(p, segs, nsegs) && (best == NULL || more_specific(p, best)))
-            best = p;
+    if (r->nbuckets == 0)
+        return -ENOENT; /* no routes */
+    int32_t lists[2] = {r->buckets[bucket_of(head0, len0, r->nbuckets)], r->params_first};
+    for (int l = 0; l < 2; l++) {
+        for (int32_t i = lists[l]; i >= 0; i = r->keys[i].next) {
+            const struct router_key *k = &r->keys[i];
+            if (k->nsegs != nsegs || (k->first_len != FIRST_IS_PARAM && (k->first_len != len0 || k->first8 != head0)))
+                continue;
+            const struct router_path *p = &r->paths[i];
+            if (pattern_matches(p, segs, nsegs) && (best == NULL || more_specific(p, best)))
+                best = p;
+        }
     }
     if (best == NULL)
         return -ENOENT;
