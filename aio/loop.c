@@ -87,13 +87,17 @@ static void heap_down(aio_loop *loop, size_t i)
     heap_set(loop, i, s);
 }
 
+/* Most timers are deadlines of one length armed one after another, each
+ * due at or after the last: those go on a list in that order, where arming
+ * and disarming touch only the neighbours. A timer due before the list's
+ * last goes into the heap. */
 void aio__timer_arm(aio_loop *loop, aio__timer *t, int64_t at)
 {
+    aio__timer_disarm(loop, t);
     t->at = at;
-    if (t->heap_index != SIZE_MAX) {
-        loop->heap[t->heap_index].at = at;
-        heap_up(loop, t->heap_index);
-        heap_down(loop, t->heap_index);
+    if (aio_list_is_empty(&loop->run) || aio_container_of(loop->run.prev, aio__timer, run_link)->at <= at) {
+        t->heap_index = AIO__TIMER_IN_RUN;
+        aio_list_push_back(&loop->run, &t->run_link);
         return;
     }
     if (loop->heap_len == loop->heap_cap) {
@@ -114,6 +118,10 @@ void aio__timer_disarm(aio_loop *loop, aio__timer *t)
     if (i == SIZE_MAX)
         return;
     t->heap_index = SIZE_MAX;
+    if (i == AIO__TIMER_IN_RUN) {
+        aio_link_unlink(&t->run_link);
+        return;
+    }
     aio__heap_slot last = loop->heap[--loop->heap_len];
     if (last.timer == t)
         return;
@@ -122,13 +130,22 @@ void aio__timer_disarm(aio_loop *loop, aio__timer *t)
     heap_down(loop, last.timer->heap_index);
 }
 
+/* The armed timer due first, or NULL. */
+static aio__timer *first_timer(aio_loop *loop)
+{
+    aio__timer *r = aio_list_is_empty(&loop->run) ? NULL : aio_container_of(loop->run.next, aio__timer, run_link);
+    if (loop->heap_len > 0 && (r == NULL || loop->heap[0].at < r->at))
+        r = loop->heap[0].timer;
+    return r;
+}
+
 static void fire_timers(aio_loop *loop)
 {
-    if (loop->heap_len == 0)
+    aio__timer *t = first_timer(loop);
+    if (t == NULL)
         return;
     int64_t now = loop->turn_now = aio_now();
-    while (loop->heap_len > 0 && loop->heap[0].at <= now) {
-        aio__timer *t = loop->heap[0].timer;
+    for (; t != NULL && t->at <= now; t = first_timer(loop)) {
         aio__timer_disarm(loop, t);
         t->fire(t);
     }
@@ -140,11 +157,8 @@ static size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
 
 aio_task *aio__task_alloc(aio_loop *loop)
 {
-    aio_link *l = aio_list_pop_front(&loop->pool);
-    if (l != NULL) {
-        loop->pool_len--;
-        return aio_container_of(l, aio_task, free_link);
-    }
+    if (loop->pool_len > 0)
+        return loop->pool[--loop->pool_len];
     size_t size = loop->page_size + round_up(loop->stack_size + sizeof(aio_task) + 64, loop->page_size);
     void *map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
     if (map == MAP_FAILED)
@@ -158,7 +172,6 @@ aio_task *aio__task_alloc(aio_loop *loop)
     memset(t, 0, sizeof(*t));
     t->map = map;
     t->map_size = size;
-    aio_link_init(&t->free_link);
 #ifdef AIO_VALGRIND
     VALGRIND_STACK_REGISTER((char *)map + loop->page_size, (char *)t);
 #endif
@@ -175,8 +188,7 @@ void aio__task_release(aio_task *t)
     aio_loop *loop = t->loop;
     assert(t->state == AIO__DONE);
     if (loop->pool_len < loop->pool_max) {
-        aio_list_push_front(&loop->pool, &t->free_link);
-        loop->pool_len++;
+        loop->pool[loop->pool_len++] = t;
     } else {
         unmap_task(t);
     }
@@ -206,8 +218,13 @@ aio_loop *aio_loop_create(const aio_loop_options *opts)
     size_t stack = opts && opts->stack_size ? opts->stack_size : DEFAULT_STACK_SIZE;
     loop->stack_size = round_up(stack < 16384 ? 16384 : stack, loop->page_size);
     loop->pool_max = opts && opts->stack_pool_max ? opts->stack_pool_max : DEFAULT_POOL_MAX;
+    if ((loop->pool = malloc(loop->pool_max * sizeof(*loop->pool))) == NULL) {
+        h2o_evloop_destroy(loop->ev);
+        free(loop);
+        return NULL;
+    }
     aio_list_init(&loop->ready);
-    aio_list_init(&loop->pool);
+    aio_list_init(&loop->run);
     aio_list_init(&loop->all);
     aio_list_init(&loop->deferred);
     aio__loop = loop;
@@ -286,8 +303,8 @@ int aio_loop_run_once(aio_loop *loop, int32_t max_wait_ms)
     bool h2o_pending = loop->ev->_pending_as_client != NULL || loop->ev->_pending_as_server != NULL;
     if (!aio_list_is_empty(&loop->ready) || !aio_list_is_empty(&loop->deferred) || loop->stop || h2o_pending) {
         wait = 0;
-    } else if (loop->heap_len > 0) {
-        int64_t delta = loop->heap[0].at - aio_now();
+    } else if (first_timer(loop) != NULL) {
+        int64_t delta = first_timer(loop)->at - aio_now();
         if (delta <= 0)
             wait = 0;
         else if ((delta + 999999) / 1000000 < wait)
@@ -335,9 +352,9 @@ void aio_loop_destroy(aio_loop *loop)
     aio__port_dispose(loop);
     /* let h2o release the sockets closed during the last turn */
     h2o_evloop_run(loop->ev, 0);
-    aio_link *l;
-    while ((l = aio_list_pop_front(&loop->pool)) != NULL)
-        unmap_task(aio_container_of(l, aio_task, free_link));
+    while (loop->pool_len > 0)
+        unmap_task(loop->pool[--loop->pool_len]);
+    free(loop->pool);
     h2o_evloop_destroy(loop->ev);
     free(loop->heap);
     free(loop);

@@ -154,6 +154,7 @@ aio_task *aio_task_spawn(aio_fn fn, void *arg)
     t->waiter = NULL;
     t->wait_until = AIO_NEVER;
     t->timer.heap_index = SIZE_MAX;
+    aio_link_init(&t->timer.run_link);
     t->timer.fire = on_timer;
     t->deadline = AIO_NEVER;
     t->scope = NULL;

@@ -43,9 +43,12 @@ struct aio__watch {
 typedef struct aio__timer aio__timer;
 struct aio__timer {
     int64_t at;
-    size_t heap_index; /* SIZE_MAX when not armed */
+    size_t heap_index; /* SIZE_MAX when not armed, AIO__TIMER_IN_RUN when on the loop's run of timers */
+    aio_link run_link;
     void (*fire)(aio__timer *t);
 };
+
+#define AIO__TIMER_IN_RUN (SIZE_MAX - 1)
 
 typedef struct aio__heap_slot {
     int64_t at; /* the timer's own, copied */
@@ -67,7 +70,6 @@ struct aio_task {
     bool detached;
     aio_link run_link;     /* on the loop's run queue */
     aio_link all_link;     /* on the loop's list of live tasks */
-    aio_link free_link;    /* on the loop's stack pool */
     aio__waiter *waiter;   /* the abortable wait in progress, if any */
     int64_t wait_until;    /* when the wait in progress ends by itself (AIO_NEVER) */
     aio__timer timer;      /* wakes the task at min(wait_until, deadline) */
@@ -88,8 +90,9 @@ struct aio_loop {
     aio_task *current;
     aio_list ready;
     aio__heap_slot *heap;
+    aio_list run;         /* armed timers in the order of their times, each at or after the one before */
     size_t heap_len, heap_cap;
-    aio_list pool;        /* ended tasks' mappings kept for reuse */
+    aio_task **pool;      /* ended tasks' mappings kept for reuse, the latest last (its stack the warmest) */
     size_t pool_len, pool_max;
     size_t stack_size, page_size;
     aio_list all;         /* tasks not yet ended */

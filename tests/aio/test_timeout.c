@@ -161,6 +161,57 @@ AIO_TEST(wait_for_returns_the_result_or_times_out)
     return 0;
 }
 
+/* Timers armed in and out of the order of their times (the loop keeps a
+ * run of ascending ones beside a heap), some re-armed or disarmed by a
+ * cancel: each sleeper wakes in the order of its time, the cancelled ones
+ * not at all. */
+#define SLEEPERS 24
+static int woke[SLEEPERS], nwoke;
+static int64_t wake_base;
+
+struct sleeper {
+    int id;
+    int64_t at;
+};
+
+static int sleep_then_note(void *arg)
+{
+    struct sleeper *s = arg;
+    int rc = aio_sleep_until(s->at);
+    if (rc == 0)
+        woke[nwoke++] = s->id;
+    return rc;
+}
+
+AIO_TEST(timers_fire_in_the_order_of_their_times_however_armed)
+{
+    /* slots in units of 4 ms: an ascending run, then earlier ones, then a
+     * run again, with repeats of neither */
+    static const int slot[SLEEPERS] = {10, 11, 13, 16, 20, 2, 5, 1, 21, 22, 3, 23,
+                                       24, 4, 25, 6, 26, 7, 8, 27, 9, 12, 28, 14};
+    struct sleeper sl[SLEEPERS];
+    aio_task *t[SLEEPERS];
+    nwoke = 0;
+    wake_base = aio_now() + AIO_MSEC(20);
+    for (int i = 0; i < SLEEPERS; i++) {
+        sl[i] = (struct sleeper){.id = i, .at = wake_base + AIO_MSEC(4) * slot[i]};
+        t[i] = aio_task_spawn(sleep_then_note, &sl[i]);
+        ck_assert_ptr_nonnull(t[i]);
+    }
+    aio_sleep(AIO_MSEC(1)); /* every sleeper armed, in spawn order */
+    static const int cancelled[] = {0, 7, 12, 20};
+    for (size_t k = 0; k < sizeof(cancelled) / sizeof(cancelled[0]); k++)
+        aio_task_cancel(t[cancelled[k]]);
+    for (int i = 0; i < SLEEPERS; i++)
+        aio_task_join(t[i]);
+    ck_assert_int_eq(nwoke, SLEEPERS - 4);
+    for (int k = 1; k < nwoke; k++)
+        ck_assert_int_lt(slot[woke[k - 1]], slot[woke[k]]);
+    for (int k = 0; k < nwoke; k++)
+        ck_assert(woke[k] != 0 && woke[k] != 7 && woke[k] != 12 && woke[k] != 20);
+    return 0;
+}
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("aio_timeout");
@@ -175,6 +226,7 @@ static Suite *suite(void)
     tcase_add_test(tc, cancellation_during_a_sleep_inside_a_deadline_wins);
     tcase_add_test(tc, a_sleep_shorter_than_the_deadline_completes);
     tcase_add_test(tc, wait_for_returns_the_result_or_times_out);
+    tcase_add_test(tc, timers_fire_in_the_order_of_their_times_however_armed);
     suite_add_tcase(s, tc);
     return s;
 }
