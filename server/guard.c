@@ -136,16 +136,13 @@ static void on_tick(h2o_timeout_entry_t *e)
 
 /* The bytes a Host value may hold: letters, digits and
  * -._~%!$&'()*+,;=:[] (a bit per byte, built once). */
-static uint64_t host_bytes[4];
+static bool host_byte[256]; /* a byte-per-entry table: one load per byte checked */
 
 static void host_bytes_init(void)
 {
-    for (int c = 0; c < 256; c++) {
-        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                  (c != 0 && strchr("-._~%!$&'()*+,;=:[]", c) != NULL);
-        if (ok)
-            host_bytes[c >> 6] |= UINT64_C(1) << (c & 63);
-    }
+    for (int c = 0; c < 256; c++)
+        host_byte[c] = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                       (c != 0 && strchr("-._~%!$&'()*+,;=:[]", c) != NULL);
 }
 
 void server__guard_init(server_worker *w)
@@ -187,12 +184,10 @@ static bool valid_host(const char *s, size_t len)
 {
     if (len == 0 || len > 255)
         return false;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (!(host_bytes[c >> 6] >> (c & 63) & 1))
-            return false;
-    }
-    return true;
+    bool ok = true;
+    for (size_t i = 0; i < len; i++)
+        ok &= host_byte[(unsigned char)s[i]];
+    return ok;
 }
 
 struct head_facts {
@@ -200,6 +195,18 @@ struct head_facts {
     int content_lengths, hosts; /* how many of each */
     bool differing_lengths, transfer_encoding, bad_host;
 };
+
+/* Whether the n bytes at s are the lowercase letters and dashes of name,
+ * in either case. */
+static bool name_is(const char *s, const char *name, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i] >= 'A' && s[i] <= 'Z' ? (char)(s[i] + ('a' - 'A')) : s[i];
+        if (c != name[i])
+            return false;
+    }
+    return true;
+}
 
 /* One header line (name: value, without the line end). */
 static void note_line(struct head_facts *f, const char *line, size_t len, const char **first_cl, size_t *first_cl_len)
@@ -214,13 +221,13 @@ static void note_line(struct head_facts *f, const char *line, size_t len, const 
     while (end > v && (end[-1] == ' ' || end[-1] == '\t'))
         end--;
     size_t vlen = (size_t)(end - v);
-    if (nlen == 14 && strncasecmp(line, "content-length", 14) == 0) {
+    if (nlen == 14 && name_is(line, "content-length", 14)) {
         if (f->content_lengths++ > 0 && (vlen != *first_cl_len || memcmp(v, *first_cl, vlen) != 0))
             f->differing_lengths = true;
         *first_cl = v, *first_cl_len = vlen;
-    } else if (nlen == 17 && strncasecmp(line, "transfer-encoding", 17) == 0) {
+    } else if (nlen == 17 && name_is(line, "transfer-encoding", 17)) {
         f->transfer_encoding = true;
-    } else if (nlen == 4 && strncasecmp(line, "host", 4) == 0) {
+    } else if (nlen == 4 && name_is(line, "host", 4)) {
         f->hosts++;
         f->bad_host |= !valid_host(v, vlen);
     }
