@@ -46,8 +46,9 @@ int64_t aio_turn_now(void)
     return loop->turn_now;
 }
 
-/* ---- timers: a binary min-heap of armed timers ----
- * Each slot holds its timer's time beside the pointer, so that sifting
+/* ---- timers: a time-ordered list and a binary min-heap (see
+ * aio__timer_arm) ----
+ * Each heap slot holds its timer's time beside the pointer, so that sifting
  * compares within the array and touches a timer (it lives in its task's
  * mapping, a page of its own) only to move it. */
 
@@ -297,14 +298,15 @@ int aio_loop_run_once(aio_loop *loop, int32_t max_wait_ms)
 {
     assert(loop->current == NULL && "the loop is driven from outside any task");
     int32_t wait = max_wait_ms;
+    aio__timer *next;
     /* a socket written to by a task (outside h2o's callbacks) has its
      * completion pending: h2o runs it only after the next poll, so poll
      * without sleeping */
     bool h2o_pending = loop->ev->_pending_as_client != NULL || loop->ev->_pending_as_server != NULL;
     if (!aio_list_is_empty(&loop->ready) || !aio_list_is_empty(&loop->deferred) || loop->stop || h2o_pending) {
         wait = 0;
-    } else if (first_timer(loop) != NULL) {
-        int64_t delta = first_timer(loop)->at - aio_now();
+    } else if ((next = first_timer(loop)) != NULL) {
+        int64_t delta = next->at - aio_now();
         if (delta <= 0)
             wait = 0;
         else if ((delta + 999999) / 1000000 < wait)
