@@ -46,7 +46,7 @@ int64_t aio_turn_now(void)
     return loop->turn_now;
 }
 
-/* ---- timers: a time-ordered list and a binary min-heap (see
+/* ---- timers: a few time-ordered runs and a binary min-heap (see
  * aio__timer_arm) ----
  * Each heap slot holds its timer's time beside the pointer, so that sifting
  * compares within the array and touches a timer (it lives in its task's
@@ -89,16 +89,47 @@ static void heap_down(aio_loop *loop, size_t i)
 }
 
 /* Most timers are deadlines of one length armed one after another, each
- * due at or after the last: those go on a list in that order, where arming
- * and disarming touch only the neighbours. A timer due before the list's
- * last goes into the heap. */
+ * due at or after the last: those go on a run, a list in time order, where
+ * arming and disarming touch only the neighbours. Sleepers of other
+ * lengths (a sampler's second, a maintainer's minute) would break such a
+ * run if they joined it -- every request deadline after a far one would be
+ * due before the run's last -- so the loop keeps a few runs: a timer joins
+ * the run it extends by less than RUN_GAP (the run joined last is tried
+ * first), else starts an empty one; with none of either, it goes into the
+ * heap. */
+#define RUN_GAP 1000000000LL /* 1 s, in ns */
+
+static bool extends(aio_loop *loop, int i, int64_t at)
+{
+    int64_t last = loop->run_last[i];
+    return !aio_list_is_empty(&loop->runs[i]) && last <= at && at - last < RUN_GAP;
+}
+
+/* The run for a timer due at at (the one joined last, most often), or -1. */
+static int run_for(aio_loop *loop, int64_t at)
+{
+    if (extends(loop, loop->last_run, at))
+        return loop->last_run;
+    int empty = -1;
+    for (int i = 0; i < AIO__TIMER_RUNS; i++) {
+        if (extends(loop, i, at))
+            return i;
+        if (empty < 0 && aio_list_is_empty(&loop->runs[i]))
+            empty = i;
+    }
+    return empty;
+}
+
 void aio__timer_arm(aio_loop *loop, aio__timer *t, int64_t at)
 {
     aio__timer_disarm(loop, t);
     t->at = at;
-    if (aio_list_is_empty(&loop->run) || aio_container_of(loop->run.prev, aio__timer, run_link)->at <= at) {
+    int run = run_for(loop, at);
+    if (run >= 0) {
         t->heap_index = AIO__TIMER_IN_RUN;
-        aio_list_push_back(&loop->run, &t->run_link);
+        aio_list_push_back(&loop->runs[run], &t->run_link);
+        loop->run_last[run] = at;
+        loop->last_run = run;
         return;
     }
     if (loop->heap_len == loop->heap_cap) {
@@ -120,6 +151,11 @@ void aio__timer_disarm(aio_loop *loop, aio__timer *t)
         return;
     t->heap_index = SIZE_MAX;
     if (i == AIO__TIMER_IN_RUN) {
+        /* the last of its run: the one before it is now */
+        aio_link *next = t->run_link.next, *prev = t->run_link.prev;
+        uintptr_t k = ((uintptr_t)next - (uintptr_t)loop->runs) / sizeof(loop->runs[0]);
+        if (k < AIO__TIMER_RUNS && next == &loop->runs[k] && prev != next)
+            loop->run_last[k] = aio_container_of(prev, aio__timer, run_link)->at;
         aio_link_unlink(&t->run_link);
         return;
     }
@@ -134,9 +170,15 @@ void aio__timer_disarm(aio_loop *loop, aio__timer *t)
 /* The armed timer due first, or NULL. */
 static aio__timer *first_timer(aio_loop *loop)
 {
-    aio__timer *r = aio_list_is_empty(&loop->run) ? NULL : aio_container_of(loop->run.next, aio__timer, run_link);
-    if (loop->heap_len > 0 && (r == NULL || loop->heap[0].at < r->at))
-        r = loop->heap[0].timer;
+    aio__timer *r = loop->heap_len > 0 ? loop->heap[0].timer : NULL;
+    for (int i = 0; i < AIO__TIMER_RUNS; i++) {
+        aio_list *run = &loop->runs[i];
+        if (aio_list_is_empty(run))
+            continue;
+        aio__timer *head = aio_container_of(run->next, aio__timer, run_link);
+        if (r == NULL || head->at < r->at)
+            r = head;
+    }
     return r;
 }
 
@@ -225,7 +267,8 @@ aio_loop *aio_loop_create(const aio_loop_options *opts)
         return NULL;
     }
     aio_list_init(&loop->ready);
-    aio_list_init(&loop->run);
+    for (int i = 0; i < AIO__TIMER_RUNS; i++)
+        aio_list_init(&loop->runs[i]);
     aio_list_init(&loop->all);
     aio_list_init(&loop->deferred);
     aio__loop = loop;
@@ -237,6 +280,16 @@ aio_loop *aio_loop_current(void) { return aio__loop; }
 struct st_h2o_evloop_t *aio_loop_evloop(aio_loop *loop) { return loop->ev; }
 
 size_t aio_loop_task_count(const aio_loop *loop) { return loop->live; }
+
+void aio_loop_timer_counts(const aio_loop *loop, size_t *in_runs, size_t *in_heap)
+{
+    size_t n = 0;
+    for (int i = 0; i < AIO__TIMER_RUNS; i++)
+        for (const aio_link *l = loop->runs[i].next; l != &loop->runs[i]; l = l->next)
+            n++;
+    *in_runs = n;
+    *in_heap = loop->heap_len;
+}
 
 static void resume(aio_loop *loop, aio_task *t)
 {

@@ -69,6 +69,10 @@ void aio_loop_cancel_all(aio_loop *loop);
 /* Number of tasks not yet ended (joined or not). */
 size_t aio_loop_task_count(const aio_loop *loop);
 
+/* How many armed timers wait in the loop's time-ordered runs and how many
+ * in its heap (diagnostics: deadlines of one length belong in a run). */
+void aio_loop_timer_counts(const aio_loop *loop, size_t *in_runs, size_t *in_heap);
+
 /* asyncio.run: creates a loop on this thread, runs main(arg) as a task until
  * it returns, cancels and drains whatever else is left, destroys the loop,
  * and returns main's result (-ENOMEM if nothing could start). */

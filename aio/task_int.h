@@ -43,12 +43,15 @@ struct aio__watch {
 typedef struct aio__timer aio__timer;
 struct aio__timer {
     int64_t at;
-    size_t heap_index; /* SIZE_MAX when not armed, AIO__TIMER_IN_RUN when on the loop's run of timers */
+    size_t heap_index; /* SIZE_MAX when not armed, AIO__TIMER_IN_RUN when on one of the loop's runs */
     aio_link run_link;
     void (*fire)(aio__timer *t);
 };
 
 #define AIO__TIMER_IN_RUN (SIZE_MAX - 1)
+
+/* How many runs of timers the loop keeps (see aio__timer_arm). */
+#define AIO__TIMER_RUNS 8
 
 typedef struct aio__heap_slot {
     int64_t at; /* the timer's own, copied */
@@ -90,7 +93,9 @@ struct aio_loop {
     aio_task *current;
     aio_list ready;
     aio__heap_slot *heap;
-    aio_list run;         /* armed timers in the order of their times, each at or after the one before */
+    aio_list runs[AIO__TIMER_RUNS]; /* runs of armed timers, each in the order of their times */
+    int64_t run_last[AIO__TIMER_RUNS]; /* the time of each run's last timer (meaningless when empty) */
+    int last_run;                      /* the run joined last */
     size_t heap_len, heap_cap;
     aio_task **pool;      /* ended tasks' mappings kept for reuse, the latest last (its stack the warmest) */
     size_t pool_len, pool_max;

@@ -162,9 +162,9 @@ AIO_TEST(wait_for_returns_the_result_or_times_out)
 }
 
 /* Timers armed in and out of the order of their times (the loop keeps a
- * run of ascending ones beside a heap), some re-armed or disarmed by a
- * cancel: each sleeper wakes in the order of its time, the cancelled ones
- * not at all. */
+ * few runs of ascending ones beside a heap), some re-armed or disarmed by
+ * a cancel: each sleeper wakes in the order of its time, the cancelled
+ * ones not at all. */
 #define SLEEPERS 24
 static int woke[SLEEPERS], nwoke;
 static int64_t wake_base;
@@ -212,6 +212,92 @@ AIO_TEST(timers_fire_in_the_order_of_their_times_however_armed)
     return 0;
 }
 
+/* Sleepers armed each before all the others (more of them than the loop
+ * has runs: the last ones go into the heap), among ascending ones, some
+ * cancelled from the runs and some from the heap: they wake in the order of
+ * their times, and no timer is left armed. */
+AIO_TEST(timers_armed_in_descending_order_fill_the_runs_then_the_heap)
+{
+    enum { DESC = 14, ASC = 6, N = DESC + ASC };
+    struct sleeper sl[N];
+    aio_task *t[N];
+    int slots[N];
+    nwoke = 0;
+    wake_base = aio_now() + AIO_MSEC(20);
+    for (int i = 0; i < N; i++) { /* 14, 13, ..., 1, then 15 .. 20 */
+        slots[i] = i < DESC ? DESC - i : i + 1;
+        sl[i] = (struct sleeper){.id = i, .at = wake_base + AIO_MSEC(4) * slots[i]};
+        t[i] = aio_task_spawn(sleep_then_note, &sl[i]);
+        ck_assert_ptr_nonnull(t[i]);
+    }
+    aio_yield(); /* every sleeper armed, in spawn order; this task is not */
+    size_t in_runs, in_heap;
+    aio_loop_timer_counts(aio_loop_current(), &in_runs, &in_heap);
+    ck_assert_uint_eq(in_runs + in_heap, N);
+    ck_assert_uint_gt(in_heap, 0);
+    ck_assert_uint_gt(in_runs, ASC); /* the ascending ones extend a run */
+    /* 0 heads the run the ascending ones extend, 1 is a run of its own,
+     * 13 is in the heap (the last descending one armed), 16 in the middle
+     * of a run */
+    static const int cancelled[] = {0, 1, 13, 16};
+    for (size_t k = 0; k < sizeof(cancelled) / sizeof(cancelled[0]); k++)
+        aio_task_cancel(t[cancelled[k]]);
+    for (int i = 0; i < N; i++)
+        aio_task_join(t[i]);
+    ck_assert_int_eq(nwoke, N - 4);
+    for (int k = 1; k < nwoke; k++)
+        ck_assert_int_lt(slots[woke[k - 1]], slots[woke[k]]);
+    for (int k = 0; k < nwoke; k++)
+        ck_assert(woke[k] != 0 && woke[k] != 1 && woke[k] != 13 && woke[k] != 16);
+    aio_loop_timer_counts(aio_loop_current(), &in_runs, &in_heap);
+    ck_assert_uint_eq(in_runs + in_heap, 0);
+    return 0;
+}
+
+static int sleep_long_under_a_deadline(void *arg)
+{
+    (void)arg;
+    aio_timeout scope;
+    aio_timeout_open(&scope, AIO_SEC(5));
+    int rc = aio_sleep(AIO_SEC(30));
+    aio_timeout_close(&scope);
+    return rc;
+}
+
+/* A server's request deadlines are all of one length, armed one after
+ * another, while sleepers of other lengths wait (a sampler's second, a
+ * maintainer's minute): the deadlines must not go into the heap because a
+ * far sleeper was armed before them. */
+AIO_TEST(deadlines_of_one_length_stay_in_a_run_beside_far_sleepers)
+{
+    enum { DEADLINES = 64 };
+    int far_rc = 1, near_rc = 1;
+    aio_task *far = aio_task_spawn(sleep_long, &far_rc); /* 10 s */
+    aio_task *near = aio_task_spawn(sleep_long_under_a_deadline, &near_rc);
+    ck_assert_ptr_nonnull(far);
+    ck_assert_ptr_nonnull(near);
+    aio_yield();
+    aio_task *t[DEADLINES];
+    for (int i = 0; i < DEADLINES; i++) {
+        t[i] = aio_task_spawn(sleep_long_under_a_deadline, NULL);
+        ck_assert_ptr_nonnull(t[i]);
+        aio_yield(); /* armed one after another, each a little later */
+    }
+    size_t in_runs, in_heap;
+    aio_loop_timer_counts(aio_loop_current(), &in_runs, &in_heap);
+    ck_assert_uint_eq(in_runs + in_heap, DEADLINES + 2);
+    ck_assert_uint_eq(in_heap, 0);
+    aio_task_cancel(far);
+    aio_task_cancel(near);
+    for (int i = 0; i < DEADLINES; i++)
+        aio_task_cancel(t[i]);
+    for (int i = 0; i < DEADLINES; i++)
+        ck_assert_int_eq(aio_task_join(t[i]), -ECANCELED);
+    aio_task_join(far);
+    aio_task_join(near);
+    return 0;
+}
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("aio_timeout");
@@ -227,6 +313,8 @@ static Suite *suite(void)
     tcase_add_test(tc, a_sleep_shorter_than_the_deadline_completes);
     tcase_add_test(tc, wait_for_returns_the_result_or_times_out);
     tcase_add_test(tc, timers_fire_in_the_order_of_their_times_however_armed);
+    tcase_add_test(tc, timers_armed_in_descending_order_fill_the_runs_then_the_heap);
+    tcase_add_test(tc, deadlines_of_one_length_stay_in_a_run_beside_far_sleepers);
     suite_add_tcase(s, tc);
     return s;
 }
