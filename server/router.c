@@ -37,15 +37,18 @@ struct router_path {
     char allow[ALLOW_CAP]; /* built at add time so that a 405 only copies it */
 };
 
-/* Where a match looks: paths by their first segment, so that a request is
- * compared with the few paths that begin as it does. A path whose first
- * segment is a parameter is in every bucket's sense a candidate: those are
- * on a list of their own. */
+/* Where a match looks: first, among the patterns without parameters, for
+ * one equal to the whole path (a hash of the text); then at paths by their
+ * first segment, so that a request is compared with the few paths that
+ * begin as it does. A path whose first segment is a parameter is in every
+ * bucket's sense a candidate: those are on a list of their own. */
 struct router_key {
     uint32_t nsegs;
     uint32_t first_len; /* FIRST_IS_PARAM: the first segment is a parameter */
     uint64_t first8;    /* the first segment's first 8 bytes, zero-padded */
     int32_t next;       /* the next path of its bucket (or of the list), -1 at the end */
+    int32_t exact_next; /* a pattern without parameters: the next of its exact bucket, -1 at the end */
+    uint32_t exact_len; /* ... and its length; 0 for a pattern with parameters */
 };
 #define FIRST_IS_PARAM UINT32_MAX
 
@@ -57,6 +60,7 @@ struct server_router {
     int32_t *buckets; /* first path of each bucket, -1 if none; nbuckets a power of 2 */
     size_t nbuckets;
     int32_t params_first; /* the first path whose first segment is a parameter */
+    int32_t *exact;       /* patterns without parameters by their whole text, nbuckets of them */
 };
 
 struct path_segment {
@@ -83,6 +87,7 @@ void server_router_destroy(server_router *r)
     free(r->paths);
     free(r->keys);
     free(r->buckets);
+    free(r->exact);
     free(r);
 }
 
@@ -99,7 +104,21 @@ static size_t bucket_of(uint64_t first8, size_t len, size_t nbuckets)
     return (size_t)(h >> 32) & (nbuckets - 1);
 }
 
-/* Links path i into its bucket or onto the parameter-first list. */
+/* A whole path's hash, eight bytes a step. */
+static uint64_t text_hash(const char *p, size_t len)
+{
+    const uint64_t mul = 0x9E3779B97F4A7C15ULL;
+    uint64_t h = len * mul;
+    for (size_t i = 0; i < len; i += 8) {
+        uint64_t v = first8(p + i, len - i);
+        h = (h ^ v) * mul;
+        h ^= h >> 29;
+    }
+    return h;
+}
+
+/* Links path i into its bucket or onto the parameter-first list, and a
+ * pattern without parameters into its exact bucket too. */
 static void link_path(server_router *r, size_t i)
 {
     struct router_key *k = &r->keys[i];
@@ -107,6 +126,12 @@ static void link_path(server_router *r, size_t i)
                                                    : &r->buckets[bucket_of(k->first8, k->first_len, r->nbuckets)];
     k->next = *head;
     *head = (int32_t)i;
+    k->exact_next = -1;
+    if (k->exact_len > 0) {
+        int32_t *e = &r->exact[text_hash(r->paths[i].pattern, k->exact_len) & (r->nbuckets - 1)];
+        k->exact_next = *e;
+        *e = (int32_t)i;
+    }
 }
 
 /* Room for one more path, keeping buckets at most half full. */
@@ -115,13 +140,18 @@ static int grow_buckets(server_router *r)
     if (r->npaths + 1 <= r->nbuckets / 2)
         return 0;
     size_t n = r->nbuckets ? 2 * r->nbuckets : 64;
-    int32_t *b = malloc(n * sizeof(*b));
-    if (b == NULL)
+    int32_t *b = malloc(n * sizeof(*b)), *e = malloc(n * sizeof(*e));
+    if (b == NULL || e == NULL) {
+        free(b);
+        free(e);
         return -ENOMEM;
+    }
     for (size_t i = 0; i < n; i++)
-        b[i] = -1;
+        b[i] = e[i] = -1;
     free(r->buckets);
+    free(r->exact);
     r->buckets = b;
+    r->exact = e;
     r->nbuckets = n;
     r->params_first = -1;
     for (size_t i = 0; i < r->npaths; i++)
@@ -288,8 +318,9 @@ static int add_path(server_router *r, struct router_path *cand, const struct rou
     k->nsegs = (uint32_t)cand->nsegs;
     k->first_len = cand->nsegs == 0 ? 0 : cand->segs[0].param ? FIRST_IS_PARAM : (uint32_t)cand->segs[0].len;
     k->first8 = cand->nsegs == 0 || cand->segs[0].param ? 0 : first8(cand->segs[0].text, cand->segs[0].len);
-    link_path(r, r->npaths);
-    r->paths[r->npaths++] = *cand;
+    k->exact_len = cand->nparams == 0 ? (uint32_t)strlen(cand->pattern) : 0;
+    r->paths[r->npaths] = *cand;
+    link_path(r, r->npaths++);
     return 0;
 }
 
@@ -377,6 +408,22 @@ static const struct router_method *find_method(const struct router_path *p, cons
     return NULL;
 }
 
+/* The route of the matching pattern best for method (HEAD falls back to
+ * GET), or -EOPNOTSUPP with the methods it has. */
+static int answer(const struct router_path *best, const char *method, size_t method_len, server_route_match *m)
+{
+    m->pattern = best->pattern;
+    const struct router_method *hit = find_method(best, method, method_len);
+    if (hit == NULL && method_len == 4 && memcmp(method, "HEAD", 4) == 0)
+        hit = find_method(best, "GET", 3);
+    if (hit == NULL) {
+        memcpy(m->allow, best->allow, sizeof(m->allow));
+        return -EOPNOTSUPP;
+    }
+    m->data = hit->data;
+    return 0;
+}
+
 int server_router_match(const server_router *r, const char *method, size_t method_len, const char *path, size_t path_len,
                         server_route_match *m)
 {
@@ -388,6 +435,14 @@ int server_router_match(const server_router *r, const char *method, size_t metho
     m->nparams = 0;
     m->allow[0] = '\0';
 
+    if (r->nbuckets == 0)
+        return -ENOENT; /* no routes */
+    /* a pattern without parameters is the best match there can be for the
+     * path equal to it (literal at every position): looked up whole */
+    for (int32_t i = r->exact[text_hash(path, path_len) & (r->nbuckets - 1)]; i >= 0; i = r->keys[i].exact_next)
+        if (r->keys[i].exact_len == path_len && memcmp(r->paths[i].pattern, path, path_len) == 0)
+            return answer(&r->paths[i], method, method_len, m);
+
     struct path_segment segs[SERVER_ROUTER_MAX_SEGMENTS];
     size_t nsegs;
     if (!split_path(path, path_len, segs, &nsegs))
@@ -396,8 +451,6 @@ int server_router_match(const server_router *r, const char *method, size_t metho
     size_t len0 = nsegs > 0 ? segs[0].len : 0;
     uint64_t head0 = nsegs > 0 ? first8(segs[0].p, len0) : 0;
     const struct router_path *best = NULL;
-    if (r->nbuckets == 0)
-        return -ENOENT; /* no routes */
     int32_t lists[2] = {r->buckets[bucket_of(head0, len0, r->nbuckets)], r->params_first};
     for (int l = 0; l < 2; l++) {
         for (int32_t i = lists[l]; i >= 0; i = r->keys[i].next) {
@@ -412,7 +465,6 @@ int server_router_match(const server_router *r, const char *method, size_t metho
     if (best == NULL)
         return -ENOENT;
 
-    m->pattern = best->pattern;
     for (size_t i = 0; i < nsegs; i++) {
         if (!best->segs[i].param)
             continue;
@@ -421,16 +473,7 @@ int server_router_match(const server_router *r, const char *method, size_t metho
         m->params[m->nparams].len = segs[i].len;
         m->nparams++;
     }
-
-    const struct router_method *hit = find_method(best, method, method_len);
-    if (hit == NULL && method_len == 4 && memcmp(method, "HEAD", 4) == 0)
-        hit = find_method(best, "GET", 3);
-    if (hit == NULL) {
-        memcpy(m->allow, best->allow, sizeof(m->allow));
-        return -EOPNOTSUPP;
-    }
-    m->data = hit->data;
-    return 0;
+    return answer(best, method, method_len, m);
 }
 
 const char *server_route_param(const server_route_match *m, const char *name, size_t *len)

@@ -2,6 +2,7 @@
  * hostile paths, registration errors, and matching from many threads. */
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -445,6 +446,49 @@ START_TEST(an_allow_list_that_would_not_fit_is_refused)
 }
 END_TEST
 
+/* Many patterns, with and without parameters, added while the router's
+ * tables grow several times: each path finds its own route, a literal
+ * pattern still beats a parameter one that also matches, and a path one
+ * byte longer or shorter than a literal pattern finds nothing of it. */
+START_TEST(every_pattern_is_found_among_hundreds)
+{
+    enum { N = 300 };
+    static int data[N][2];
+    server_router *r = server_router_create();
+    ck_assert_ptr_nonnull(r);
+    char pattern[64], path[64];
+    for (int i = 0; i < N; i++) {
+        snprintf(pattern, sizeof(pattern), "/r%d/items", i);
+        ck_assert_int_eq(server_router_add(r, "GET", pattern, &data[i][0]), 0);
+        snprintf(pattern, sizeof(pattern), "/r%d/{id}", i);
+        ck_assert_int_eq(server_router_add(r, "GET", pattern, &data[i][1]), 0);
+    }
+    server_route_match m;
+    for (int i = 0; i < N; i++) {
+        snprintf(path, sizeof(path), "/r%d/items", i);
+        ck_assert_int_eq(match(r, "GET", path, &m), 0);
+        ck_assert_ptr_eq(m.data, &data[i][0]);
+        ck_assert_uint_eq(m.nparams, 0);
+        snprintf(path, sizeof(path), "/r%d/item", i);
+        ck_assert_int_eq(match(r, "GET", path, &m), 0);
+        ck_assert_ptr_eq(m.data, &data[i][1]);
+        ck_assert_str_eq(m.params[0].name, "id");
+        snprintf(path, sizeof(path), "/r%d/itemsx", i);
+        ck_assert_int_eq(match(r, "GET", path, &m), 0);
+        ck_assert_ptr_eq(m.data, &data[i][1]);
+        snprintf(path, sizeof(path), "/r%d/items/", i);
+        ck_assert_int_eq(match(r, "GET", path, &m), -ENOENT);
+        snprintf(path, sizeof(path), "/r%d/items", i);
+        ck_assert_int_eq(match(r, "POST", path, &m), -EOPNOTSUPP);
+        ck_assert_str_eq(m.allow, "GET, HEAD");
+        ck_assert_int_eq(match(r, "HEAD", path, &m), 0);
+        ck_assert_ptr_eq(m.data, &data[i][0]);
+    }
+    ck_assert_int_eq(match(r, "GET", "/r300/items", &m), -ENOENT);
+    server_router_destroy(r);
+}
+END_TEST
+
 /* Random short paths over an alphabet of the bytes that matter: whatever
  * comes back must be consistent, and a match's values must lie inside the
  * path. */
@@ -559,6 +603,7 @@ static Suite *suite(void)
     tcase_add_test(tc, duplicates_are_rejected_and_leave_the_first_in_place);
     tcase_add_test(tc, an_allow_list_that_would_not_fit_is_refused);
     tcase_add_test(tc, random_paths_give_consistent_answers);
+    tcase_add_test(tc, every_pattern_is_found_among_hundreds);
     tcase_add_test(tc, many_threads_match_against_one_router);
     suite_add_tcase(s, tc);
     return s;
