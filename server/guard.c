@@ -184,9 +184,13 @@ static bool valid_host(const char *s, size_t len)
 {
     if (len == 0 || len > 255)
         return false;
+    const unsigned char *u = (const unsigned char *)s;
     bool ok = true;
-    for (size_t i = 0; i < len; i++)
-        ok &= host_byte[(unsigned char)s[i]];
+    size_t i = 0;
+    for (; i + 4 <= len; i += 4) /* four bytes a step: host names are a dozen or two */
+        ok &= host_byte[u[i]] & host_byte[u[i + 1]] & host_byte[u[i + 2]] & host_byte[u[i + 3]];
+    for (; i < len; i++)
+        ok &= host_byte[u[i]];
     return ok;
 }
 
@@ -208,26 +212,36 @@ static bool name_is(const char *s, const char *name, size_t n)
     return true;
 }
 
-/* One header line (name: value, without the line end). */
+/* One header line (name: value, without the line end). Only three names
+ * matter, so a line whose first letter starts none of them is passed over
+ * at once. */
 static void note_line(struct head_facts *f, const char *line, size_t len, const char **first_cl, size_t *first_cl_len)
 {
-    const char *colon = memchr(line, ':', len);
-    if (colon == NULL)
+    char c0 = (char)(line[0] | 0x20); /* lower case for a letter */
+    if (c0 != 'c' && c0 != 't' && c0 != 'h')
         return;
-    size_t nlen = (size_t)(colon - line);
-    const char *v = colon + 1, *end = line + len;
+    size_t nlen;
+    if (len > 14 && line[14] == ':' && name_is(line, "content-length", 14))
+        nlen = 14;
+    else if (len > 17 && line[17] == ':' && name_is(line, "transfer-encoding", 17))
+        nlen = 17;
+    else if (len > 4 && line[4] == ':' && name_is(line, "host", 4))
+        nlen = 4;
+    else
+        return;
+    const char *v = line + nlen + 1, *end = line + len;
     while (v < end && (*v == ' ' || *v == '\t'))
         v++;
     while (end > v && (end[-1] == ' ' || end[-1] == '\t'))
         end--;
     size_t vlen = (size_t)(end - v);
-    if (nlen == 14 && name_is(line, "content-length", 14)) {
+    if (nlen == 14) {
         if (f->content_lengths++ > 0 && (vlen != *first_cl_len || memcmp(v, *first_cl, vlen) != 0))
             f->differing_lengths = true;
         *first_cl = v, *first_cl_len = vlen;
-    } else if (nlen == 17 && name_is(line, "transfer-encoding", 17)) {
+    } else if (nlen == 17) {
         f->transfer_encoding = true;
-    } else if (nlen == 4 && name_is(line, "host", 4)) {
+    } else {
         f->hosts++;
         f->bad_host |= !valid_host(v, vlen);
     }
