@@ -43,6 +43,7 @@ static void hex16(char *out, uint64_t v)
                                    "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
                                    "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf"
                                    "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
+#pragma GCC unroll 8
     for (int i = 7; i >= 0; i--, v >>= 8)
         memcpy(out + 2 * i, pairs + 2 * (v & 0xff), 2);
     out[16] = '\0';
@@ -62,9 +63,8 @@ bool server__valid_request_id(const char *s, size_t len)
 }
 
 
-const h2o_header_t *server__find_header(const h2o_req_t *req, const char *name)
+const h2o_header_t *server__find_header_len(const h2o_req_t *req, const char *name, size_t len)
 {
-    size_t len = strlen(name);
     for (size_t i = 0; i < req->headers.size; i++) {
         const h2o_header_t *h = &req->headers.entries[i];
         if (h->name->len == len && strncasecmp(h->name->base, name, len) == 0)
@@ -235,16 +235,34 @@ static int request_deadline(h2o_req_t *req, const server_config *cfg, int64_t no
     return 0;
 }
 
+/* The method as a constant when it is one of the usual ones (no copy). */
+static const char *known_method(h2o_iovec_t m)
+{
+#define IS(s) (m.len == sizeof(s) - 1 && memcmp(m.base, s, sizeof(s) - 1) == 0 ? s : NULL)
+    const char *k = NULL;
+    switch (m.len > 0 ? m.base[0] : 0) {
+    case 'G': k = IS("GET"); break;
+    case 'P': k = IS("POST") ? "POST" : IS("PUT") ? "PUT" : IS("PATCH"); break;
+    case 'D': k = IS("DELETE"); break;
+    case 'H': k = IS("HEAD"); break;
+    case 'O': k = IS("OPTIONS"); break;
+    }
+#undef IS
+    return k;
+}
+
 /* Copies what the handler reads into the request's arena (h2o's request
  * may go away first: a client that hangs up); false on ENOMEM. */
 static bool copy_request(server_req *r, h2o_req_t *req, h2o_iovec_t path, size_t query_at,
                          const server_route_match *m, bool matched)
 {
     size_t path_len = query_at != SIZE_MAX ? query_at : path.len;
-    r->method = base_arena_strndup(&r->arena, req->method.base, req->method.len);
+    r->method = known_method(req->method);
+    if (r->method == NULL)
+        r->method = base_arena_strndup(&r->arena, req->method.base, req->method.len);
     r->path = base_arena_strndup(&r->arena, path.base, path_len);
     r->query_len = query_at != SIZE_MAX ? path.len - query_at - 1 : 0;
-    r->query = base_arena_strndup(&r->arena, query_at != SIZE_MAX ? path.base + query_at + 1 : "", r->query_len);
+    r->query = query_at != SIZE_MAX ? base_arena_strndup(&r->arena, path.base + query_at + 1, r->query_len) : "";
     r->nparams = matched ? m->nparams : 0;
     for (size_t i = 0; i < r->nparams; i++) {
         r->params[i].name = m->params[i].name;
@@ -289,14 +307,15 @@ static void identify(server_req *r, h2o_req_t *req)
         snprintf(r->id, sizeof(r->id), "%.*s", (int)rid->value.len, rid->value.base);
     else
         hex16(r->id, server__next_random(r->worker));
-    const char *scheme = req->scheme == &H2O_URL_SCHEME_HTTPS ? "https" : "http";
+    bool https = req->scheme == &H2O_URL_SCHEME_HTTPS;
+    const char *scheme = https ? "https" : "http";
     r->peer_len = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&r->peer);
     if (!server_proxies_any(r->worker->proxies)) {
         /* no proxy of ours: the peer is the client, its headers are not
          * looked at, and its address is written out when first asked for
          * (server__req_client) */
         r->client.addr[0] = '\0';
-        strcpy(r->client.proto, scheme);
+        memcpy(r->client.proto, scheme, https ? sizeof("https") : sizeof("http"));
         return;
     }
     char peer[64];

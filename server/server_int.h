@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 
 #include <h2o.h>
 
@@ -93,13 +94,9 @@ struct server_req {
     server_worker *worker;
     const server_route_def *route;
     const char *pattern;
-    char *method, *path, *query;
+    const char *method, *path, *query; /* method: a constant for the usual ones */
     size_t query_len;
     size_t nparams;
-    struct {
-        const char *name;
-        char *value;
-    } params[MAX_PARAMS];
     char *body;
     size_t body_len;
     base_arena arena;
@@ -122,11 +119,15 @@ struct server_req {
     int send_action;
     h2o_iovec_t send_body;
     struct stream *stream;
-    char id[48];
-    server_client client; /* addr "" until server__req_client writes out the peer's */
     void *local; /* the application's (server_req_set_local) */
     alignas(max_align_t) char arena_buf[1024]; /* the arena's first kilobyte */
-    /* set by identify, so not cleared with the rest */
+    /* set when the request is created, so not cleared with the rest */
+    struct {
+        const char *name;
+        char *value;
+    } params[MAX_PARAMS]; /* the first nparams */
+    char id[48];
+    server_client client; /* addr "" until server__req_client writes out the peer's */
     struct sockaddr_storage peer;
     socklen_t peer_len;
 };
@@ -156,7 +157,13 @@ enum { SEND_NONE, SEND_INLINE, SEND_CHUNK, SEND_FINAL, SEND_ERROR };
 /* request.c */
 uint64_t server__next_random(server_worker *w);
 bool server__valid_request_id(const char *s, size_t len);
-const h2o_header_t *server__find_header(const h2o_req_t *req, const char *name);
+const h2o_header_t *server__find_header_len(const h2o_req_t *req, const char *name, size_t len);
+/* The request's first header of that (lowercase) name, or NULL; inline so
+ * that a literal's length is counted when compiling. */
+static inline const h2o_header_t *server__find_header(const h2o_req_t *req, const char *name)
+{
+    return server__find_header_len(req, name, strlen(name));
+}
 /* Drops a reference to r; the last one frees it. */
 void server__req_unref(server_req *r);
 /* The client (through TRUSTED_PROXIES), its address written out at the first call. */
