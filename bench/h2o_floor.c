@@ -89,8 +89,6 @@ static void *run_thread(void *arg)
 {
     int fd = (int)(intptr_t)arg >> 16;
     pin((int)(intptr_t)arg & 0xffff);
-    static int nth; int me = __atomic_fetch_add(&nth, 1, __ATOMIC_SEQ_CST);
-    if (getenv("XPIN")) { cpu_set_t cs; CPU_ZERO(&cs); CPU_SET(me % 2, &cs); pthread_setaffinity_np(pthread_self(), sizeof(cs), &cs); }
     h2o_context_t ctx;
     h2o_accept_ctx_t actx = {.ctx = &ctx, .hosts = globalconf.hosts};
     h2o_context_init(&ctx, h2o_evloop_create(), &globalconf);
