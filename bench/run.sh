@@ -456,8 +456,8 @@ snap() { # server-root ("none": no server) -> "server-ticks pg-ticks busy-ticks"
     { read -r a _; read -r b _; } < <(proc_trees "${1:-none}" "${pg_root:-none}")
     echo "$a $b $(busy_ticks)"
 }
-us_per() { # ticks count -> microseconds per unit, or "-"
-    awk -v t="$1" -v n="$2" -v hz="$hz" 'BEGIN { if (t == "" || n + 0 <= 0) print "-"; else printf "%.1f", t * 1e6 / hz / n }'
+us_per() { # ticks count -> microseconds per unit, or "-" (two decimals: at 4 µs a tenth is 2.5%)
+    awk -v t="$1" -v n="$2" -v hz="$hz" 'BEGIN { if (t == "" || n + 0 <= 0) print "-"; else printf "%.2f", t * 1e6 / hz / n }'
 }
 sample_rss() { # root pid: peak RSS of its tree, KiB, into $work/rss
     local peak=0 v
@@ -655,7 +655,7 @@ if [ ${#ran[@]} -gt 0 ]; then
     function median(key, col,    n, i, j, t, v) {
         n = split(vals[key, col], v, " ")
         for (i = 2; i <= n; i++) for (j = i; j > 1 && v[j - 1] + 0 > v[j] + 0; j--) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t }
-        return n == 0 ? "-" : (n % 2 ? v[(n + 1) / 2] : (v[n / 2] == "-" ? "-" : sprintf("%.1f", (v[n / 2] + v[n / 2 + 1]) / 2)))
+        return n == 0 ? "-" : (n % 2 ? v[(n + 1) / 2] : (v[n / 2] == "-" ? "-" : sprintf("%.2f", (v[n / 2] + v[n / 2 + 1]) / 2)))
     }
     $2 == "h2pg" || $2 == "node" || $2 == "tfb-h2o" || $2 == "h2o-floor" {
         k = $1 SUBSEP $2
