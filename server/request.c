@@ -242,7 +242,7 @@ static const char *known_method(h2o_iovec_t m)
     const char *k = NULL;
     switch (m.len > 0 ? m.base[0] : 0) {
     case 'G': k = IS("GET"); break;
-    case 'P': k = IS("POST") ? "POST" : IS("PUT") ? "PUT" : IS("PATCH"); break;
+    case 'P': k = m.len == 4 ? IS("POST") : m.len == 3 ? IS("PUT") : IS("PATCH"); break;
     case 'D': k = IS("DELETE"); break;
     case 'H': k = IS("HEAD"); break;
     case 'O': k = IS("OPTIONS"); break;
