@@ -52,7 +52,8 @@ START_TEST(email_has_no_spaces_or_control_characters)
         " a@b", "a @b", "a@ b", "a@b ", "a b@c",                                   /* the space */
         "a\xc2\x80@b", "a\xc2\x85@b", "a@b\xc2\x9f",                             /* C1 controls (U+0085 too) */
         "a\xc2\xa0@b", "a@b\xe1\x9a\x80", "a\xe2\x80\x80@b", "a\xe2\x80\x8a@b", /* NBSP, U+1680, U+2000, U+200A */
-        "a@b\xe2\x80\xa8", "a@b\xe2\x80\xa9", "a\xe2\x80\xaf@b", "a\xe2\x81\x9f@b", "a@\xe3\x80\x80" "b",
+        "a@b\xe2\x80\xa8", "a@b\xe2\x80\xa9", "a\xe2\x80\xaf@b", "a\xe2\x81\x9f@b",
+        ("a@\xe3\x80\x80" "b"), /* split, or "\x80b" would be one escape */
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         ck_assert_msg(!routes_valid_email(bad[i], strlen(bad[i])), "accepted email #%zu", i);
@@ -65,7 +66,7 @@ START_TEST(email_has_no_spaces_or_control_characters)
     ck_assert(!routes_valid_email("a\xc3@b", 4));
     /* what is not a space or a control is fine: letters of any script, a
      * zero-width joiner (a format character), symbols, any case */
-    static const char *const good[] = {"U1@EXAMPLE.COM", "\xc3\xa9l\xc3\xa8ve@\xc3\xa9" "cole.fr",
+    static const char *const good[] = {"U1@EXAMPLE.COM", ("\xc3\xa9l\xc3\xa8ve@\xc3\xa9" "cole.fr"),
                                        "\xe7\x94\xa8\xe6\x88\xb7@\xe4\xbe\x8b\xe5\xad\x90", "a\xe2\x80\x8d@b",
                                        "o'brien+tag@x.test", "\"quoted\"@x"};
     for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
