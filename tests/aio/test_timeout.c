@@ -183,6 +183,22 @@ static int sleep_then_note(void *arg)
     return rc;
 }
 
+/* Cancels the four sleepers named, joins all n, and checks that the others
+ * woke, each once, in the order of their slots, and the cancelled ones not. */
+static void cancel_four_and_check_the_rest(aio_task **t, int n, const int *slot, const int cancelled[4])
+{
+    for (int k = 0; k < 4; k++)
+        aio_task_cancel(t[cancelled[k]]);
+    for (int i = 0; i < n; i++)
+        aio_task_join(t[i]);
+    ck_assert_int_eq(nwoke, n - 4);
+    for (int k = 1; k < nwoke; k++)
+        ck_assert_int_lt(slot[woke[k - 1]], slot[woke[k]]);
+    for (int k = 0; k < nwoke; k++)
+        ck_assert(woke[k] != cancelled[0] && woke[k] != cancelled[1] && woke[k] != cancelled[2] &&
+                  woke[k] != cancelled[3]);
+}
+
 AIO_TEST(timers_fire_in_the_order_of_their_times_however_armed)
 {
     /* slots in units of 4 ms: an ascending run, then earlier ones, then a
@@ -199,16 +215,8 @@ AIO_TEST(timers_fire_in_the_order_of_their_times_however_armed)
         ck_assert_ptr_nonnull(t[i]);
     }
     aio_sleep(AIO_MSEC(1)); /* every sleeper armed, in spawn order */
-    static const int cancelled[] = {0, 7, 12, 20};
-    for (size_t k = 0; k < sizeof(cancelled) / sizeof(cancelled[0]); k++)
-        aio_task_cancel(t[cancelled[k]]);
-    for (int i = 0; i < SLEEPERS; i++)
-        aio_task_join(t[i]);
-    ck_assert_int_eq(nwoke, SLEEPERS - 4);
-    for (int k = 1; k < nwoke; k++)
-        ck_assert_int_lt(slot[woke[k - 1]], slot[woke[k]]);
-    for (int k = 0; k < nwoke; k++)
-        ck_assert(woke[k] != 0 && woke[k] != 7 && woke[k] != 12 && woke[k] != 20);
+    static const int cancelled[4] = {0, 7, 12, 20};
+    cancel_four_and_check_the_rest(t, SLEEPERS, slot, cancelled);
     return 0;
 }
 
@@ -239,16 +247,8 @@ AIO_TEST(timers_armed_in_descending_order_fill_the_runs_then_the_heap)
     /* 0 heads the run the ascending ones extend, 1 is a run of its own,
      * 13 is in the heap (the last descending one armed), 16 in the middle
      * of a run */
-    static const int cancelled[] = {0, 1, 13, 16};
-    for (size_t k = 0; k < sizeof(cancelled) / sizeof(cancelled[0]); k++)
-        aio_task_cancel(t[cancelled[k]]);
-    for (int i = 0; i < N; i++)
-        aio_task_join(t[i]);
-    ck_assert_int_eq(nwoke, N - 4);
-    for (int k = 1; k < nwoke; k++)
-        ck_assert_int_lt(slots[woke[k - 1]], slots[woke[k]]);
-    for (int k = 0; k < nwoke; k++)
-        ck_assert(woke[k] != 0 && woke[k] != 1 && woke[k] != 13 && woke[k] != 16);
+    static const int cancelled[4] = {0, 1, 13, 16};
+    cancel_four_and_check_the_rest(t, N, slots, cancelled);
     aio_loop_timer_counts(aio_loop_current(), &in_runs, &in_heap);
     ck_assert_uint_eq(in_runs + in_heap, 0);
     return 0;
