@@ -103,6 +103,7 @@ static int setup(const server_config *cfg, const server_app *app)
      * HTTP/1 response (as much as the rest of the header section): none
      * here, and the problem filter adds "server: h2pg" as a plain header */
     g->server_name = h2o_iovec_init("", 0);
+    log_debug("HTTP/1 response heads: %s", server__head_in_use() ? "written by head.c" : "glibc's sprintf");
     g->max_request_entity_size = cfg->max_body_bytes;
     g->http1.req_timeout = (uint64_t)cfg->keepalive_timeout_ms;
     g->http2.idle_timeout = (uint64_t)cfg->keepalive_timeout_ms;

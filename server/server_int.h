@@ -204,6 +204,17 @@ h2o_iovec_t server__guard_route_path(const h2o_req_t *req);
  * the connection) and returns false when it must not run. */
 bool server__guard_head(server_req *r, h2o_req_t *req);
 
+/* head.c: h2o's HTTP/1 response head written by hand (see there). Writes
+ * what sprintf of "HTTP/1.1 %d %s\r\nDate: %s\r\nConnection: %s\r\n"
+ * (plus "Content-Length: %zu\r\n" when with_length) would into s, a
+ * buffer of slen bytes, and returns its length; ends the process as
+ * glibc's fortified sprintf does if it does not fit. */
+int server__head_write(char *s, size_t slen, bool with_length, int status, const char *reason, const char *date,
+                       const char *connection, size_t content_length);
+/* Whether h2o's sprintf of a response head comes to head.c in this
+ * process (the executable's definition is the one the loader chose). */
+bool server__head_in_use(void);
+
 /* Starts watching an accepted connection for a hang-up. */
 void server__watch_hangup(server_worker *w, h2o_socket_t *sock);
 /* Sets up the worker's hang-up watcher (0 or -errno). */

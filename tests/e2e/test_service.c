@@ -495,6 +495,36 @@ START_TEST(head_json_is_200_without_a_body)
 }
 END_TEST
 
+/* The first lines of an answer are h2o's (server/head.c writes them for
+ * it): status line, Date, Connection, Content-Length, in that order and
+ * form, the length the body's. */
+START_TEST(an_answer_starts_with_status_date_connection_and_length)
+{
+    static const char req[] = "GET /json HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    size_t len;
+    char *out = test_raw_exchange(shared.port, req, sizeof(req) - 1, RESPONSE_TIMEOUT_MS, &len);
+    static const char status[] = "HTTP/1.1 200 OK\r\nDate: ";
+    ck_assert_msg(strncmp(out, status, sizeof(status) - 1) == 0, "GET /json: %s", out);
+    const char *date = out + sizeof(status) - 1;
+    char wday[4], mon[4], gmt[4];
+    int day, year, hh, mm, ss, used = 0;
+    ck_assert_msg(sscanf(date, "%3[A-Za-z], %2d %3[A-Za-z] %4d %2d:%2d:%2d %3s%n", wday, &day, mon, &year, &hh, &mm, &ss,
+                         gmt, &used) == 8 &&
+                      used == 29 && strcmp(gmt, "GMT") == 0,
+                  "not an IMF-fixdate: %.40s", date);
+    static const char conn[] = "\r\nConnection: close\r\nContent-Length: ";
+    ck_assert_msg(strncmp(date + 29, conn, sizeof(conn) - 1) == 0, "after the date: %.60s", date + 29);
+    char *endp;
+    unsigned long long cl = strtoull(date + 29 + sizeof(conn) - 1, &endp, 10);
+    ck_assert_msg(strncmp(endp, "\r\n", 2) == 0, "Content-Length line: %.40s", date + 29);
+    const char *end = strstr(out, "\r\n\r\n");
+    ck_assert_ptr_nonnull(end);
+    ck_assert_uint_eq(cl, len - (size_t)(end + 4 - out));
+    ck_assert_msg(strstr(end + 4, "\"message\":\"Hello, World!\"") != NULL, "body: %s", end + 4);
+    free(out);
+}
+END_TEST
+
 /* A request line h2o cannot parse never reaches the handler or any filter:
  * h2o 2.2.5 writes its own fixed "400 Bad Request" (text/plain) straight to
  * the socket and closes. That is the one error that is not problem+json; it
@@ -1365,6 +1395,7 @@ static Suite *service_suite(void)
     tcase_add_test(shared_tc, an_unknown_route_is_404_problem_json);
     tcase_add_test(shared_tc, a_wrong_method_is_405_problem_json_with_an_allow_header_listing_get);
     tcase_add_test(shared_tc, head_json_is_200_without_a_body);
+    tcase_add_test(shared_tc, an_answer_starts_with_status_date_connection_and_length);
     tcase_add_test(shared_tc, a_malformed_request_line_gets_400_and_the_connection_is_closed);
     tcase_add_test(shared_tc, a_request_timeout_header_that_is_not_a_number_is_400_problem_json);
     tcase_add_test(shared_tc, keep_alive_serves_several_requests_on_one_connection);
