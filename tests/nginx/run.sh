@@ -113,9 +113,13 @@ postgres://* | postgresql://*)
 esac
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# below the kernel's ephemeral range, like tests/scale/lib.sh's
+port_floor=10000 port_ceiling=60000
+read -r ephemeral_low _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || ephemeral_low=0
+if ((ephemeral_low > port_floor + 2000)); then port_ceiling=$((ephemeral_low - 1)); fi
 free_port() {
-    local p=$((20000 + (RANDOM * 32768 + RANDOM) % 40001))
-    while port_in_use "$p"; do p=$((p >= 60000 ? 20000 : p + 1)); done
+    local p=$((port_floor + (RANDOM * 32768 + RANDOM) % (port_ceiling - port_floor + 1)))
+    while port_in_use "$p"; do p=$((p >= port_ceiling ? port_floor : p + 1)); done
     echo "$p"
 }
 # answers GET PATH with 200 (bash alone)

@@ -200,12 +200,18 @@ forget() {
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # A loopback port nobody listens on, and none handed out before in this
-# run (several are picked before any is bound).
+# run (several are picked before any is bound). It comes from below the
+# kernel's ephemeral range: a port there is never taken by an outgoing
+# connection's local end or by a test that binds port 0 (the C tests do),
+# so a cluster stopped for a while can come back on the port it had.
 given_ports=" "
+port_floor=10000 port_ceiling=60000
+read -r ephemeral_low _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || ephemeral_low=0
+if ((ephemeral_low > port_floor + 2000)); then port_ceiling=$((ephemeral_low - 1)); fi
 free_port() {
-    local p=$((20000 + (RANDOM * 32768 + RANDOM) % 40001))
+    local p=$((port_floor + (RANDOM * 32768 + RANDOM) % (port_ceiling - port_floor + 1)))
     while port_in_use "$p" || [[ "$given_ports" == *" $p "* ]]; do
-        p=$((p >= 60000 ? 20000 : p + 1))
+        p=$((p >= port_ceiling ? port_floor : p + 1))
     done
     given_ports+="$p "
     echo "$p"
@@ -321,11 +327,14 @@ EOF
     pg_start "$name" "$(free_port)"
 }
 
-# pg_start NAME PORT: starts the cluster in $tmp/NAME (a port taken by now
-# moves it to another); sets $pg_port and records the port in $tmp/NAME/port.
+# pg_start NAME PORT [same]: starts the cluster in $tmp/NAME; sets $pg_port
+# and records the port in $tmp/NAME/port. A port taken by now moves it to
+# another, unless "same" is given (a restart others know the port of): then
+# it tries that port again for up to 30 s.
 pg_start() {
-    local name="$1" port="$2" attempt
-    for attempt in $(seq 1 20); do
+    local name="$1" port="$2" same="${3:-}" attempt attempts=20
+    [[ -z "$same" ]] || attempts=30
+    for attempt in $(seq 1 "$attempts"); do
         : >"$tmp/$name.log" # a fresh log per attempt, for the bind check below
         [[ "$pguser" == "$(id -un)" ]] || chown "$pguser": "$tmp/$name.log"
         if as_pg "$pgbin/pg_ctl" -D "$tmp/$name/data" -l "$tmp/$name.log" -o "-p $port" -w -t 60 start \
@@ -337,10 +346,10 @@ pg_start() {
                 die "$name on port $port is not ready"
             return 0
         fi
-        if [[ $attempt -eq 20 ]] || ! grep -q "could not bind\|could not create any TCP/IP sockets" "$tmp/$name.log"; then
-            die "PostgreSQL $name did not start: $(tail -n 10 "$tmp/$name.log" 2>/dev/null)"
+        if [[ $attempt -eq $attempts ]] || ! grep -q "could not bind\|could not create any TCP/IP sockets" "$tmp/$name.log"; then
+            die "PostgreSQL $name did not start on port $port: $(tail -n 10 "$tmp/$name.log" 2>/dev/null)"
         fi
-        port="$(free_port)"
+        if [[ -n "$same" ]]; then sleep 1; else port="$(free_port)"; fi
     done
 }
 

@@ -198,7 +198,7 @@ ok "with the replica down (${down_for} s): 100 /db and 20 /fortunes answered 200
 
 # ---- 4. the replica comes back ----
 
-pg_start replica "$replica_port" # the same port: DATABASE_READ_URL names it
+pg_start replica "$replica_port" same # DATABASE_READ_URL names the port
 [[ "$pg_port" == "$replica_port" ]] || die "the replica came back on port $pg_port, not $replica_port"
 wait_until 30 streaming || die "the restarted replica does not stream"
 # each thread's replica pool tries again when its back-off (at most 5 s)
