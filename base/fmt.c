@@ -12,29 +12,34 @@ static const char two_digits[201] = "0001020304050607080910111213141516171819202
                                     "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
                                     "8081828384858687888990919293949596979899";
 
-size_t base_fmt_i64(char *out, int64_t v)
+size_t base_fmt_u64(char *out, uint64_t v)
 {
-    char tmp[BASE_FMT_I64_MAX];
-    /* the magnitude as unsigned: -INT64_MIN does not fit in int64_t */
-    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    char tmp[BASE_FMT_U64_MAX];
     char *end = tmp + sizeof(tmp), *p = end;
-    while (u >= 100) {
-        const char *d = two_digits + 2 * (u % 100);
-        u /= 100;
+    while (v >= 100) {
+        const char *d = two_digits + 2 * (v % 100);
+        v /= 100;
         *--p = d[1];
         *--p = d[0];
     }
-    if (u >= 10) {
-        *--p = two_digits[2 * u + 1];
-        *--p = two_digits[2 * u];
+    if (v >= 10) {
+        *--p = two_digits[2 * v + 1];
+        *--p = two_digits[2 * v];
     } else {
-        *--p = (char)('0' + u);
+        *--p = (char)('0' + v);
     }
-    size_t len = 0, n = (size_t)(end - p);
-    if (v < 0)
-        out[len++] = '-';
-    memcpy(out + len, p, n);
-    return len + n;
+    size_t n = (size_t)(end - p);
+    memcpy(out, p, n);
+    return n;
+}
+
+size_t base_fmt_i64(char *out, int64_t v)
+{
+    if (v >= 0)
+        return base_fmt_u64(out, (uint64_t)v);
+    /* the magnitude as unsigned: -INT64_MIN does not fit in int64_t */
+    out[0] = '-';
+    return 1 + base_fmt_u64(out + 1, (uint64_t)0 - (uint64_t)v);
 }
 
 /* Which bytes HTML text must escape: their replacement's index + 1. */

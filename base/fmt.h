@@ -16,6 +16,12 @@
 /* v in decimal, a '-' first when negative. */
 size_t base_fmt_i64(char *out, int64_t v);
 
+/* The most bytes base_fmt_u64 writes ("18446744073709551615"). */
+#define BASE_FMT_U64_MAX 20
+
+/* v in decimal. */
+size_t base_fmt_u64(char *out, uint64_t v);
+
 /* The most bytes base_html_escape writes for len input bytes. */
 #define BASE_HTML_ESCAPE_MAX(len) ((size_t)(len) * 6)
 

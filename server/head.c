@@ -25,6 +25,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "base/fmt.h"
 #include "server/server_int.h"
 
 /* glibc's fortify entry points (bits/stdio2.h declares them only when
@@ -49,16 +50,6 @@ static int head_format(const char *fmt)
     return strcmp(rest, head_with_length + sizeof(head_plain) - 1) == 0 ? 2 : 0;
 }
 
-/* Decimal digits of v, written backwards from end; returns the start. */
-static char *digits_back(char *end, uintmax_t v)
-{
-    do {
-        *--end = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    return end;
-}
-
 static char *put(char *p, const char *s, size_t n)
 {
     memcpy(p, s, n);
@@ -70,23 +61,20 @@ static char *put(char *p, const char *s, size_t n)
 int server__head_write(char *s, size_t slen, bool with_length, int status, const char *reason, const char *date,
                        const char *connection, size_t content_length)
 {
-    char sbuf[16], lbuf[24];
-    /* %d of a negative int: glibc writes '-' then the magnitude */
-    uintmax_t mag = status < 0 ? (uintmax_t)(-(intmax_t)status) : (uintmax_t)status;
-    char *send = sbuf + sizeof(sbuf), *sd = digits_back(send, mag);
-    if (status < 0)
-        *--sd = '-';
-    char *lend = lbuf + sizeof(lbuf), *ld = with_length ? digits_back(lend, content_length) : lend;
+    _Static_assert(SIZE_MAX <= UINT64_MAX, "a Content-Length fits base_fmt_u64");
+    char sd[BASE_FMT_I64_MAX], ld[BASE_FMT_U64_MAX];
+    size_t sn = base_fmt_i64(sd, status); /* as %d: a '-', then the magnitude */
+    size_t ln = with_length ? base_fmt_u64(ld, content_length) : 0;
     size_t rn = strlen(reason), dn = strlen(date), cn = strlen(connection);
-    size_t total = (sizeof("HTTP/1.1 ") - 1) + (size_t)(send - sd) + 1 + rn + (sizeof("\r\nDate: ") - 1) + dn +
+    size_t total = (sizeof("HTTP/1.1 ") - 1) + sn + 1 + rn + (sizeof("\r\nDate: ") - 1) + dn +
                    (sizeof("\r\nConnection: ") - 1) + cn + 2;
     if (with_length)
-        total += (sizeof("Content-Length: ") - 1) + (size_t)(lend - ld) + 2;
+        total += (sizeof("Content-Length: ") - 1) + ln + 2;
     if (total >= slen)
         __chk_fail(); /* what glibc does when the answer and its NUL do not fit */
     char *p = s;
     p = PUT_LIT(p, "HTTP/1.1 ");
-    p = put(p, sd, (size_t)(send - sd));
+    p = put(p, sd, sn);
     *p++ = ' ';
     p = put(p, reason, rn);
     p = PUT_LIT(p, "\r\nDate: ");
@@ -96,7 +84,7 @@ int server__head_write(char *s, size_t slen, bool with_length, int status, const
     p = PUT_LIT(p, "\r\n");
     if (with_length) {
         p = PUT_LIT(p, "Content-Length: ");
-        p = put(p, ld, (size_t)(lend - ld));
+        p = put(p, ld, ln);
         p = PUT_LIT(p, "\r\n");
     }
     *p = '\0';

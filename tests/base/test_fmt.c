@@ -1,6 +1,6 @@
-/* Formatting without printf (base/fmt.h): integers against snprintf over
- * the whole range and its edges, HTML escaping against a byte-by-byte
- * reference over every byte value and random strings. */
+/* Formatting without printf (base/fmt.h): integers, signed and unsigned,
+ * against snprintf over the whole range and its edges, HTML escaping against
+ * a byte-by-byte reference over every byte value and random strings. */
 #include <check.h>
 #include <inttypes.h>
 #include <stdint.h>
@@ -24,6 +24,17 @@ static void expect_i64(int64_t v)
     ck_assert_int_eq(got[len], '#'); /* nothing past what it says it wrote */
 }
 
+static void expect_u64(uint64_t v)
+{
+    char want[32], got[BASE_FMT_U64_MAX + 8];
+    memset(got, '#', sizeof(got));
+    int n = snprintf(want, sizeof(want), "%" PRIu64, v);
+    size_t len = base_fmt_u64(got, v);
+    ck_assert_uint_eq(len, (size_t)n);
+    ck_assert_msg(memcmp(got, want, len) == 0, "%s written as %.*s", want, (int)len, got);
+    ck_assert_int_eq(got[len], '#');
+}
+
 START_TEST(integers_read_as_printf_writes_them)
 {
     static const int64_t edges[] = {0,         1,          -1,        9,         10,        -10,
@@ -42,6 +53,17 @@ START_TEST(integers_read_as_printf_writes_them)
         int64_t v = (int64_t)(((uint64_t)rand() << 42) ^ ((uint64_t)rand() << 21) ^ (uint64_t)rand());
         expect_i64(i % 2 ? v : -v);
         expect_i64(v >> (i % 63));
+        expect_u64((uint64_t)v << (i % 2));
+    }
+    /* unsigned: beyond INT64_MAX up to UINT64_MAX (a Content-Length) */
+    static const uint64_t uedges[] = {0, 9, 10, 99, 100, (uint64_t)INT64_MAX + 1, 10000000000000000000u,
+                                      9999999999999999999u, UINT64_MAX - 1, UINT64_MAX};
+    for (size_t i = 0; i < sizeof(uedges) / sizeof(uedges[0]); i++)
+        expect_u64(uedges[i]);
+    for (uint64_t p = 1; p <= UINT64_MAX / 10; p *= 10) {
+        expect_u64(p - 1);
+        expect_u64(p);
+        expect_u64(p + 1);
     }
 }
 END_TEST
