@@ -13,26 +13,29 @@
 #include "base/fmt.h"
 #include "support/suite.h"
 
+/* got holds what a writer wrote (len bytes, said it) into memory filled with
+ * '#': the same as printf's want, and nothing past it. */
+static void expect_written(const char *want, const char *got, size_t len)
+{
+    ck_assert_uint_eq(len, strlen(want));
+    ck_assert_msg(memcmp(got, want, len) == 0, "%s written as %.*s", want, (int)len, got);
+    ck_assert_int_eq(got[len], '#');
+}
+
 static void expect_i64(int64_t v)
 {
     char want[32], got[BASE_FMT_I64_MAX + 8];
     memset(got, '#', sizeof(got));
-    int n = snprintf(want, sizeof(want), "%" PRId64, v);
-    size_t len = base_fmt_i64(got, v);
-    ck_assert_uint_eq(len, (size_t)n);
-    ck_assert_msg(memcmp(got, want, len) == 0, "%s written as %.*s", want, (int)len, got);
-    ck_assert_int_eq(got[len], '#'); /* nothing past what it says it wrote */
+    snprintf(want, sizeof(want), "%" PRId64, v);
+    expect_written(want, got, base_fmt_i64(got, v));
 }
 
 static void expect_u64(uint64_t v)
 {
     char want[32], got[BASE_FMT_U64_MAX + 8];
     memset(got, '#', sizeof(got));
-    int n = snprintf(want, sizeof(want), "%" PRIu64, v);
-    size_t len = base_fmt_u64(got, v);
-    ck_assert_uint_eq(len, (size_t)n);
-    ck_assert_msg(memcmp(got, want, len) == 0, "%s written as %.*s", want, (int)len, got);
-    ck_assert_int_eq(got[len], '#');
+    snprintf(want, sizeof(want), "%" PRIu64, v);
+    expect_written(want, got, base_fmt_u64(got, v));
 }
 
 START_TEST(integers_read_as_printf_writes_them)
