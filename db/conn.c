@@ -92,8 +92,13 @@ static bool hit_by_cancel(const db_conn *c, const db_op *op)
     if (op->rc != -EREMOTEIO || c->cancel_at == 0 || c->cancel_target == op ||
         aio_now() - c->cancel_at > DB_COLLATERAL_WINDOW)
         return false;
+    /* the cancel may have hit a Prepare (parsing waits for a table's lock
+     * too): then the statement's own error is 26000, the Prepare's 57014 */
     for (int i = 0; i < op->ncalls; i++)
         if (op->results[i] != NULL && strcmp(db_sqlstate(op->results[i]), "57014") == 0)
+            return true;
+    for (int k = 0; k < op->nprep; k++)
+        if (op->prep_errors[k] != NULL && strcmp(db_sqlstate(op->prep_errors[k]), "57014") == 0)
             return true;
     return false;
 }
@@ -114,6 +119,10 @@ static void op_complete(db_conn *c, db_op *op)
 {
     aio_link_unlink(&op->link);
     op->collateral = hit_by_cancel(c, op) || skipped_for_another(op);
+    /* the next op may be allocated where this one was: a cancel meant for
+     * this one that lands late must not pass for that one's own */
+    if (c->cancel_target == op)
+        c->cancel_target = NULL;
     if (op->abandoned)
         op_free(op);
     else
@@ -146,6 +155,7 @@ static void conn_break(db_conn *c, const char *why)
         else
             aio_future_set(&op->done, op->rc);
     }
+    c->cancel_target = NULL; /* freed, or soon */
     aio_event_set(&c->drained);
     if (c->notify != NULL)
         aio_event_set(c->notify);
@@ -684,6 +694,7 @@ void db__conn_close(db_conn *c)
                 aio_future_set(&op->done, op->rc);
             }
         }
+        c->cancel_target = NULL;
     }
     aio_deferred_cancel(&c->flush);
     h2o_timeout_unlink(&c->watchdog);

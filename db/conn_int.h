@@ -63,7 +63,7 @@ struct db_conn {
     int64_t head_since;        /* when the head op became the head */
     h2o_timeout_entry_t watchdog;
     h2o_loop_t *watchdog_loop;
-    const db_op *cancel_target; /* the op the last cancel was meant for */
+    const db_op *cancel_target; /* the op the last cancel was meant for, while it is in the list */
     int64_t cancel_at;         /* when that cancel was sent (0: never) */
     aio_event *notify;     /* a listener's (listen.c): set when a NOTIFY arrives or the connection breaks */
     uint64_t notifies;     /* NOTIFYs parsed since the listener last looked */

@@ -804,6 +804,57 @@ START_TEST(a_client_that_hangs_up_has_its_query_cancelled_and_is_logged_as_499)
 }
 END_TEST
 
+/* A cancel can land late: the service sends one again every 20 ms while a
+ * gone request's statement runs, and PostgreSQL forks a process to read
+ * each, so one sent just before that statement ended may land on the next
+ * statement of the shared connection. That is someone else's cancel: the
+ * read it hits runs again and its client never sees it. Here the late
+ * cancel is the test's own pg_cancel_backend, sent at the next request's
+ * read right after the service's cancels for the gone one (the service
+ * counts a 57014 as someone else's for a second after its last cancel).
+ * What both cancels hit is a Prepare: parsing a statement waits for the
+ * table's lock too, and the gone request's cancelled Prepare leaves the
+ * statement unprepared, so the next request prepares it again; its
+ * statement then fails with 26000 and the 57014 is the Prepare's. A failure
+ * seen once in a full run (the hang-up test's second request answered
+ * before its client left). */
+START_TEST(a_late_cancel_meant_for_a_gone_request_is_not_seen_by_the_next_one)
+{
+    const char *env[] = {"THREADS=1", "REQUEST_TIMEOUT_MS=30000", NULL};
+    world_start(env);
+    int64_t user = create_user();
+    char path[64];
+    snprintf(path, sizeof(path), "/users/%lld", (long long)user);
+    long long reruns_before = metric("h2pg_db_read_reruns_total");
+    enum { ROUNDS = 3 };
+    for (int i = 0; i < ROUNDS; i++) {
+        hold("LOCK TABLE users IN ACCESS EXCLUSIVE MODE");
+        int gone = send_req("GET", path, NULL, NULL);
+        wait_lock_waiters(1);
+        close(gone);
+        assert_quiet_within(now_us(), false, QUIET_BOUND_MS + HANGUP_SLACK_MS, "a hang-up before a late cancel");
+        int fd = send_req("GET", path, NULL, NULL);
+        wait_lock_waiters(1);
+        ck_assert_int_eq(test_pg_int(w.watch, "SELECT count(*) FILTER (WHERE pg_cancel_backend(pid)) "
+                                              "FROM pg_stat_activity WHERE datname = current_database() "
+                                              "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"),
+                         1);
+        release();
+        test_response r;
+        read_reply(fd, &r);
+        ck_assert_msg(r.status == 200, "round %d: a late cancel for a gone request made the next one %ld: %s", i + 1,
+                      r.status, r.body != NULL ? r.body : "");
+        test_response_free(&r);
+        close(fd);
+    }
+    long long reruns = wait_metric_at_least("h2pg_db_read_reruns_total", reruns_before + ROUNDS) - reruns_before;
+    report("%d late cancels, each on the read after a hang-up's: %lld reads run again, every request 200", ROUNDS,
+           reruns);
+    ck_assert_int_ge(reruns, ROUNDS);
+    world_end();
+}
+END_TEST
+
 /* ---- 5. pool exhaustion and admission control ---- */
 
 /* /healthz over and over on a thread of its own, timing each answer;
@@ -1225,6 +1276,7 @@ static Suite *deadlines_suite(void)
     tcase_set_timeout(cancel, 120);
     tcase_add_test(cancel, an_unknown_user_is_404_at_once_and_the_orders_read_stuck_beside_it_is_cancelled_on_the_server);
     tcase_add_test(cancel, a_client_that_hangs_up_has_its_query_cancelled_and_is_logged_as_499);
+    tcase_add_test(cancel, a_late_cancel_meant_for_a_gone_request_is_not_seen_by_the_next_one);
     tcase_add_test(cancel, sigterm_cancels_a_request_stuck_past_the_grace_period_and_its_query_on_the_server);
     suite_add_tcase(s, cancel);
 
