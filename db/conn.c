@@ -211,6 +211,28 @@ static void on_call(db_conn *c, db_op *op, int call, PGresult *r)
     }
 }
 
+/* A statement's result has other columns than it declares: the results
+ * coming in answer other statements than the ones sent (a pooler that
+ * shares server sessions between clients can do that), so nothing more
+ * read from this connection can be trusted. */
+static void out_of_step(db_conn *c, db_op *op, const db_stmt *stmt, PGresult *r)
+{
+    char got[96];
+    size_t len = 0;
+    got[0] = '\0';
+    for (int i = 0; i < PQnfields(r) && len + 12 < sizeof(got); i++)
+        len += (size_t)snprintf(got + len, sizeof(got) - len, "%s%u", i ? "," : "", PQftype(r, i));
+    log_error("database connection out of step: statement \"%s\" declares columns \"%s\" but got %d of type oids "
+              "[%s]: the results coming in answer other statements (or the declaration is wrong)%s",
+              stmt->name, stmt->cols != NULL ? stmt->cols : "", PQnfields(r), got,
+              db__pool_unnamed(c->pool) ? ""
+                                        : "; behind a transaction-pooling PgBouncer set DATABASE_POOLER=transaction");
+    PQclear(r);
+    if (op->rc == 0)
+        op->rc = -EPROTO;
+    conn_break(c, "results out of step with the statements sent");
+}
+
 /* Hands a result to the op at the head, in the order the op expects them
  * (its tags); anything else means the pipeline is out of step and the
  * connection cannot be trusted. */
@@ -228,6 +250,23 @@ static void dispatch(db_conn *c, PGresult *r)
     if (!in_step) {
         PQclear(r);
         conn_break(c, "pipeline out of step");
+        return;
+    }
+    if (tag == DB_TAG_PREPARE && strcmp(db_sqlstate(r), "42P05") == 0) {
+        /* "already exists": prepared by someone else in this session */
+        log_error("database connection shares its server session with other clients: statement \"%s\" was "
+                  "prepared there by another (42P05); behind a transaction-pooling PgBouncer set "
+                  "DATABASE_POOLER=transaction",
+                  op->prepped[op->pos / 2]->name);
+        set_prepared(c, op->prepped[op->pos / 2], false);
+        PQclear(r);
+        if (op->rc == 0)
+            op->rc = -EPROTO;
+        conn_break(c, "the server session is shared with other clients");
+        return;
+    }
+    if (tag >= 0 && (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) && !db_result_fits(op->stmts[tag], r)) {
+        out_of_step(c, op, op->stmts[tag], r);
         return;
     }
     if (tag == DB_TAG_BEGIN && st != PGRES_COMMAND_OK)
@@ -372,14 +411,15 @@ static db_op *op_alloc(size_t n)
     size_t max_prep = n + 1;
     size_t max_tags = 2 * max_prep + 1 + 2 * n;
     size_t head = (sizeof(db_op) + sizeof(int) * max_tags + 7) & ~(size_t)7;
-    size_t size = head + sizeof(PGresult *) * (n + max_prep) + sizeof(db_stmt *) * max_prep + sizeof(int) * n;
+    size_t size = head + sizeof(PGresult *) * (n + max_prep) + sizeof(db_stmt *) * (max_prep + n) + sizeof(int) * n;
     db_op *op = calloc(1, size);
     if (op == NULL)
         return NULL;
     op->results = (PGresult **)(void *)((char *)op + head);
     op->prep_errors = &op->results[n];
     op->prepped = (const db_stmt **)(void *)&op->prep_errors[max_prep];
-    op->call_rc = (int *)(void *)&op->prepped[max_prep];
+    op->stmts = &op->prepped[max_prep];
+    op->call_rc = (int *)(void *)&op->stmts[n];
     op->ncalls = (int)n;
     op->conn = NULL;
     aio_future_init(&op->done);
@@ -466,6 +506,7 @@ static bool send_op(db_conn *c, db_op *op, const db_call *calls, size_t n, const
     }
     for (size_t i = 0; i < n && ok; i++) {
         ok = send_statement(c, calls[i].stmt, calls[i].params, unnamed);
+        op->stmts[i] = calls[i].stmt;
         op->tags[t++] = (int)i;
         op->call_rc[i] = -ECANCELED;
         if (!atomic && !segment) {

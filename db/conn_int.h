@@ -93,6 +93,7 @@ struct db_op {
     PGresult **results; /* ncalls slots */
     int *call_rc;
     const db_stmt **prepped; /* statements prepared by this op, to forget on failure */
+    const db_stmt **stmts;   /* ncalls slots: each call's statement, to check its result against */
     PGresult **prep_errors;  /* nprep slots: why a Prepare failed, for the call that needed it */
     int nprep;
     int tags[];         /* >= 0: a call's result; DB_TAG_PREPARE; DB_TAG_SYNC */

@@ -259,6 +259,30 @@ const char *db_sqlstate(const PGresult *r)
     return s ? s : "";
 }
 
+static bool column_fits(char want, Oid t)
+{
+    switch (want) {
+    case 'i': return t == DB_OID_INT2 || t == DB_OID_INT4 || t == DB_OID_INT8;
+    case 't': return t == DB_OID_TEXT || t == DB_OID_VARCHAR || t == DB_OID_NAME || t == DB_OID_BPCHAR;
+    case 'b': return t == DB_OID_BOOL;
+    case 'd': return t == DB_OID_TIMESTAMPTZ || t == DB_OID_TIMESTAMP;
+    case '?': return true;
+    default: assert(!"unknown column letter in a DB_QUERY"); return false;
+    }
+}
+
+bool db_result_fits(const db_stmt *stmt, const PGresult *r)
+{
+    const char *cols = stmt->cols != NULL ? stmt->cols : "";
+    int n = PQnfields(r);
+    if ((size_t)n != strlen(cols))
+        return false;
+    for (int i = 0; i < n; i++)
+        if (!column_fits(cols[i], PQftype(r, i)) || PQfformat(r, i) != 1)
+            return false;
+    return true;
+}
+
 bool db_is_null(const PGresult *r, int row, int col) { return PQgetisnull(r, row, col); }
 
 int64_t db_get_timestamp(const PGresult *r, int row, int col)

@@ -1,6 +1,7 @@
 /* Running SQL from a task: prepared statements, parameters, results.
  *
- *     static const db_stmt WORLD = DB_STMT("world_by_id", "SELECT id, randomnumber FROM world WHERE id = $1", 1);
+ *     static const db_stmt WORLD =
+ *         DB_QUERY("world_by_id", "SELECT id, randomnumber FROM world WHERE id = $1", 1, "ii");
  *     PGresult *r;
  *     int rc = db_exec(NULL, &WORLD, DB_PARAMS(DB_INT4(id)), &r);   // awaits; any pool connection
  *
@@ -19,6 +20,8 @@
  *   -EBUSY        no pool connection within the pool's acquire timeout
  *   -ECONNREFUSED the database cannot be reached
  *   -ECONNRESET   the connection was lost while the statement ran
+ *   -EPROTO       a result did not fit its statement (DB_QUERY): the
+ *                 connection was out of step and is closed
  *   -ENOMEM
  */
 #ifndef H2PG_DB_DB_H
@@ -36,9 +39,30 @@ typedef struct db_stmt {
     const char *name; /* unique among statements; used as the prepared statement's name */
     const char *sql;
     int nparams;
+    const char *cols; /* the result's columns (DB_QUERY); NULL: none */
 } db_stmt;
 
-#define DB_STMT(name_, sql_, nparams_) {.name = (name_), .sql = (sql_), .nparams = (nparams_)}
+/* A statement that returns no rows (INSERT / UPDATE / DELETE without
+ * RETURNING, BEGIN, LISTEN, ...). */
+#define DB_STMT(name_, sql_, nparams_) {.name = (name_), .sql = (sql_), .nparams = (nparams_), .cols = NULL}
+
+/* A statement that returns rows, with one letter per result column: i for
+ * int2 / int4 / int8, t for text / varchar / name / bpchar, b for bool, d
+ * for timestamptz / timestamp, ? for any type (never read by an accessor).
+ *
+ *     DB_QUERY("world_by_id", "SELECT id, randomnumber FROM world WHERE id = $1", 1, "ii")
+ *
+ * Every result is checked against its statement before anyone reads it: a
+ * result of another shape means the connection's results are out of step
+ * with its statements (say, a transaction-pooling PgBouncer sharing server
+ * sessions behind a service not told so), so the connection is closed and
+ * the call fails with -EPROTO; the accessors below never see a column of a
+ * type they do not read. */
+#define DB_QUERY(name_, sql_, nparams_, cols_) {.name = (name_), .sql = (sql_), .nparams = (nparams_), .cols = (cols_)}
+
+/* Whether r (a command's or a query's successful result) has the columns
+ * stmt declares. Pure. */
+bool db_result_fits(const db_stmt *stmt, const PGresult *r);
 
 /* One parameter, by value: the handler keeps no scratch buffers. Integers
  * travel in binary; text is sent up to its length (and must be

@@ -4,23 +4,23 @@
 /* The account and its account.created event in one statement (as
  * users.c). */
 static const db_stmt INSERT_ACCOUNT =
-    DB_STMT("account_insert",
-            "WITH n AS (INSERT INTO accounts (user_id, balance_cents) VALUES ($1, $2) "
-            "RETURNING id, user_id, balance_cents, created_at) "
-            "SELECT n.* FROM n "
-            "WHERE events_emit('account.created', events_resource(to_jsonb(n)), n.user_id, NULL) IS NOT NULL",
-            2);
+    DB_QUERY("account_insert",
+             "WITH n AS (INSERT INTO accounts (user_id, balance_cents) VALUES ($1, $2) "
+             "RETURNING id, user_id, balance_cents, created_at) "
+             "SELECT n.* FROM n "
+             "WHERE events_emit('account.created', events_resource(to_jsonb(n)), n.user_id, NULL) IS NOT NULL",
+             2, "iiid");
 /* the owner check in the statement that reads the row (routes_get_owned) */
 static const db_stmt GET_ACCOUNT =
-    DB_STMT("account_get",
-            "SELECT id, user_id, balance_cents, created_at FROM accounts WHERE id = $1 AND ($2::bool OR user_id = $3)",
-            3);
-static const db_stmt ACCOUNT_USER_EXISTS = DB_STMT("account_user_exists", "SELECT 1 FROM users WHERE id = $1", 1);
+    DB_QUERY("account_get",
+             "SELECT id, user_id, balance_cents, created_at FROM accounts WHERE id = $1 AND ($2::bool OR user_id = $3)",
+             3, "iiid");
+static const db_stmt ACCOUNT_USER_EXISTS = DB_QUERY("account_user_exists", "SELECT 1 FROM users WHERE id = $1", 1, "i");
 static const db_stmt LIST_ACCOUNTS =
-    DB_STMT("account_list",
-            "SELECT id, user_id, balance_cents, created_at FROM accounts WHERE user_id = $1 AND id > $2 ORDER BY id "
-            "LIMIT $3",
-            3);
+    DB_QUERY("account_list",
+             "SELECT id, user_id, balance_cents, created_at FROM accounts WHERE user_id = $1 AND id > $2 ORDER BY id "
+             "LIMIT $3",
+             3, "iiid");
 
 static bool account_input(json_t *body, void *in, json_t *errors) { return routes_input_account(body, in, errors); }
 

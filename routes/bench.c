@@ -60,7 +60,7 @@ static int plaintext(server_req *r)
     return 0;
 }
 
-static const db_stmt WORLD = DB_STMT("world_by_id", "SELECT id, randomnumber FROM world WHERE id = $1", 1);
+static const db_stmt WORLD = DB_QUERY("world_by_id", "SELECT id, randomnumber FROM world WHERE id = $1", 1, "ii");
 
 /* {"id":ID,"randomNumber":N} into out (at most WORLD_JSON_MAX bytes) */
 #define WORLD_JSON_MAX (sizeof("{\"id\":,\"randomNumber\":}") - 1 + 2 * BASE_FMT_I64_MAX)
@@ -251,7 +251,7 @@ static int updates(server_req *r)
     return 0;
 }
 
-static const db_stmt FORTUNES = DB_STMT("fortunes", "SELECT id, message FROM fortune", 0);
+static const db_stmt FORTUNES = DB_QUERY("fortunes", "SELECT id, message FROM fortune", 0, "it");
 
 struct fortune {
     int64_t id;

@@ -56,17 +56,17 @@
 static const db_stmt LISTEN_EVENTS = DB_STMT("events_listen", "LISTEN h2pg_events", 0);
 #define EVENT_COLUMNS "id, type, created_at, data::text, owner_id, other_owner_id"
 static const db_stmt EVENTS_AFTER =
-    DB_STMT("events_after", "SELECT " EVENT_COLUMNS " FROM events WHERE id > $1 ORDER BY id LIMIT $2", 2);
+    DB_QUERY("events_after", "SELECT " EVENT_COLUMNS " FROM events WHERE id > $1 ORDER BY id LIMIT $2", 2, "itdtii");
 /* The events of user $3 after $1: the first $2 of each owner index,
  * merged (other_owner_id is never owner_id, so no row comes twice). */
 static const db_stmt EVENTS_AFTER_OWNED =
-    DB_STMT("events_after_owned",
-            "SELECT " EVENT_COLUMNS " FROM events WHERE id IN ("
-            "(SELECT id FROM events WHERE owner_id = $3 AND id > $1 ORDER BY id LIMIT $2) UNION ALL "
-            "(SELECT id FROM events WHERE other_owner_id = $3 AND id > $1 ORDER BY id LIMIT $2)) "
-            "ORDER BY id LIMIT $2",
-            3);
-static const db_stmt EVENTS_LAST = DB_STMT("events_last", "SELECT coalesce(max(id), 0)::int8 FROM events", 0);
+    DB_QUERY("events_after_owned",
+             "SELECT " EVENT_COLUMNS " FROM events WHERE id IN ("
+             "(SELECT id FROM events WHERE owner_id = $3 AND id > $1 ORDER BY id LIMIT $2) UNION ALL "
+             "(SELECT id FROM events WHERE other_owner_id = $3 AND id > $1 ORDER BY id LIMIT $2)) "
+             "ORDER BY id LIMIT $2",
+             3, "itdtii");
+static const db_stmt EVENTS_LAST = DB_QUERY("events_last", "SELECT coalesce(max(id), 0)::int8 FROM events", 0, "i");
 
 static const char *const TYPES[] = {"user.created", "order.created", "account.created", "transfer.created"};
 #define NTYPES (sizeof(TYPES) / sizeof(TYPES[0]))

@@ -16,11 +16,11 @@
 /* One batch, oldest id first (ids follow commit order, so the oldest
  * events go first); the count of rows deleted. */
 static const db_stmt PRUNE_EVENTS =
-    DB_STMT("events_prune",
-            "WITH gone AS (DELETE FROM events WHERE id IN "
-            "(SELECT id FROM events WHERE created_at < now() - make_interval(secs => $1::bigint) "
-            "ORDER BY id LIMIT $2::bigint) RETURNING 1) SELECT count(*) FROM gone",
-            2);
+    DB_QUERY("events_prune",
+             "WITH gone AS (DELETE FROM events WHERE id IN "
+             "(SELECT id FROM events WHERE created_at < now() - make_interval(secs => $1::bigint) "
+             "ORDER BY id LIMIT $2::bigint) RETURNING 1) SELECT count(*) FROM gone",
+             2, "i");
 
 #define DEFAULT_RETENTION_S 604800
 
@@ -54,7 +54,7 @@ void routes_events_outbox_stop(aio_task *task)
 /* ---- the sequencer ---- */
 
 static const db_stmt LISTEN_OUTBOX = DB_STMT("outbox_listen", "LISTEN h2pg_outbox", 0);
-static const db_stmt SEQUENCE = DB_STMT("events_sequence", "SELECT events_sequence($1)", 1);
+static const db_stmt SEQUENCE = DB_QUERY("events_sequence", "SELECT events_sequence($1)", 1, "i");
 
 #define SEQUENCE_DEADLINE AIO_SEC(30)
 #define LISTEN_RETRY AIO_SEC(5)

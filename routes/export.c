@@ -32,7 +32,7 @@ static const db_stmt DECLARE =
             "DECLARE export_orders NO SCROLL CURSOR FOR SELECT id, user_id, item, quantity, price_cents, "
             "total_cents, created_at FROM orders WHERE id > $1 ORDER BY id",
             1);
-static const db_stmt FETCH = DB_STMT("export_fetch", "FETCH 1000 FROM export_orders", 0);
+static const db_stmt FETCH = DB_QUERY("export_fetch", "FETCH 1000 FROM export_orders", 0, "iitiiid");
 
 /* Every export holds a database connection for as long as its reader
  * takes: at most EXPORT_MAX_CONCURRENT at once (a quarter of POOL_MAX by

@@ -13,7 +13,7 @@ static int healthz(server_req *r)
     return 0;
 }
 
-static const db_stmt READY = DB_STMT("h2pg_ready", "SELECT 1", 0);
+static const db_stmt READY = DB_QUERY("h2pg_ready", "SELECT 1", 0, "i");
 
 /* Ready when a pool connection answers SELECT 1 within a second. */
 static int readyz(server_req *r)

@@ -17,13 +17,13 @@
  * conflicts with even when its WHERE says no), returns nothing, and is
  * replayed. */
 static const db_stmt CLAIM_KEY =
-    DB_STMT("idem_claim",
-            "INSERT INTO idempotency_keys AS k (key, request_hash, status, response_body) VALUES ($1, $2, 0, '') "
-            "ON CONFLICT (key) DO UPDATE SET request_hash = EXCLUDED.request_hash, status = 0, response_body = '', "
-            "created_at = now() WHERE k.created_at < now() - make_interval(secs => $3::bigint) RETURNING 1",
-            3);
+    DB_QUERY("idem_claim",
+             "INSERT INTO idempotency_keys AS k (key, request_hash, status, response_body) VALUES ($1, $2, 0, '') "
+             "ON CONFLICT (key) DO UPDATE SET request_hash = EXCLUDED.request_hash, status = 0, response_body = '', "
+             "created_at = now() WHERE k.created_at < now() - make_interval(secs => $3::bigint) RETURNING 1",
+             3, "i");
 static const db_stmt GET_KEY =
-    DB_STMT("idem_get", "SELECT request_hash, status, response_body FROM idempotency_keys WHERE key = $1", 1);
+    DB_QUERY("idem_get", "SELECT request_hash, status, response_body FROM idempotency_keys WHERE key = $1", 1, "tit");
 static const db_stmt STORE_KEY =
     DB_STMT("idem_store", "UPDATE idempotency_keys SET status = $2, response_body = $3 WHERE key = $1", 3);
 /* The outcome kept and the event emitted in one statement: the update
@@ -32,22 +32,22 @@ static const db_stmt STORE_KEY =
  * replay would suffer, never the rule that the change has its event).
  * $3 is the resource's JSON text. */
 static const db_stmt STORE_KEY_EMIT =
-    DB_STMT("idem_store_emit",
-            "WITH stored AS (UPDATE idempotency_keys SET status = $2::int, response_body = $3::text WHERE key = $1 "
-            "RETURNING 1) SELECT (SELECT count(*) FROM stored), "
-            "events_emit($4::text, $3::text::jsonb, $5::int8, $6::int8)",
-            6);
+    DB_QUERY("idem_store_emit",
+             "WITH stored AS (UPDATE idempotency_keys SET status = $2::int, response_body = $3::text WHERE key = $1 "
+             "RETURNING 1) SELECT (SELECT count(*) FROM stored), "
+             "events_emit($4::text, $3::text::jsonb, $5::int8, $6::int8)",
+             6, "ii");
 static const db_stmt EMIT_EVENT =
-    DB_STMT("idem_emit", "SELECT events_emit($1::text, $2::text::jsonb, $3::int8, $4::int8)", 4);
+    DB_QUERY("idem_emit", "SELECT events_emit($1::text, $2::text::jsonb, $3::int8, $4::int8)", 4, "i");
 static const db_stmt FORGET_KEY = DB_STMT("idem_forget", "DELETE FROM idempotency_keys WHERE key = $1", 1);
 /* One batch of the pruner, oldest first, skipping rows a claim holds. */
 static const db_stmt PRUNE_KEYS =
-    DB_STMT("idem_prune",
-            "WITH gone AS (DELETE FROM idempotency_keys k USING "
-            "(SELECT key FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1::bigint) "
-            "ORDER BY created_at LIMIT $2::bigint FOR UPDATE SKIP LOCKED) old "
-            "WHERE k.key = old.key RETURNING 1) SELECT count(*) FROM gone",
-            2);
+    DB_QUERY("idem_prune",
+             "WITH gone AS (DELETE FROM idempotency_keys k USING "
+             "(SELECT key FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1::bigint) "
+             "ORDER BY created_at LIMIT $2::bigint FOR UPDATE SKIP LOCKED) old "
+             "WHERE k.key = old.key RETURNING 1) SELECT count(*) FROM gone",
+             2, "i");
 
 #define DEFAULT_RETENTION_S 86400
 

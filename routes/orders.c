@@ -5,18 +5,19 @@
 
 /* The order and its order.created event in one statement (as users.c). */
 static const db_stmt INSERT_ORDER =
-    DB_STMT("order_insert",
-            "WITH n AS (INSERT INTO orders (user_id, item, quantity, price_cents, total_cents) "
-            "VALUES ($1, $2, $3, $4, $5) RETURNING " ORDER_COLUMNS ") "
-            "SELECT n.* FROM n "
-            "WHERE events_emit('order.created', events_resource(to_jsonb(n)), n.user_id, NULL) IS NOT NULL",
-            5);
-static const db_stmt USER_EXISTS = DB_STMT("user_exists", "SELECT 1 FROM users WHERE id = $1", 1);
-static const db_stmt LIST_ORDERS = DB_STMT(
-    "order_list", "SELECT " ORDER_COLUMNS " FROM orders WHERE user_id = $1 AND id > $2 ORDER BY id LIMIT $3", 3);
+    DB_QUERY("order_insert",
+             "WITH n AS (INSERT INTO orders (user_id, item, quantity, price_cents, total_cents) "
+             "VALUES ($1, $2, $3, $4, $5) RETURNING " ORDER_COLUMNS ") "
+             "SELECT n.* FROM n "
+             "WHERE events_emit('order.created', events_resource(to_jsonb(n)), n.user_id, NULL) IS NOT NULL",
+             5, "iitiiid");
+static const db_stmt USER_EXISTS = DB_QUERY("user_exists", "SELECT 1 FROM users WHERE id = $1", 1, "i");
+static const db_stmt LIST_ORDERS =
+    DB_QUERY("order_list", "SELECT " ORDER_COLUMNS " FROM orders WHERE user_id = $1 AND id > $2 ORDER BY id LIMIT $3", 3,
+             "iitiiid");
 /* the owner check in the statement that reads the row (routes_get_owned) */
-static const db_stmt GET_ORDER = DB_STMT(
-    "order_get", "SELECT " ORDER_COLUMNS " FROM orders WHERE id = $1 AND ($2::bool OR user_id = $3)", 3);
+static const db_stmt GET_ORDER = DB_QUERY(
+    "order_get", "SELECT " ORDER_COLUMNS " FROM orders WHERE id = $1 AND ($2::bool OR user_id = $3)", 3, "iitiiid");
 
 static bool order_input(json_t *body, void *in, json_t *errors) { return routes_input_order(body, in, errors); }
 

@@ -19,25 +19,25 @@
 /* visible to administrators and to the owner of either account, checked
  * in the statement that reads it (routes_get_owned) */
 static const db_stmt GET_TRANSFER =
-    DB_STMT("transfer_get",
-            "SELECT " TRANSFER_COLUMNS " FROM transfers t WHERE id = $1 AND ($2::bool OR EXISTS "
-            "(SELECT 1 FROM accounts a WHERE a.id IN (t.from_account_id, t.to_account_id) AND a.user_id = $3))",
-            3);
+    DB_QUERY("transfer_get",
+             "SELECT " TRANSFER_COLUMNS " FROM transfers t WHERE id = $1 AND ($2::bool OR EXISTS "
+             "(SELECT 1 FROM accounts a WHERE a.id IN (t.from_account_id, t.to_account_id) AND a.user_id = $3))",
+             3, "iiiid");
 /* the owners come with the locks: whose money it is is checked on the
  * rows this transaction holds, so no one can change it in between */
 static const db_stmt LOCK_PAIR =
-    DB_STMT("transfer_lock",
-            "SELECT id, balance_cents, user_id FROM accounts WHERE id IN ($1, $2) ORDER BY id FOR UPDATE", 2);
+    DB_QUERY("transfer_lock",
+             "SELECT id, balance_cents, user_id FROM accounts WHERE id IN ($1, $2) ORDER BY id FOR UPDATE", 2, "iii");
 static const db_stmt MOVE =
     DB_STMT("transfer_move",
             "UPDATE accounts SET balance_cents = balance_cents + CASE WHEN id = $1 THEN -$3::bigint ELSE $3::bigint END "
             "WHERE id IN ($1, $2)",
             3);
 static const db_stmt INSERT_TRANSFER =
-    DB_STMT("transfer_insert",
-            "INSERT INTO transfers (from_account_id, to_account_id, amount_cents) VALUES ($1, $2, $3) "
-            "RETURNING " TRANSFER_COLUMNS,
-            3);
+    DB_QUERY("transfer_insert",
+             "INSERT INTO transfers (from_account_id, to_account_id, amount_cents) VALUES ($1, $2, $3) "
+             "RETURNING " TRANSFER_COLUMNS,
+             3, "iiiid");
 
 static bool transfer_input(json_t *body, void *in, json_t *errors) { return routes_input_transfer(body, in, errors); }
 

@@ -9,36 +9,38 @@
  * as events_emit wants (migrations/0006_events.sql). The qual is volatile,
  * so it runs for the row; the columns stay the user's. */
 static const db_stmt INSERT_USER =
-    DB_STMT("user_insert",
-            "WITH n AS (INSERT INTO users (name, email) VALUES ($1, $2) RETURNING " USER_COLUMNS ") "
-            "SELECT n.* FROM n WHERE events_emit('user.created', events_resource(to_jsonb(n)), n.id, NULL) IS NOT NULL",
-            2);
+    DB_QUERY("user_insert",
+             "WITH n AS (INSERT INTO users (name, email) VALUES ($1, $2) RETURNING " USER_COLUMNS ") "
+             "SELECT n.* FROM n "
+             "WHERE events_emit('user.created', events_resource(to_jsonb(n)), n.id, NULL) IS NOT NULL",
+             2, "ittd");
 static const db_stmt LIST_USERS =
-    DB_STMT("user_list", "SELECT " USER_COLUMNS " FROM users WHERE id > $1 ORDER BY id LIMIT $2", 2);
-static const db_stmt GET_USER = DB_STMT("user_get", "SELECT " USER_COLUMNS " FROM users WHERE id = $1", 1);
+    DB_QUERY("user_list", "SELECT " USER_COLUMNS " FROM users WHERE id > $1 ORDER BY id LIMIT $2", 2, "ittd");
+static const db_stmt GET_USER = DB_QUERY("user_get", "SELECT " USER_COLUMNS " FROM users WHERE id = $1", 1, "ittd");
 static const db_stmt USER_ORDERS =
-    DB_STMT("user_orders",
-            "SELECT id, user_id, item, quantity, price_cents, total_cents, created_at FROM orders WHERE user_id = $1 "
-            "ORDER BY id LIMIT 100",
-            1);
+    DB_QUERY("user_orders",
+             "SELECT id, user_id, item, quantity, price_cents, total_cents, created_at FROM orders WHERE user_id = $1 "
+             "ORDER BY id LIMIT 100",
+             1, "iitiiid");
 /* The first 100 of each, by id, so that a user with 200,000 accounts is
  * not a 17 MB answer; all of them: the paged routes, /users/{id}/orders and
  * /users/{id}/accounts. */
 static const db_stmt USER_ACCOUNTS =
-    DB_STMT("user_accounts",
-            "SELECT id, user_id, balance_cents, created_at FROM accounts WHERE user_id = $1 ORDER BY id LIMIT 100", 1);
+    DB_QUERY("user_accounts",
+             "SELECT id, user_id, balance_cents, created_at FROM accounts WHERE user_id = $1 ORDER BY id LIMIT 100", 1,
+             "iiid");
 static const db_stmt UPDATE_USER =
-    DB_STMT("user_update",
-            "UPDATE users SET name = COALESCE($2, name), email = COALESCE($3, email) WHERE id = $1 "
-            "RETURNING " USER_COLUMNS,
-            3);
-static const db_stmt LOCK_USER = DB_STMT("user_lock", "SELECT id FROM users WHERE id = $1 FOR UPDATE", 1);
+    DB_QUERY("user_update",
+             "UPDATE users SET name = COALESCE($2, name), email = COALESCE($3, email) WHERE id = $1 "
+             "RETURNING " USER_COLUMNS,
+             3, "ittd");
+static const db_stmt LOCK_USER = DB_QUERY("user_lock", "SELECT id FROM users WHERE id = $1 FOR UPDATE", 1, "i");
 /* Locks every account of the user; counts those that hold money. */
 static const db_stmt LOCK_USER_ACCOUNTS =
-    DB_STMT("user_lock_accounts",
-            "SELECT count(*) FILTER (WHERE balance_cents <> 0) FROM "
-            "(SELECT balance_cents FROM accounts WHERE user_id = $1 ORDER BY id FOR UPDATE) a",
-            1);
+    DB_QUERY("user_lock_accounts",
+             "SELECT count(*) FILTER (WHERE balance_cents <> 0) FROM "
+             "(SELECT balance_cents FROM accounts WHERE user_id = $1 ORDER BY id FOR UPDATE) a",
+             1, "i");
 static const db_stmt DELETE_USER = DB_STMT("user_delete", "DELETE FROM users WHERE id = $1", 1);
 
 static bool create_input(json_t *body, void *in, json_t *errors) { return routes_input_user(body, true, in, errors); }

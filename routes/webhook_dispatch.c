@@ -234,41 +234,41 @@ void routes_webhook_counters_get(routes_webhook_counters *out) { *out = counters
  * another's commit gets the cursor as that one moved it (the row lock
  * re-reads the row) and never moves it back (GREATEST). */
 static const db_stmt FANOUT =
-    DB_STMT("webhook_fanout",
-            "WITH top AS (SELECT COALESCE(max(id), 0) AS id FROM events), "
-            "held AS (SELECT * FROM json_to_recordset($4::json) AS h(webhook_id bigint, n bigint)), "
-            "behind AS (SELECT w.id, w.fanned_to, w.events, LEAST($3 - COALESCE(h.n, 0), $5) AS room "
-            "FROM webhooks w LEFT JOIN held h ON h.webhook_id = w.id "
-            "WHERE NOT w.disabled AND w.fanned_to < (SELECT id FROM top) AND (w.fanned_to + $1 < (SELECT id FROM top) "
-            "OR (SELECT e.id FROM events e WHERE e.id > w.fanned_to "
-            "AND (e.type = ANY (w.events) OR '*' = ANY (w.events)) ORDER BY e.id LIMIT 1) IS NOT NULL)), "
-            "w AS (SELECT w.id, w.fanned_to AS cur, GREATEST(w.fanned_to, LEAST((SELECT id FROM top), "
-            "w.fanned_to + $1)) AS upto, w.events, b.room FROM webhooks w JOIN behind b ON b.id = w.id "
-            "WHERE b.room > 0 AND NOT w.disabled AND w.fanned_to < (SELECT id FROM top) "
-            "FOR NO KEY UPDATE OF w SKIP LOCKED), "
-            "cand AS (SELECT w.id AS webhook_id, e.id AS event_id, e.type, w.room, "
-            "row_number() OVER (PARTITION BY w.id ORDER BY e.id) AS k FROM w CROSS JOIN LATERAL "
-            "(SELECT e.id, e.type FROM events e WHERE e.id > w.cur AND e.id <= w.upto "
-            "AND (e.type = ANY (w.events) OR '*' = ANY (w.events)) ORDER BY e.id LIMIT w.room + 1) e), "
-            "pick AS (SELECT webhook_id, event_id, type FROM (SELECT c.*, row_number() OVER (ORDER BY event_id, "
-            "webhook_id) AS g FROM cand c WHERE k <= room) x WHERE g <= $5), "
-            "cand_n AS (SELECT webhook_id, count(*) AS n FROM cand GROUP BY webhook_id), "
-            "pick_n AS (SELECT webhook_id, count(*) AS n, max(event_id) AS last FROM pick GROUP BY webhook_id), "
-            "agg AS (SELECT w.id, w.cur, w.upto, COALESCE(c.n, 0) AS found, COALESCE(p.n, 0) AS taken, p.last "
-            "FROM w LEFT JOIN cand_n c ON c.webhook_id = w.id LEFT JOIN pick_n p ON p.webhook_id = w.id), "
-            "mv AS (UPDATE webhooks x SET fanned_to = CASE WHEN a.taken = a.found THEN a.upto ELSE a.last END "
-            "FROM agg a WHERE x.id = a.id AND (a.taken = a.found OR a.taken > 0) RETURNING x.id), "
-            "ins AS (INSERT INTO webhook_deliveries (webhook_id, event_id, type, attempts, lease_until) "
-            "SELECT webhook_id, event_id, type, 1, now() + $2::bigint * interval '1 millisecond' FROM pick "
-            "ORDER BY webhook_id, event_id RETURNING id, webhook_id, event_id, attempts), "
-            "s AS (SELECT EXISTS (SELECT 1 FROM agg WHERE taken = found AND upto < (SELECT id FROM top)) AS more, "
-            "EXISTS (SELECT 1 FROM agg WHERE taken < found) OR EXISTS (SELECT 1 FROM behind WHERE room <= 0) "
-            "AS waiting, (SELECT count(*) FROM ins) AS made) "
-            "SELECT s.more, s.waiting, s.made, j.* FROM s "
-            "LEFT JOIN LATERAL (SELECT i.id, i.attempts, w.url, w.secret, e.id AS event_id, i.webhook_id, e.type, "
-            "e.created_at, e.data::text AS data FROM ins i JOIN webhooks w ON w.id = i.webhook_id "
-            "JOIN events e ON e.id = i.event_id ORDER BY i.id) j ON true",
-            5);
+    DB_QUERY("webhook_fanout",
+             "WITH top AS (SELECT COALESCE(max(id), 0) AS id FROM events), "
+             "held AS (SELECT * FROM json_to_recordset($4::json) AS h(webhook_id bigint, n bigint)), "
+             "behind AS (SELECT w.id, w.fanned_to, w.events, LEAST($3 - COALESCE(h.n, 0), $5) AS room "
+             "FROM webhooks w LEFT JOIN held h ON h.webhook_id = w.id "
+             "WHERE NOT w.disabled AND w.fanned_to < (SELECT id FROM top) AND (w.fanned_to + $1 < (SELECT id FROM top) "
+             "OR (SELECT e.id FROM events e WHERE e.id > w.fanned_to "
+             "AND (e.type = ANY (w.events) OR '*' = ANY (w.events)) ORDER BY e.id LIMIT 1) IS NOT NULL)), "
+             "w AS (SELECT w.id, w.fanned_to AS cur, GREATEST(w.fanned_to, LEAST((SELECT id FROM top), "
+             "w.fanned_to + $1)) AS upto, w.events, b.room FROM webhooks w JOIN behind b ON b.id = w.id "
+             "WHERE b.room > 0 AND NOT w.disabled AND w.fanned_to < (SELECT id FROM top) "
+             "FOR NO KEY UPDATE OF w SKIP LOCKED), "
+             "cand AS (SELECT w.id AS webhook_id, e.id AS event_id, e.type, w.room, "
+             "row_number() OVER (PARTITION BY w.id ORDER BY e.id) AS k FROM w CROSS JOIN LATERAL "
+             "(SELECT e.id, e.type FROM events e WHERE e.id > w.cur AND e.id <= w.upto "
+             "AND (e.type = ANY (w.events) OR '*' = ANY (w.events)) ORDER BY e.id LIMIT w.room + 1) e), "
+             "pick AS (SELECT webhook_id, event_id, type FROM (SELECT c.*, row_number() OVER (ORDER BY event_id, "
+             "webhook_id) AS g FROM cand c WHERE k <= room) x WHERE g <= $5), "
+             "cand_n AS (SELECT webhook_id, count(*) AS n FROM cand GROUP BY webhook_id), "
+             "pick_n AS (SELECT webhook_id, count(*) AS n, max(event_id) AS last FROM pick GROUP BY webhook_id), "
+             "agg AS (SELECT w.id, w.cur, w.upto, COALESCE(c.n, 0) AS found, COALESCE(p.n, 0) AS taken, p.last "
+             "FROM w LEFT JOIN cand_n c ON c.webhook_id = w.id LEFT JOIN pick_n p ON p.webhook_id = w.id), "
+             "mv AS (UPDATE webhooks x SET fanned_to = CASE WHEN a.taken = a.found THEN a.upto ELSE a.last END "
+             "FROM agg a WHERE x.id = a.id AND (a.taken = a.found OR a.taken > 0) RETURNING x.id), "
+             "ins AS (INSERT INTO webhook_deliveries (webhook_id, event_id, type, attempts, lease_until) "
+             "SELECT webhook_id, event_id, type, 1, now() + $2::bigint * interval '1 millisecond' FROM pick "
+             "ORDER BY webhook_id, event_id RETURNING id, webhook_id, event_id, attempts), "
+             "s AS (SELECT EXISTS (SELECT 1 FROM agg WHERE taken = found AND upto < (SELECT id FROM top)) AS more, "
+             "EXISTS (SELECT 1 FROM agg WHERE taken < found) OR EXISTS (SELECT 1 FROM behind WHERE room <= 0) "
+             "AS waiting, (SELECT count(*) FROM ins) AS made) "
+             "SELECT s.more, s.waiting, s.made, j.* FROM s "
+             "LEFT JOIN LATERAL (SELECT i.id, i.attempts, w.url, w.secret, e.id AS event_id, i.webhook_id, e.type, "
+             "e.created_at, e.data::text AS data FROM ins i JOIN webhooks w ON w.id = i.webhook_id "
+             "JOIN events e ON e.id = i.event_id ORDER BY i.id) j ON true",
+             5, "bbiiittiitdt");
 /* Leases due deliveries of enabled webhooks and counts the attempt: up
  * to $1, oldest first, and of each webhook no more than make this worker
  * hold $3 of its deliveries ($4: what it holds already, a JSON array of
@@ -289,24 +289,25 @@ static const db_stmt FANOUT =
  * its lease guards it. Returns what an attempt needs (the columns of a
  * job row: job_from_row). */
 static const db_stmt CLAIM =
-    DB_STMT("webhook_claim",
-            "WITH held AS (SELECT * FROM json_to_recordset($4::json) AS h(webhook_id bigint, n bigint)), "
-            "pick AS (SELECT x.id FROM webhooks w LEFT JOIN held h ON h.webhook_id = w.id "
-            "CROSS JOIN LATERAL (SELECT x.id, x.next_attempt_at FROM webhook_deliveries x "
-            "WHERE x.webhook_id = w.id AND x.state = 'pending' AND x.next_attempt_at <= now() "
-            "AND (x.lease_until IS NULL OR x.lease_until < now()) ORDER BY x.next_attempt_at, x.id "
-            "LIMIT GREATEST($3 - COALESCE(h.n, 0), 0)) x "
-            "WHERE NOT w.disabled ORDER BY x.next_attempt_at, x.id LIMIT $1), "
-            "locked AS (SELECT id FROM webhook_deliveries WHERE id = ANY (ARRAY(SELECT id FROM pick)) "
-            "FOR UPDATE SKIP LOCKED), "
-            "c AS (UPDATE webhook_deliveries d SET lease_until = now() + $2::bigint * interval '1 millisecond', "
-            "attempts = d.attempts + 1 WHERE d.id = ANY (ARRAY(SELECT id FROM locked)) AND d.state NOT IN ('delivered', 'failed') "
-            "AND (d.lease_until IS NULL OR d.lease_until < now()) "
-            "RETURNING d.id, d.webhook_id, d.event_id, d.attempts) "
-            "SELECT c.id, c.attempts, w.url, w.secret, e.id, c.webhook_id, e.type, e.created_at, e.data::text "
-            "FROM c JOIN webhooks w ON w.id = c.webhook_id LEFT JOIN events e ON e.id = c.event_id "
-            "ORDER BY c.id",
-            4);
+    DB_QUERY("webhook_claim",
+             "WITH held AS (SELECT * FROM json_to_recordset($4::json) AS h(webhook_id bigint, n bigint)), "
+             "pick AS (SELECT x.id FROM webhooks w LEFT JOIN held h ON h.webhook_id = w.id "
+             "CROSS JOIN LATERAL (SELECT x.id, x.next_attempt_at FROM webhook_deliveries x "
+             "WHERE x.webhook_id = w.id AND x.state = 'pending' AND x.next_attempt_at <= now() "
+             "AND (x.lease_until IS NULL OR x.lease_until < now()) ORDER BY x.next_attempt_at, x.id "
+             "LIMIT GREATEST($3 - COALESCE(h.n, 0), 0)) x "
+             "WHERE NOT w.disabled ORDER BY x.next_attempt_at, x.id LIMIT $1), "
+             "locked AS (SELECT id FROM webhook_deliveries WHERE id = ANY (ARRAY(SELECT id FROM pick)) "
+             "FOR UPDATE SKIP LOCKED), "
+             "c AS (UPDATE webhook_deliveries d SET lease_until = now() + $2::bigint * interval '1 millisecond', "
+             "attempts = d.attempts + 1 WHERE d.id = ANY (ARRAY(SELECT id FROM locked)) "
+             "AND d.state NOT IN ('delivered', 'failed') "
+             "AND (d.lease_until IS NULL OR d.lease_until < now()) "
+             "RETURNING d.id, d.webhook_id, d.event_id, d.attempts) "
+             "SELECT c.id, c.attempts, w.url, w.secret, e.id, c.webhook_id, e.type, e.created_at, e.data::text "
+             "FROM c JOIN webhooks w ON w.id = c.webhook_id LEFT JOIN events e ON e.id = c.event_id "
+             "ORDER BY c.id",
+             4, "iittiitdt");
 /* The outcomes of a pass's finished jobs, one statement for them all: $1
  * is a JSON array of {"id", "attempts" (the claim's count: a delivery
  * that another worker claimed again since, after this one's lease ran
@@ -350,24 +351,25 @@ static const db_stmt RECORD =
  * have settled it). One row: how many became due, and whether some
  * webhook had more than $1 to read (sweep again at once). */
 static const db_stmt SWEEP =
-    DB_STMT("webhook_sweep",
-            "WITH s AS (SELECT w.id AS webhook_id, d.id, d.state = 'pending' AND d.next_attempt_at IS NULL AS first, "
-            "d.lease_until AS lease FROM webhooks w LEFT JOIN webhook_sweeps sw ON sw.webhook_id = w.id "
-            "CROSS JOIN LATERAL (SELECT x.id, x.state, x.next_attempt_at, x.lease_until FROM webhook_deliveries x "
-            "WHERE x.webhook_id = w.id AND x.id > COALESCE(sw.swept_to, 0) ORDER BY x.id LIMIT $1) d "
-            "WHERE NOT w.disabled), "
-            "busy AS (SELECT webhook_id, min(id) AS id FROM s WHERE first AND lease >= now() GROUP BY webhook_id), "
-            "seen AS (SELECT s.webhook_id, max(s.id) AS id, count(*) AS n, min(b.id) AS busy FROM s "
-            "LEFT JOIN busy b ON b.webhook_id = s.webhook_id GROUP BY s.webhook_id), "
-            "rev AS (UPDATE webhook_deliveries d SET next_attempt_at = now() "
-            "WHERE d.id = ANY (ARRAY(SELECT id FROM s WHERE first AND (lease IS NULL OR lease < now()))) "
-            "AND d.state = 'pending' AND d.next_attempt_at IS NULL AND (d.lease_until IS NULL OR d.lease_until < now()) "
-            "RETURNING 1), "
-            "mv AS (INSERT INTO webhook_sweeps AS sw (webhook_id, swept_to) "
-            "SELECT webhook_id, COALESCE(busy - 1, id) FROM seen ON CONFLICT (webhook_id) DO UPDATE "
-            "SET swept_to = excluded.swept_to WHERE excluded.swept_to > sw.swept_to) "
-            "SELECT (SELECT count(*) FROM rev), EXISTS (SELECT 1 FROM seen WHERE n >= $1 AND busy IS NULL)",
-            1);
+    DB_QUERY("webhook_sweep",
+             "WITH s AS (SELECT w.id AS webhook_id, d.id, d.state = 'pending' AND d.next_attempt_at IS NULL AS first, "
+             "d.lease_until AS lease FROM webhooks w LEFT JOIN webhook_sweeps sw ON sw.webhook_id = w.id "
+             "CROSS JOIN LATERAL (SELECT x.id, x.state, x.next_attempt_at, x.lease_until FROM webhook_deliveries x "
+             "WHERE x.webhook_id = w.id AND x.id > COALESCE(sw.swept_to, 0) ORDER BY x.id LIMIT $1) d "
+             "WHERE NOT w.disabled), "
+             "busy AS (SELECT webhook_id, min(id) AS id FROM s WHERE first AND lease >= now() GROUP BY webhook_id), "
+             "seen AS (SELECT s.webhook_id, max(s.id) AS id, count(*) AS n, min(b.id) AS busy FROM s "
+             "LEFT JOIN busy b ON b.webhook_id = s.webhook_id GROUP BY s.webhook_id), "
+             "rev AS (UPDATE webhook_deliveries d SET next_attempt_at = now() "
+             "WHERE d.id = ANY (ARRAY(SELECT id FROM s WHERE first AND (lease IS NULL OR lease < now()))) "
+             "AND d.state = 'pending' AND d.next_attempt_at IS NULL "
+             "AND (d.lease_until IS NULL OR d.lease_until < now()) "
+             "RETURNING 1), "
+             "mv AS (INSERT INTO webhook_sweeps AS sw (webhook_id, swept_to) "
+             "SELECT webhook_id, COALESCE(busy - 1, id) FROM seen ON CONFLICT (webhook_id) DO UPDATE "
+             "SET swept_to = excluded.swept_to WHERE excluded.swept_to > sw.swept_to) "
+             "SELECT (SELECT count(*) FROM rev), EXISTS (SELECT 1 FROM seen WHERE n >= $1 AND busy IS NULL)",
+             1, "ib");
 /* The oldest undelivered: per enabled webhook, its oldest due delivery
  * (the first of its range of the due index), the event of its oldest
  * first attempt in flight (the first after swept_to) and the oldest event
@@ -375,19 +377,19 @@ static const db_stmt SWEEP =
  * read). In whole seconds rounded down, so that 0 means under a second (a
  * cast alone rounds: 0.5 s read as 1). */
 static const db_stmt OLDEST_DUE =
-    DB_STMT("webhook_oldest_due",
-            "SELECT floor(COALESCE(extract(epoch FROM now() - LEAST(min(x.at), min(z.at), min(y.at))), 0))::bigint "
-            "FROM webhooks w "
-            "LEFT JOIN LATERAL (SELECT next_attempt_at AS at FROM webhook_deliveries WHERE webhook_id = w.id "
-            "AND state = 'pending' AND next_attempt_at <= now() ORDER BY next_attempt_at LIMIT 1) x ON true "
-            "LEFT JOIN LATERAL (SELECT (SELECT e.created_at FROM events e WHERE e.id = d.event_id) AS at "
-            "FROM webhook_deliveries d WHERE d.webhook_id = w.id "
-            "AND d.id > COALESCE((SELECT swept_to FROM webhook_sweeps WHERE webhook_id = w.id), 0) "
-            "AND d.state = 'pending' AND d.next_attempt_at IS NULL ORDER BY d.id LIMIT 1) z ON true "
-            "LEFT JOIN LATERAL (SELECT e.created_at AS at FROM events e WHERE e.id > w.fanned_to "
-            "AND (e.type = ANY (w.events) OR '*' = ANY (w.events)) ORDER BY e.id LIMIT 1) y ON true "
-            "WHERE NOT w.disabled",
-            0);
+    DB_QUERY("webhook_oldest_due",
+             "SELECT floor(COALESCE(extract(epoch FROM now() - LEAST(min(x.at), min(z.at), min(y.at))), 0))::bigint "
+             "FROM webhooks w "
+             "LEFT JOIN LATERAL (SELECT next_attempt_at AS at FROM webhook_deliveries WHERE webhook_id = w.id "
+             "AND state = 'pending' AND next_attempt_at <= now() ORDER BY next_attempt_at LIMIT 1) x ON true "
+             "LEFT JOIN LATERAL (SELECT (SELECT e.created_at FROM events e WHERE e.id = d.event_id) AS at "
+             "FROM webhook_deliveries d WHERE d.webhook_id = w.id "
+             "AND d.id > COALESCE((SELECT swept_to FROM webhook_sweeps WHERE webhook_id = w.id), 0) "
+             "AND d.state = 'pending' AND d.next_attempt_at IS NULL ORDER BY d.id LIMIT 1) z ON true "
+             "LEFT JOIN LATERAL (SELECT e.created_at AS at FROM events e WHERE e.id > w.fanned_to "
+             "AND (e.type = ANY (w.events) OR '*' = ANY (w.events)) ORDER BY e.id LIMIT 1) y ON true "
+             "WHERE NOT w.disabled",
+             0, "i");
 
 #define STATEMENT_DEADLINE AIO_SEC(30)
 /* The lease outlives an attempt by this much: time to record its outcome. */
@@ -1048,17 +1050,17 @@ static int dispatcher_run(void *arg)
  * an attempt that will fail it: its event is gone) waits until it is
  * settled, and the deliveries behind it stay until then. */
 static const db_stmt PRUNE_DELIVERIES =
-    DB_STMT("webhook_deliveries_prune",
-            "WITH lo AS (SELECT COALESCE((SELECT min(id) FROM events WHERE created_at >= now() - "
-            "make_interval(secs => $1::bigint)), (SELECT max(id) + 1 FROM events), "
-            "(SELECT max(fanned_to) + 1 FROM webhooks), 0) AS id), "
-            "head AS (SELECT d.id, d.event_id, d.state FROM webhooks w CROSS JOIN LATERAL "
-            "(SELECT x.id, x.event_id, x.state FROM webhook_deliveries x WHERE x.webhook_id = w.id "
-            "ORDER BY x.id LIMIT $2) d), "
-            "gone AS (DELETE FROM webhook_deliveries WHERE id = ANY (ARRAY(SELECT id FROM head "
-            "WHERE event_id < (SELECT id FROM lo) AND state IN ('delivered', 'failed') LIMIT $2)) RETURNING 1) "
-            "SELECT count(*) FROM gone",
-            2);
+    DB_QUERY("webhook_deliveries_prune",
+             "WITH lo AS (SELECT COALESCE((SELECT min(id) FROM events WHERE created_at >= now() - "
+             "make_interval(secs => $1::bigint)), (SELECT max(id) + 1 FROM events), "
+             "(SELECT max(fanned_to) + 1 FROM webhooks), 0) AS id), "
+             "head AS (SELECT d.id, d.event_id, d.state FROM webhooks w CROSS JOIN LATERAL "
+             "(SELECT x.id, x.event_id, x.state FROM webhook_deliveries x WHERE x.webhook_id = w.id "
+             "ORDER BY x.id LIMIT $2) d), "
+             "gone AS (DELETE FROM webhook_deliveries WHERE id = ANY (ARRAY(SELECT id FROM head "
+             "WHERE event_id < (SELECT id FROM lo) AND state IN ('delivered', 'failed') LIMIT $2)) RETURNING 1) "
+             "SELECT count(*) FROM gone",
+             2, "i");
 
 static const routes_retention DELIVERIES_RETENTION = {.what = "webhook deliveries",
                                                       .prune = &PRUNE_DELIVERIES,

@@ -20,29 +20,32 @@
  * only the events that commit after it exists. Committed events may still
  * wait to be numbered (migrations/0008): SEQUENCE_NOW numbers them first,
  * in the same implicit transaction, so they count as before. */
-static const db_stmt SEQUENCE_NOW = DB_STMT("webhook_sequence_now", "SELECT events_sequence(1000000)", 0);
+static const db_stmt SEQUENCE_NOW = DB_QUERY("webhook_sequence_now", "SELECT events_sequence(1000000)", 0, "i");
 static const db_stmt INSERT_WEBHOOK =
-    DB_STMT("webhook_insert",
-            "INSERT INTO webhooks (url, events, secret, after_event_id, fanned_to) "
-            "SELECT $1, ARRAY(SELECT jsonb_array_elements_text($2::jsonb)), $3, m, m "
-            "FROM (SELECT COALESCE(max(id), 0) AS m FROM events) top RETURNING " WEBHOOK_COLUMNS ", secret",
-            3);
+    DB_QUERY("webhook_insert",
+             "INSERT INTO webhooks (url, events, secret, after_event_id, fanned_to) "
+             "SELECT $1, ARRAY(SELECT jsonb_array_elements_text($2::jsonb)), $3, m, m "
+             "FROM (SELECT COALESCE(max(id), 0) AS m FROM events) top RETURNING " WEBHOOK_COLUMNS ", secret",
+             3, "ittbdt");
 static const db_stmt LIST_WEBHOOKS =
-    DB_STMT("webhook_list", "SELECT " WEBHOOK_COLUMNS " FROM webhooks WHERE id > $1 ORDER BY id LIMIT $2", 2);
-static const db_stmt GET_WEBHOOK = DB_STMT("webhook_get", "SELECT " WEBHOOK_COLUMNS " FROM webhooks WHERE id = $1", 1);
+    DB_QUERY("webhook_list", "SELECT " WEBHOOK_COLUMNS " FROM webhooks WHERE id > $1 ORDER BY id LIMIT $2", 2, "ittbd");
+static const db_stmt GET_WEBHOOK =
+    DB_QUERY("webhook_get", "SELECT " WEBHOOK_COLUMNS " FROM webhooks WHERE id = $1", 1, "ittbd");
 static const db_stmt GET_WEBHOOK_TARGET =
-    DB_STMT("webhook_target", "SELECT url, secret FROM webhooks WHERE id = $1", 1);
-static const db_stmt DELETE_WEBHOOK = DB_STMT("webhook_delete", "DELETE FROM webhooks WHERE id = $1 RETURNING 1", 1);
+    DB_QUERY("webhook_target", "SELECT url, secret FROM webhooks WHERE id = $1", 1, "tt");
+static const db_stmt DELETE_WEBHOOK =
+    DB_QUERY("webhook_delete", "DELETE FROM webhooks WHERE id = $1 RETURNING 1", 1, "i");
 /* its deliveries go with it: they hold no foreign key (migrations/0016) */
 static const db_stmt DELETE_DELIVERIES =
     DB_STMT("webhook_delete_deliveries", "DELETE FROM webhook_deliveries WHERE webhook_id = $1", 1);
 /* A page of a webhook's deliveries after id $2, by id: the (webhook_id, id)
  * index (migrations/0014). */
 static const db_stmt LIST_DELIVERIES =
-    DB_STMT("webhook_deliveries",
-            "SELECT " DELIVERY_COLUMNS " FROM webhook_deliveries WHERE webhook_id = $1 AND id > $2 ORDER BY id LIMIT $3",
-            3);
-static const db_stmt WEBHOOK_EXISTS = DB_STMT("webhook_exists", "SELECT 1 FROM webhooks WHERE id = $1", 1);
+    DB_QUERY("webhook_deliveries",
+             "SELECT " DELIVERY_COLUMNS " FROM webhook_deliveries WHERE webhook_id = $1 AND id > $2 ORDER BY id "
+             "LIMIT $3",
+             3, "iittiitdd");
+static const db_stmt WEBHOOK_EXISTS = DB_QUERY("webhook_exists", "SELECT 1 FROM webhooks WHERE id = $1", 1, "i");
 
 #define MAX_URL 2048
 

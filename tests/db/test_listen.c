@@ -14,7 +14,7 @@
 #include "support/pg.h"
 
 static const db_stmt LISTEN_T = DB_STMT("t_listen", "LISTEN t_channel", 0);
-static const db_stmt SELECT_ONE = DB_STMT("t_select_one", "SELECT 1", 0);
+static const db_stmt SELECT_ONE = DB_QUERY("t_select_one", "SELECT 1", 0, "i");
 static const char LISTENERS[] = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
                                 "AND query = 'LISTEN t_channel'";
 

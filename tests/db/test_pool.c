@@ -45,16 +45,16 @@ static const char ACTIVE_POOL_QUERIES[] = "SELECT count(*) FROM pg_stat_activity
 static const char POOL_BACKENDS[] = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
                                     "AND application_name = 'h2pg'";
 
-static const db_stmt BACKEND_PID = DB_STMT("t_backend_pid", "SELECT pg_backend_pid()", 0);
-static const db_stmt SELECT_ONE = DB_STMT("t_select_one", "SELECT 1", 0);
+static const db_stmt BACKEND_PID = DB_QUERY("t_backend_pid", "SELECT pg_backend_pid()", 0, "i");
+static const db_stmt SELECT_ONE = DB_QUERY("t_select_one", "SELECT 1", 0, "i");
 
 /* ---- statements and results ---- */
 
-static const db_stmt TYPED_VALUES = DB_STMT("t_typed",
-                                            "SELECT 32767::int2, (-2147483648)::int4, 9223372036854775807::int8, "
-                                            "(-5)::int2, 'héllo'::text, true, false, "
-                                            "NULL::int4, NULL::text, NULL::bool, ''::text, 'x'::varchar(3)",
-                                            0);
+static const db_stmt TYPED_VALUES = DB_QUERY("t_typed",
+                                             "SELECT 32767::int2, (-2147483648)::int4, 9223372036854775807::int8, "
+                                             "(-5)::int2, 'héllo'::text, true, false, "
+                                             "NULL::int4, NULL::text, NULL::bool, ''::text, 'x'::varchar(3)",
+                                             0, "iiiitbbitbtt");
 
 AIO_TEST(binary_results_read_back_through_the_accessors)
 {
@@ -95,9 +95,10 @@ AIO_TEST(binary_results_read_back_through_the_accessors)
     return 0;
 }
 
-static const db_stmt ECHO = DB_STMT("t_echo", "SELECT $1::text, $2::int4, $3::int8, $4::text IS NULL, $5::bool, octet_length($1::text)", 5);
-static const db_stmt STORE = DB_STMT("t_store", "INSERT INTO notes (body) VALUES ($1) RETURNING id, body", 1);
-static const db_stmt FETCH = DB_STMT("t_fetch", "SELECT body FROM notes WHERE id = $1", 1);
+static const db_stmt ECHO = DB_QUERY(
+    "t_echo", "SELECT $1::text, $2::int4, $3::int8, $4::text IS NULL, $5::bool, octet_length($1::text)", 5, "tiibbi");
+static const db_stmt STORE = DB_QUERY("t_store", "INSERT INTO notes (body) VALUES ($1) RETURNING id, body", 1, "it");
+static const db_stmt FETCH = DB_QUERY("t_fetch", "SELECT body FROM notes WHERE id = $1", 1, "t");
 
 AIO_TEST(parameters_round_trip_byte_exact)
 {
@@ -150,8 +151,8 @@ AIO_TEST(parameters_round_trip_byte_exact)
 }
 
 static const db_stmt INSERT_KEY = DB_STMT("t_insert_key", "INSERT INTO keys (k) VALUES ($1)", 1);
-static const db_stmt UNKNOWN_TABLE = DB_STMT("t_unknown_table", "SELECT * FROM no_such_table", 0);
-static const db_stmt DIVIDE = DB_STMT("t_divide", "SELECT 1 / $1::int4", 1);
+static const db_stmt UNKNOWN_TABLE = DB_QUERY("t_unknown_table", "SELECT * FROM no_such_table", 0, "i");
+static const db_stmt DIVIDE = DB_QUERY("t_divide", "SELECT 1 / $1::int4", 1, "i");
 
 AIO_TEST(a_statement_error_returns_eremoteio_with_its_sqlstate_and_the_connection_stays_usable)
 {
@@ -206,11 +207,79 @@ AIO_TEST(a_statement_error_returns_eremoteio_with_its_sqlstate_and_the_connectio
     return 0;
 }
 
+/* Declared shapes that the server's results do not have: a column of
+ * another type, a column too many, rows from a statement declared as a
+ * command. */
+static const db_stmt MISFIT_TYPE = DB_QUERY("t_misfit_type", "SELECT 1, 'x'::text", 0, "ti");
+static const db_stmt MISFIT_COUNT = DB_QUERY("t_misfit_count", "SELECT 1, 2", 0, "i");
+static const db_stmt MISFIT_ROWS = DB_STMT("t_misfit_rows", "SELECT 1", 0);
+static const db_stmt ANY_TYPE = DB_QUERY("t_any_type", "SELECT 1::int4, '2'::text, pg_sleep(0)", 0, "?t?");
+/* someone else prepares a statement under our statement's name in our
+ * session, as other clients do behind a transaction-pooling PgBouncer */
+static const db_stmt PREPARE_BEHIND = DB_STMT("t_prepare_behind", "PREPARE t_taken AS SELECT 2, 3", 0);
+static const db_stmt TAKEN = DB_QUERY("t_taken", "SELECT 1", 0, "i");
+
+/* A result is checked against its statement before anyone reads it: one
+ * that does not fit means the connection answers other statements than
+ * it was sent (it happens behind a pooler that shares server sessions), so
+ * the call fails with -EPROTO, nothing reads the columns, and the
+ * connection is closed; the pool goes on with a new one. */
+AIO_TEST(a_result_that_does_not_fit_its_statement_fails_eproto_and_the_connection_is_replaced)
+{
+    char *ci = test_pg_create_db();
+    db_pool *p = test_db_pool_open(ci, 0, 1); /* one connection: every statement shares it */
+    const db_stmt *misfits[] = {&MISFIT_TYPE, &MISFIT_COUNT, &MISFIT_ROWS};
+    for (size_t i = 0; i < sizeof(misfits) / sizeof(misfits[0]); i++) {
+        int64_t pid = exec_int(NULL, &BACKEND_PID, DB_NO_PARAMS);
+        PGresult *r = (PGresult *)1;
+        ck_assert_int_eq(db_exec(NULL, misfits[i], DB_NO_PARAMS, &r), -EPROTO);
+        ck_assert_ptr_null(r);
+        /* the next statement runs on a new session */
+        ck_assert_int_ne(exec_int(NULL, &BACKEND_PID, DB_NO_PARAMS), pid);
+        ck_assert_int_eq(test_db_pool_stats(p).open, 1);
+    }
+    /* a session where our statement's name was prepared by someone else
+     * is shared: the same */
+    int64_t pid = exec_int(NULL, &BACKEND_PID, DB_NO_PARAMS);
+    PQclear(exec_ok(NULL, &PREPARE_BEHIND, DB_NO_PARAMS));
+    PGresult *taken = (PGresult *)1;
+    ck_assert_int_eq(db_exec(NULL, &TAKEN, DB_NO_PARAMS, &taken), -EPROTO);
+    ck_assert_ptr_null(taken);
+    ck_assert_int_ne(exec_int(NULL, &BACKEND_PID, DB_NO_PARAMS), pid);
+    ck_assert_int_eq(exec_int(NULL, &TAKEN, DB_NO_PARAMS), 1); /* prepared afresh in the new session */
+
+    /* a fitting result, "?" taking any type */
+    PGresult *r = exec_ok(NULL, &ANY_TYPE, DB_NO_PARAMS);
+    int len;
+    const char *text = db_get_text(r, 0, 1, &len);
+    ck_assert_int_eq(len, 1);
+    ck_assert_int_eq(text[0], '2');
+    PQclear(r);
+    db_pool_destroy(p);
+
+    /* the same on a shared pipelined connection (db_read), where other
+     * tasks' reads may be in flight: each fails, and reads go on after */
+    p = test_db_pool_open(ci, 0, 4);
+    r = NULL;
+    ck_assert_int_eq(db_read(&SELECT_ONE, DB_NO_PARAMS, &r), 0);
+    PQclear(r);
+    r = (PGresult *)1;
+    ck_assert_int_eq(db_read(&MISFIT_TYPE, DB_NO_PARAMS, &r), -EPROTO);
+    ck_assert_ptr_null(r);
+    r = NULL;
+    ck_assert_int_eq(db_read(&SELECT_ONE, DB_NO_PARAMS, &r), 0);
+    ck_assert_int_eq(db_get_int(r, 0, 0), 1);
+    PQclear(r);
+    db_pool_destroy(p);
+    test_pg_drop_db(ci);
+    return 0;
+}
+
 static const db_stmt PREPARED_COUNT =
-    DB_STMT("t_prepared_count", "SELECT count(*)::int8, coalesce(sum(generic_plans + custom_plans), 0)::int8 "
+    DB_QUERY("t_prepared_count", "SELECT count(*)::int8, coalesce(sum(generic_plans + custom_plans), 0)::int8 "
                                 "FROM pg_prepared_statements WHERE name = $1",
-            1);
-static const db_stmt SQUARE = DB_STMT("t_square", "SELECT $1::int4 * $1::int4", 1);
+             1, "ii");
+static const db_stmt SQUARE = DB_QUERY("t_square", "SELECT $1::int4 * $1::int4", 1, "i");
 
 AIO_TEST(a_statement_is_prepared_once_per_connection)
 {
@@ -263,7 +332,7 @@ AIO_TEST(application_name_is_h2pg_unless_the_conninfo_sets_one)
     return 0;
 }
 
-static const db_stmt JIT_OFF = DB_STMT("t_jit_off", "SELECT (current_setting('jit') = 'off')::int4", 0);
+static const db_stmt JIT_OFF = DB_QUERY("t_jit_off", "SELECT (current_setting('jit') = 'off')::int4", 0, "i");
 
 /* JIT compiling costs PostgreSQL 15 about 350 ms per statement whose
  * generic plan is estimated costly: the pool's sessions turn it off. */
@@ -293,7 +362,7 @@ AIO_TEST(a_malformed_conninfo_fails_pool_creation_with_einval)
 
 /* ---- batches ---- */
 
-static const db_stmt DOUBLE = DB_STMT("t_double", "SELECT $1::int4 * 2", 1);
+static const db_stmt DOUBLE = DB_QUERY("t_double", "SELECT $1::int4 * 2", 1, "i");
 
 AIO_TEST(a_batch_of_fifty_independent_statements_all_return)
 {
@@ -356,9 +425,9 @@ AIO_TEST(a_failing_statement_in_a_batch_does_not_affect_the_others)
     return 0;
 }
 
-static const db_stmt NEW_GOOD_A = DB_STMT("t_new_good_a", "SELECT 10", 0);
-static const db_stmt NEW_BAD = DB_STMT("t_new_bad", "SELECT * FROM missing_table", 0);
-static const db_stmt NEW_GOOD_B = DB_STMT("t_new_good_b", "SELECT 20", 0);
+static const db_stmt NEW_GOOD_A = DB_QUERY("t_new_good_a", "SELECT 10", 0, "i");
+static const db_stmt NEW_BAD = DB_QUERY("t_new_bad", "SELECT * FROM missing_table", 0, "i");
+static const db_stmt NEW_GOOD_B = DB_QUERY("t_new_good_b", "SELECT 20", 0, "i");
 
 AIO_TEST(a_statement_that_fails_to_prepare_in_a_batch_does_not_fail_the_others_now_or_later)
 {
@@ -718,7 +787,7 @@ AIO_TEST(a_pool_with_a_minimum_reopens_killed_connections_by_itself)
     return 0;
 }
 
-static const db_stmt SLEEP_10 = DB_STMT("t_sleep_10", "SELECT pg_sleep(10)", 0);
+static const db_stmt SLEEP_10 = DB_QUERY("t_sleep_10", "SELECT pg_sleep(10)", 0, "?");
 
 struct statement_run {
     const db_stmt *stmt;
@@ -767,7 +836,7 @@ AIO_TEST(a_connection_killed_during_a_statement_fails_it_and_the_pool_recovers)
 
 /* ---- interrupting statements: cancel on the server, clean connection ---- */
 
-static const db_stmt LOCK_ROW = DB_STMT("t_lock_row", "SELECT v FROM counter WHERE id = 1 FOR UPDATE", 0);
+static const db_stmt LOCK_ROW = DB_QUERY("t_lock_row", "SELECT v FROM counter WHERE id = 1 FOR UPDATE", 0, "i");
 static const db_stmt INSERT_NOTE = DB_STMT("t_insert_note", "INSERT INTO notes (body) VALUES ($1)", 1);
 static const db_stmt BEGIN = DB_STMT("t_begin", "BEGIN", 0);
 
@@ -954,7 +1023,7 @@ AIO_TEST(a_connection_released_inside_a_transaction_comes_back_rolled_back)
     return 0;
 }
 
-static const db_stmt STUBBORN = DB_STMT("t_stubborn", "SELECT stubborn()", 0);
+static const db_stmt STUBBORN = DB_QUERY("t_stubborn", "SELECT stubborn()", 0, "i");
 
 AIO_TEST(the_janitor_keeps_cancelling_and_closes_a_connection_that_does_not_drain_in_time)
 {
@@ -1067,6 +1136,7 @@ static Suite *suite(void)
     tcase_add_test(tc, binary_results_read_back_through_the_accessors);
     tcase_add_test(tc, parameters_round_trip_byte_exact);
     tcase_add_test(tc, a_statement_error_returns_eremoteio_with_its_sqlstate_and_the_connection_stays_usable);
+    tcase_add_test(tc, a_result_that_does_not_fit_its_statement_fails_eproto_and_the_connection_is_replaced);
     tcase_add_test(tc, a_statement_is_prepared_once_per_connection);
     tcase_add_test(tc, application_name_is_h2pg_unless_the_conninfo_sets_one);
     tcase_add_test(tc, pool_sessions_run_with_jit_off);

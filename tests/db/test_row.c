@@ -86,19 +86,19 @@ END_TEST
 
 /* ---- rows as JSON ---- */
 
-static const db_stmt TYPED_ROW = DB_STMT("t_typed_row",
-                                         "SELECT 32767::int2 AS small, (-2147483648)::int4 AS medium, "
-                                         "9223372036854775807::int8 AS big, (-5)::int2 AS negative, "
-                                         "'h\xc3\xa9llo \"quoted\"'::text AS greeting, ''::text AS empty, "
-                                         "'xyz'::varchar(3) AS code, true AS yes, false AS no, "
-                                         "NULL::int4 AS no_int, NULL::text AS no_text, NULL::bool AS no_bool, "
-                                         "NULL::timestamptz AS no_time, "
-                                         "'2026-11-22 09:46:30.262+01'::timestamptz AS at, "
-                                         "'1969-12-31 23:59:59.999999+00'::timestamptz AS before_1970, "
-                                         "'infinity'::timestamptz AS never_after, "
-                                         "'-infinity'::timestamptz AS never_before, "
-                                         "'2000-02-29 00:00:00.000001'::timestamp AS local_time",
-                                         0);
+static const db_stmt TYPED_ROW = DB_QUERY("t_typed_row",
+                                          "SELECT 32767::int2 AS small, (-2147483648)::int4 AS medium, "
+                                          "9223372036854775807::int8 AS big, (-5)::int2 AS negative, "
+                                          "'h\xc3\xa9llo \"quoted\"'::text AS greeting, ''::text AS empty, "
+                                          "'xyz'::varchar(3) AS code, true AS yes, false AS no, "
+                                          "NULL::int4 AS no_int, NULL::text AS no_text, NULL::bool AS no_bool, "
+                                          "NULL::timestamptz AS no_time, "
+                                          "'2026-11-22 09:46:30.262+01'::timestamptz AS at, "
+                                          "'1969-12-31 23:59:59.999999+00'::timestamptz AS before_1970, "
+                                          "'infinity'::timestamptz AS never_after, "
+                                          "'-infinity'::timestamptz AS never_before, "
+                                          "'2000-02-29 00:00:00.000001'::timestamp AS local_time",
+                                          0, "iiiitttbbitbdddddd");
 
 AIO_TEST(a_row_becomes_an_object_keyed_by_column_name_with_typed_values)
 {
@@ -155,10 +155,10 @@ AIO_TEST(a_row_becomes_an_object_keyed_by_column_name_with_typed_values)
     return 0;
 }
 
-static const db_stmt ALIASES = DB_STMT("t_aliases",
-                                       "SELECT u.id, u.name AS \"displayName\", u.id * 10 AS score, 1, "
-                                       "u.name = 'ann' AS \"is ann?\" FROM people u WHERE u.id = $1",
-                                       1);
+static const db_stmt ALIASES = DB_QUERY("t_aliases",
+                                        "SELECT u.id, u.name AS \"displayName\", u.id * 10 AS score, 1, "
+                                        "u.name = 'ann' AS \"is ann?\" FROM people u WHERE u.id = $1",
+                                        1, "itiib");
 
 AIO_TEST(column_names_and_aliases_are_the_keys)
 {
@@ -183,11 +183,11 @@ AIO_TEST(column_names_and_aliases_are_the_keys)
     return 0;
 }
 
-static const db_stmt SERIES = DB_STMT("t_series",
-                                      "SELECT i AS id, 'n' || i AS name, i % 2 = 0 AS even, "
-                                      "'2026-01-01 00:00:00+00'::timestamptz + i * interval '1 second' AS at "
-                                      "FROM generate_series(1, $1::int4) AS i ORDER BY i",
-                                      1);
+static const db_stmt SERIES = DB_QUERY("t_series",
+                                       "SELECT i AS id, 'n' || i AS name, i % 2 = 0 AS even, "
+                                       "'2026-01-01 00:00:00+00'::timestamptz + i * interval '1 second' AS at "
+                                       "FROM generate_series(1, $1::int4) AS i ORDER BY i",
+                                       1, "itbd");
 
 AIO_TEST(rows_become_an_array_of_objects_in_result_order)
 {
@@ -232,10 +232,10 @@ AIO_TEST(rows_become_an_array_of_objects_in_result_order)
 /* ---- failure records ---- */
 
 static const db_stmt INSERT_KEY = DB_STMT("t_insert_key", "INSERT INTO keys (k) VALUES ($1)", 1);
-static const db_stmt SELECT_ONE = DB_STMT("t_select_one", "SELECT 1", 0);
-static const db_stmt DIVIDE = DB_STMT("t_divide", "SELECT 1 / $1::int4", 1);
-static const db_stmt FIND_KEY = DB_STMT("t_find_key", "SELECT k FROM keys WHERE k = $1", 1);
-static const db_stmt SLEEP_5 = DB_STMT("t_sleep_5", "SELECT pg_sleep(5)", 0);
+static const db_stmt SELECT_ONE = DB_QUERY("t_select_one", "SELECT 1", 0, "i");
+static const db_stmt DIVIDE = DB_QUERY("t_divide", "SELECT 1 / $1::int4", 1, "i");
+static const db_stmt FIND_KEY = DB_QUERY("t_find_key", "SELECT k FROM keys WHERE k = $1", 1, "i");
+static const db_stmt SLEEP_5 = DB_QUERY("t_sleep_5", "SELECT pg_sleep(5)", 0, "?");
 
 static const char ACTIVE_POOL_QUERIES[] = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
                                           "AND application_name = 'h2pg' AND state = 'active'";

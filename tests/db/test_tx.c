@@ -78,7 +78,7 @@ static int barrier_wait(struct barrier *b)
 }
 
 static const db_stmt INSERT_KEY = DB_STMT("t_insert_key", "INSERT INTO keys (k) VALUES ($1)", 1);
-static const db_stmt BACKEND_PID = DB_STMT("t_backend_pid", "SELECT pg_backend_pid()", 0);
+static const db_stmt BACKEND_PID = DB_QUERY("t_backend_pid", "SELECT pg_backend_pid()", 0, "i");
 
 static int insert_key(db_conn *tx, int k)
 {
@@ -92,7 +92,8 @@ static int insert_key(db_conn *tx, int k)
 
 /* true inside a transaction that began at least 15 ms ago (now() is the
  * transaction's start) */
-static const db_stmt IN_TRANSACTION = DB_STMT("t_in_tx", "SELECT clock_timestamp() - now() > interval '15 ms'", 0);
+static const db_stmt IN_TRANSACTION =
+    DB_QUERY("t_in_tx", "SELECT clock_timestamp() - now() > interval '15 ms'", 0, "b");
 
 static int insert_two_and_return_42(db_conn *tx, void *arg)
 {
@@ -300,8 +301,9 @@ AIO_TEST(a_body_that_sends_nothing_returns_its_value_and_leaves_no_transaction)
 
 /* ---- isolation and read-only ---- */
 
-static const db_stmt TX_SETTINGS = DB_STMT(
-    "t_tx_settings", "SELECT current_setting('transaction_isolation'), current_setting('transaction_read_only')", 0);
+static const db_stmt TX_SETTINGS = DB_QUERY(
+    "t_tx_settings", "SELECT current_setting('transaction_isolation'), current_setting('transaction_read_only')", 0,
+    "tt");
 
 struct settings {
     char isolation[32];
@@ -519,7 +521,7 @@ AIO_TEST(a_deadlock_with_no_retries_left_returns_eremoteio_and_40P01)
     return 0;
 }
 
-static const db_stmt READ_V = DB_STMT("t_read_v", "SELECT v FROM counter WHERE id = 1", 0);
+static const db_stmt READ_V = DB_QUERY("t_read_v", "SELECT v FROM counter WHERE id = 1", 0, "i");
 static const db_stmt WRITE_V = DB_STMT("t_write_v", "UPDATE counter SET v = $1 WHERE id = 1", 1);
 
 /* Reads the counter and writes it back plus one; on the first run both
@@ -637,7 +639,7 @@ AIO_TEST(the_process_default_applies_when_max_retries_is_minus_one)
     return 0;
 }
 
-static const db_stmt COUNT_ON_DUTY = DB_STMT("t_count_on_duty", "SELECT count(*) FROM on_call WHERE on_duty", 0);
+static const db_stmt COUNT_ON_DUTY = DB_QUERY("t_count_on_duty", "SELECT count(*) FROM on_call WHERE on_duty", 0, "i");
 static const db_stmt GO_OFF_DUTY = DB_STMT("t_go_off_duty", "UPDATE on_call SET on_duty = false WHERE id = $1", 1);
 
 /* Write skew: each goes off duty if someone else is still on; no row is
@@ -691,7 +693,7 @@ AIO_TEST(write_skew_under_serializable_is_retried_and_prevented)
 
 /* ---- deadlines and cancellation ---- */
 
-static const db_stmt LOCK_ROW = DB_STMT("t_lock_row", "SELECT v FROM counter WHERE id = 1 FOR UPDATE", 0);
+static const db_stmt LOCK_ROW = DB_QUERY("t_lock_row", "SELECT v FROM counter WHERE id = 1 FOR UPDATE", 0, "i");
 
 static int insert_then_wait_for_a_lock(db_conn *tx, void *arg)
 {
