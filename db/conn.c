@@ -128,9 +128,11 @@ static void op_complete(db_conn *c, db_op *op)
     else
         aio_future_set(&op->done, op->rc);
     c->head_since = aio_turn_now();
-    if (aio_list_is_empty(&c->ops))
+    if (aio_list_is_empty(&c->ops)) {
         aio_event_set(&c->drained);
-    else if (c->state == DB_CONN_SHARED)
+        if (c->state == DB_CONN_SHARED)
+            db__pool_shared_idle(c);
+    } else if (c->state == DB_CONN_SHARED)
         db__pool_head_check(c);
 }
 
@@ -524,6 +526,14 @@ static bool send_op(db_conn *c, db_op *op, const db_call *calls, size_t n, const
         ok = PQsendFlushRequest(c->pg);
     assert(!ok || t == op->ntags);
     return ok;
+}
+
+bool db__conn_after_sync(const db_conn *c) { return !c->segment_open && !aio_list_is_empty(&c->ops); }
+
+bool db__conn_in_transaction(const db_conn *c)
+{
+    PGTransactionStatusType st = PQtransactionStatus(c->pg);
+    return c->begin != NULL || st == PQTRANS_INTRANS || st == PQTRANS_INERROR;
 }
 
 db_op *db__conn_send(db_conn *c, db_call *calls, size_t n, int flags)

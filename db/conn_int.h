@@ -129,6 +129,19 @@ void db__pool_abandoned(db_conn *c);
  * when the pool has a single connection, or another task was opening it
  * and failed (use an exclusive one). */
 int db__pool_shared(db_pool *p, db_conn **out);
+/* The shared connection c has nothing in flight any more (conn.c tells). */
+void db__pool_shared_idle(db_conn *c);
+/* Awaits the moment the pool's shared connection has nothing in flight, or
+ * breaks or is retired (then ask db__pool_shared again); the caller's
+ * deadline and cancellation apply. */
+int db__pool_shared_wait_idle(db_pool *p);
+/* Counts a send held back behind a Sync (db_pool_stats.sends_held). */
+void db__pool_send_held(db_pool *p);
+/* Whether statements sent to c now would follow a Sync whose answer has not
+ * come yet: some are in flight and no segment is open to join. */
+bool db__conn_after_sync(const db_conn *c);
+/* Whether c is inside a transaction, or its next statement opens one. */
+bool db__conn_in_transaction(const db_conn *c);
 /* The head of c's pipeline may have changed, or an op of it was abandoned:
  * arms the watchdog of a shared connection whose head is abandoned. */
 void db__pool_head_check(db_conn *c);

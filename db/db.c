@@ -151,6 +151,17 @@ static int exec_shared(db_pool *pool, db_call *calls, size_t n, int flags)
             return exec_batch(pool, NULL, calls, n, flags);
         if (rc < 0)
             return rc;
+        if (db__pool_unnamed(pool) && db__conn_after_sync(c)) {
+            /* behind a transaction-pooling PgBouncer nothing may follow a
+             * Sync before its answer: on that answer PgBouncer hands the
+             * server session to another client, with whatever of ours it
+             * has forwarded meanwhile, and that client gets our results.
+             * The reads that wait leave together as the next segment. */
+            if ((rc = db__pool_shared_wait_idle(pool)) < 0)
+                return rc;
+            attempt--;
+            continue;
+        }
         for (size_t i = 0; i < n; i++) {
             calls[i].result = NULL;
             calls[i].rc = -ECANCELED;
@@ -208,6 +219,39 @@ int db_exec_read(const db_stmt *stmt, db_params params, PGresult **res)
     return rc;
 }
 
+/* Sends the calls as one op on c and awaits them; *abandoned as db__op_wait. */
+static int run_op(db_conn *c, db_call *calls, size_t n, int flags, bool *abandoned)
+{
+    db_op *op = db__conn_send(c, calls, n, flags);
+    if (op == NULL) {
+        *abandoned = false;
+        return -ENOMEM;
+    }
+    return db__op_wait(op, calls, n, abandoned);
+}
+
+/* Behind a transaction-pooling PgBouncer, a Sync that ends a transaction
+ * lets PgBouncer give the server session to another client as soon as its
+ * answer comes, with whatever of ours it has forwarded by then: so the
+ * independent statements of a batch outside a transaction (a Sync after
+ * each) go one round trip at a time. The first failure's code, as a batch. */
+static int run_one_by_one(db_conn *c, db_call *calls, size_t n, bool *abandoned)
+{
+    int first = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0)
+            db__pool_send_held(c->pool);
+        int rc = run_op(c, &calls[i], 1, 0, abandoned);
+        if (*abandoned)
+            return rc;
+        if (rc < 0 && first == 0)
+            first = rc;
+        if (rc == -ENOMEM)
+            break;
+    }
+    return first;
+}
+
 static int exec_batch(db_pool *pool, db_conn *conn, db_call *calls, size_t n, int flags)
 {
     for (size_t i = 0; i < n; i++) {
@@ -223,14 +267,11 @@ static int exec_batch(db_pool *pool, db_conn *conn, db_call *calls, size_t n, in
         if ((rc = db_pool_acquire(pool, &c)) < 0)
             return rc;
     }
-    db_op *op = db__conn_send(c, calls, n, flags);
-    if (op == NULL) {
-        if (conn == NULL)
-            db_pool_release(c);
-        return -ENOMEM;
-    }
     bool abandoned;
-    rc = db__op_wait(op, calls, n, &abandoned);
+    if (n > 1 && !(flags & DB_BATCH_ATOMIC) && db__pool_unnamed(c->pool) && !db__conn_in_transaction(c))
+        rc = run_one_by_one(c, calls, n, &abandoned);
+    else
+        rc = run_op(c, calls, n, flags, &abandoned);
     if (abandoned) {
         /* the statement may still run on the server: the janitor cancels it,
          * drains the connection and decides whether it can be reused */

@@ -131,7 +131,9 @@ enum {
 };
 
 /* Sends every call in one round trip (pipeline mode) and awaits all the
- * results. Returns 0 when all succeeded, else the first failure's code (as
+ * results (behind a transaction-pooling PgBouncer, a batch that is neither
+ * atomic nor inside a transaction goes one statement per round trip).
+ * Returns 0 when all succeeded, else the first failure's code (as
  * db_exec); each call's result is set and freed by the caller (see
  * db_calls_clear). */
 int db_exec_batch(db_conn *conn, db_call *calls, size_t n, int flags);
@@ -148,7 +150,10 @@ int db_exec_batch(db_conn *conn, db_call *calls, size_t n, int flags);
  * at once; its statement is dropped when its result comes, or, once it is
  * the one the server runs, cancelled there by the connection's watchdog.
  * A read hit by a cancel meant for another request's statement runs again,
- * invisibly. Not for statements with effects, nor for anything inside a
+ * invisibly. Behind a transaction-pooling PgBouncer (DATABASE_POOLER=
+ * transaction) a segment is sent only once the one before has been
+ * answered: PgBouncer may hand the server session to another client on
+ * that answer. Not for statements with effects, nor for anything inside a
  * transaction. Errors as db_exec. */
 int db_read(const db_stmt *stmt, db_params params, PGresult **res);
 int db_read_batch(db_call *calls, size_t n, int flags);

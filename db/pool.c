@@ -31,6 +31,7 @@ struct db_pool {
     h2o_timeout_t watchdog_tick; /* its head-of-line watchdog (WATCHDOG_MS) */
     bool shared_opening;
     aio_event shared_ready; /* set whenever no task is opening the shared connection */
+    aio_event shared_idle;  /* set when the shared connection has nothing in flight, breaks or is retired */
     size_t nopen, nidle, nconnecting, ncleaning, nwaiting;
     int64_t backoff, backoff_until, backoff_since; /* since: when a failure last set them */
     char last_error[256];
@@ -381,8 +382,10 @@ void db__pool_conn_broken(db_conn *c)
             aio_link_unlink(&c->pool_link);
             p->nidle--;
         }
-        if (p->shared == c)
+        if (p->shared == c) {
             p->shared = NULL;
+            aio_event_set(&p->shared_idle);
+        }
         c->state = DB_CONN_CLEANING;
         aio_list_push_back(&p->dead, &c->pool_link);
         aio_defer(&p->reap);
@@ -429,6 +432,21 @@ int db__pool_shared(db_pool *p, db_conn **out)
     return rc < 0 ? rc : 0;
 }
 
+void db__pool_shared_idle(db_conn *c)
+{
+    if (c->pool->shared == c)
+        aio_event_set(&c->pool->shared_idle);
+}
+
+void db__pool_send_held(db_pool *p) { p->stats.sends_held++; }
+
+int db__pool_shared_wait_idle(db_pool *p)
+{
+    p->stats.sends_held++;
+    aio_event_clear(&p->shared_idle);
+    return aio_event_wait(&p->shared_idle);
+}
+
 /* Stops sharing c: the janitor cancels its abandoned statements as they
  * reach the head, drains it and returns it to the pool, or closes it. */
 static void retire_shared(db_conn *c)
@@ -437,8 +455,10 @@ static void retire_shared(db_conn *c)
     if (c->state != DB_CONN_SHARED)
         return; /* retired already */
     h2o_timeout_unlink(&c->watchdog);
-    if (p->shared == c)
+    if (p->shared == c) {
         p->shared = NULL;
+        aio_event_set(&p->shared_idle);
+    }
     c->retired = true;
     start_janitor(c, true, true);
 }
@@ -515,6 +535,7 @@ int db_pool_create(const db_pool_config *cfg, db_pool **out, char *err, size_t e
     aio_event_init(&p->wake);
     aio_event_init(&p->shared_ready);
     aio_event_set(&p->shared_ready);
+    aio_event_init(&p->shared_idle);
     h2o_timeout_init(aio_loop_evloop(aio_loop_current()), &p->watchdog_tick, WATCHDOG_MS);
     p->refs = 1;
     if ((p->maintainer = aio_task_spawn(maintainer, p)) == NULL) {

@@ -92,6 +92,8 @@ const char *db_conn_error(const db_conn *c);
 typedef struct db_pool_stats {
     size_t open, idle, in_use, connecting, waiting, cleaning;
     uint64_t acquired, acquire_timeouts, connect_failures, cancels_sent, closed_dirty;
+    /* transaction_pooler: sends held back until the Sync before them was answered */
+    uint64_t sends_held;
 } db_pool_stats;
 
 void db_pool_stats_get(const db_pool *p, db_pool_stats *st);

@@ -479,6 +479,66 @@ AIO_TEST(a_required_call_without_a_row_fails_the_gather_and_cancels_the_rest_on_
     return 0;
 }
 
+static const db_stmt SLEEP_SHORT = DB_QUERY("t_sleep_short", "SELECT pg_sleep($1::int4 / 1000.0)", 1, "?");
+
+static int sleep_read(void *arg)
+{
+    PGresult *r = NULL;
+    int rc = db_read(&SLEEP_SHORT, DB_PARAMS(DB_INT4(300)), &r);
+    PQclear(r);
+    return rc;
+}
+
+/* Behind a transaction-pooling PgBouncer a Sync that ends a transaction
+ * lets it hand the server session to another client on its answer, with
+ * whatever of ours it has forwarded by then; so with transaction_pooler
+ * nothing is sent after such a Sync before its answer: a read queued while
+ * the shared connection's segment is in flight waits for it, and the
+ * statements of an independent batch go one at a time. Without the option
+ * both are pipelined (here against PostgreSQL itself, where either is
+ * right: what is counted is what was held back). */
+AIO_TEST(with_a_transaction_pooler_nothing_is_sent_behind_an_unanswered_sync)
+{
+    char *ci = test_pg_create_db();
+    for (int pooler = 0; pooler < 2; pooler++) {
+        db_pool_config cfg = test_db_pool_config(ci, 0, 4);
+        cfg.transaction_pooler = pooler;
+        db_pool *p = test_db_pool_open_with(&cfg);
+        PGresult *r = NULL;
+        ck_assert_int_eq(db_read(&SELECT_ONE, DB_NO_PARAMS, &r), 0); /* the shared connection is open */
+        PQclear(r);
+        aio_task *sleeper = aio_task_spawn(sleep_read, NULL);
+        ck_assert_ptr_nonnull(sleeper);
+        ck_assert_int_eq(aio_sleep(AIO_MSEC(50)), 0); /* its segment has left */
+        r = NULL;
+        ck_assert_int_eq(db_read(&SELECT_ONE, DB_NO_PARAMS, &r), 0);
+        ck_assert_int_eq(db_get_int(r, 0, 0), 1);
+        PQclear(r);
+        ck_assert_int_eq(aio_task_join(sleeper), 0);
+        uint64_t shared_held = test_db_pool_stats(p).sends_held;
+
+        db_call calls[3] = {DB_CALL0(&SELECT_ONE), DB_CALL(&DIVIDE, DB_INT4(0)), DB_CALL0(&SELECT_ONE)};
+        ck_assert_int_eq(db_exec_batch(NULL, calls, 3, 0), -EREMOTEIO);
+        ck_assert_int_eq(calls[0].rc, 0);
+        ck_assert_int_eq(calls[1].rc, -EREMOTEIO);
+        ck_assert_str_eq(db_sqlstate(calls[1].result), "22012");
+        ck_assert_int_eq(calls[2].rc, 0); /* independent: it ran */
+        db_calls_clear(calls, 3);
+        uint64_t batch_held = test_db_pool_stats(p).sends_held - shared_held;
+        fprintf(stderr, "transaction_pooler=%d: %llu reads held behind a segment, %llu batch statements held\n", pooler,
+                (unsigned long long)shared_held, (unsigned long long)batch_held);
+        if (pooler) {
+            ck_assert_uint_ge(shared_held, 1); /* the sleeper may have waited for the Sync before it too */
+            ck_assert_uint_eq(batch_held, 2);
+        } else {
+            ck_assert_uint_eq(shared_held + batch_held, 0);
+        }
+        db_pool_destroy(p);
+    }
+    test_pg_drop_db(ci);
+    return 0;
+}
+
 struct shared_read {
     const db_stmt *stmt;
     int32_t arg;
@@ -594,6 +654,7 @@ int main(void)
     tcase_add_test(tc, a_required_call_without_a_row_fails_the_gather_and_cancels_the_rest_on_the_server);
     tcase_add_test(tc, a_pool_of_one_shares_no_connection_so_a_read_leaves_it_for_a_write);
     tcase_add_test(tc, reads_skipped_for_a_neighbours_failure_run_again_and_never_see_it);
+    tcase_add_test(tc, with_a_transaction_pooler_nothing_is_sent_behind_an_unanswered_sync);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }
