@@ -213,10 +213,19 @@ static void on_call(db_conn *c, db_op *op, int call, PGresult *r)
     }
 }
 
+/* What comes in on c cannot be trusted to answer what c sent (a pooler
+ * that shares server sessions between clients can do that): the op fails
+ * with -EPROTO and the connection is closed. */
+static void untrusted(db_conn *c, db_op *op, PGresult *r, const char *why)
+{
+    PQclear(r);
+    if (op->rc == 0)
+        op->rc = -EPROTO;
+    conn_break(c, why);
+}
+
 /* A statement's result has other columns than it declares: the results
- * coming in answer other statements than the ones sent (a pooler that
- * shares server sessions between clients can do that), so nothing more
- * read from this connection can be trusted. */
+ * coming in answer other statements than the ones sent. */
 static void out_of_step(db_conn *c, db_op *op, const db_stmt *stmt, PGresult *r)
 {
     char got[96];
@@ -229,10 +238,7 @@ static void out_of_step(db_conn *c, db_op *op, const db_stmt *stmt, PGresult *r)
               stmt->name, stmt->cols != NULL ? stmt->cols : "", PQnfields(r), got,
               db__pool_unnamed(c->pool) ? ""
                                         : "; behind a transaction-pooling PgBouncer set DATABASE_POOLER=transaction");
-    PQclear(r);
-    if (op->rc == 0)
-        op->rc = -EPROTO;
-    conn_break(c, "results out of step with the statements sent");
+    untrusted(c, op, r, "results out of step with the statements sent");
 }
 
 /* Hands a result to the op at the head, in the order the op expects them
@@ -260,11 +266,7 @@ static void dispatch(db_conn *c, PGresult *r)
                   "prepared there by another (42P05); behind a transaction-pooling PgBouncer set "
                   "DATABASE_POOLER=transaction",
                   op->prepped[op->pos / 2]->name);
-        set_prepared(c, op->prepped[op->pos / 2], false);
-        PQclear(r);
-        if (op->rc == 0)
-            op->rc = -EPROTO;
-        conn_break(c, "the server session is shared with other clients");
+        untrusted(c, op, r, "the server session is shared with other clients");
         return;
     }
     if (tag >= 0 && (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) && !db_result_fits(op->stmts[tag], r)) {

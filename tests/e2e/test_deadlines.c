@@ -281,6 +281,13 @@ static int64_t create_user(void)
     return id;
 }
 
+/* Starts the world, creates a user and writes its /users/{id} path. */
+static void world_start_with_user(const char *const *env, char *path, size_t size)
+{
+    world_start(env);
+    snprintf(path, size, "/users/%lld", (long long)create_user());
+}
+
 static int64_t create_account(int64_t user, long long balance)
 {
     char body[128];
@@ -387,10 +394,8 @@ END_TEST
 START_TEST(request_timeout_ms_bounds_a_request_without_the_header_and_a_longer_header_does_not_extend_it)
 {
     const char *env[] = {"THREADS=1", "REQUEST_TIMEOUT_MS=300", NULL};
-    world_start(env);
-    int64_t user = create_user();
     char path[64];
-    snprintf(path, sizeof(path), "/users/%lld", (long long)user);
+    world_start_with_user(env, path, sizeof(path));
 
     hold("LOCK TABLE users IN ACCESS EXCLUSIVE MODE");
     expect_deadline_504(path, NULL, 300, "REQUEST_TIMEOUT_MS=300, no header");
@@ -772,10 +777,8 @@ static long logged_status(const char *id)
 START_TEST(a_client_that_hangs_up_has_its_query_cancelled_and_is_logged_as_499)
 {
     const char *env[] = {"THREADS=1", "REQUEST_TIMEOUT_MS=30000", NULL};
-    world_start(env);
-    int64_t user = create_user();
     char path[64], id[64], id_line[96];
-    snprintf(path, sizeof(path), "/users/%lld", (long long)user);
+    world_start_with_user(env, path, sizeof(path));
     hold("LOCK TABLE users IN ACCESS EXCLUSIVE MODE");
     for (int i = 0; i < 3; i++) {
         snprintf(id, sizeof(id), "hangup-%ld-%d", (long)getpid(), i);
@@ -821,10 +824,8 @@ END_TEST
 START_TEST(a_late_cancel_meant_for_a_gone_request_is_not_seen_by_the_next_one)
 {
     const char *env[] = {"THREADS=1", "REQUEST_TIMEOUT_MS=30000", NULL};
-    world_start(env);
-    int64_t user = create_user();
     char path[64];
-    snprintf(path, sizeof(path), "/users/%lld", (long long)user);
+    world_start_with_user(env, path, sizeof(path));
     long long reruns_before = metric("h2pg_db_read_reruns_total");
     enum { ROUNDS = 3 };
     for (int i = 0; i < ROUNDS; i++) {
@@ -991,10 +992,8 @@ static int flood(const char *method, const char *path, const char *body, int min
 START_TEST(more_requests_than_connections_wait_in_line_then_get_503_with_retry_after_while_healthz_answers)
 {
     const char *env[] = {"THREADS=1", "POOL_MAX=2", "POOL_ACQUIRE_TIMEOUT_MS=500", NULL};
-    world_start(env);
-    int64_t user = create_user();
     char path[64];
-    snprintf(path, sizeof(path), "/users/%lld", (long long)user);
+    world_start_with_user(env, path, sizeof(path));
     /* one statement per request, each on a borrowed connection: exactly two
      * hold the two connections */
     int n503 = flood("PATCH", path, "{\"name\":\"flooded\"}", FLOOD - 2);
@@ -1080,10 +1079,8 @@ END_TEST
 START_TEST(past_max_inflight_a_request_gets_503_at_once_and_healthz_still_answers)
 {
     const char *env[] = {"THREADS=1", "MAX_INFLIGHT=4", NULL};
-    world_start(env);
-    int64_t user = create_user();
     char path[64];
-    snprintf(path, sizeof(path), "/users/%lld", (long long)user);
+    world_start_with_user(env, path, sizeof(path));
     hold("LOCK TABLE users IN ACCESS EXCLUSIVE MODE");
     const char *headers[] = {"Request-Timeout: 10000", NULL};
     int inflight[4];
@@ -1137,10 +1134,8 @@ END_TEST
 START_TEST(statement_timeout_cancels_a_stuck_statement_on_the_server_and_the_client_gets_504)
 {
     const char *env[] = {"THREADS=1", "STATEMENT_TIMEOUT_MS=500", "REQUEST_TIMEOUT_MS=10000", NULL};
-    world_start(env);
-    int64_t user = create_user();
     char path[64];
-    snprintf(path, sizeof(path), "/users/%lld", (long long)user);
+    world_start_with_user(env, path, sizeof(path));
     hold("LOCK TABLE users IN ACCESS EXCLUSIVE MODE");
     const char *headers[] = {"Request-Timeout: 5000", NULL};
     int64_t sent = now_us();
@@ -1227,10 +1222,8 @@ END_TEST
 START_TEST(sigterm_cancels_a_request_stuck_past_the_grace_period_and_its_query_on_the_server)
 {
     const char *env[] = {"THREADS=1", "SHUTDOWN_GRACE_MS=300", "REQUEST_TIMEOUT_MS=30000", NULL};
-    world_start(env);
-    int64_t user = create_user();
     char path[64];
-    snprintf(path, sizeof(path), "/users/%lld", (long long)user);
+    world_start_with_user(env, path, sizeof(path));
     hold("LOCK TABLE users IN ACCESS EXCLUSIVE MODE");
     int fd = send_req("GET", path, NULL, NULL);
     wait_lock_waiters(1);
